@@ -1,0 +1,205 @@
+"""``htsr.WeightWatcher``: argument- and column-compatible with the reference tool.
+
+Switching is one import line::
+
+    import htsr as ww            # was: import weightwatcher as ww
+    watcher = ww.WeightWatcher(model=model)
+    details = watcher.analyze(plot=True, randomize=True)
+    watcher.get_summary()
+
+The deliberate differences are listed in ``docs/compat.md``. An unknown
+keyword fails at once naming it; a reference option htsr does not implement
+raises ``NotImplementedError`` naming the option (never a silent no-op).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from .errors import HtsrError, UnknownOptionError
+
+DEF_SAVE_DIR = "ww-img"
+
+# reference options accepted only at their default value (anything else is not built)
+_ONLY_DEFAULT = {
+    "min_size": None, "max_size": None, "glorot_fix": False, "conv2d_fft": False, "fft": False,
+    "deltas": False, "intra": False, "vectors": False, "channels": None, "stacked": False,
+    "fix_fingers": False, "xmin_max": None, "max_fingers": None, "finger_thresh": None,
+    "fit": "PL", "ERG": False, "xmax": None, "peft": False, "inverse": False, "pl_package": "ww",
+    "base_model": None,
+}
+# accepted and without effect on the numbers: htsr always computes exactly (documented in docs/compat.md)
+_ACCEPTED = {"svd_method": ("accurate", "fast"), "sparsify": (True, False)}
+_DIRECT = ("layers", "min_evals", "max_evals", "max_N", "randomize", "mp_fit", "conv2d_norm", "pool",
+           "detX", "tolerance", "seed", "device", "workers", "progress", "start_ids")
+
+
+def _map_options(method: str, kwargs: dict, describe: bool = False) -> tuple[dict, dict]:
+    """Split compat keywords into htsr options and plot options; reject unknown/unbuilt ones."""
+    opts: dict[str, Any] = {}
+    plot_opts = {"plot": False, "savefig": DEF_SAVE_DIR}
+    for key, value in kwargs.items():
+        if key in _DIRECT:
+            opts[key] = value
+        elif key in ("plot", "savefig"):
+            plot_opts[key] = value
+        elif key == "ww2x":
+            if value:
+                opts["pool"] = False
+        elif key in _ACCEPTED:
+            if value not in _ACCEPTED[key]:
+                raise NotImplementedError(f"WeightWatcher.{method}: option {key}={value!r} is not implemented in htsr.")
+        elif key in _ONLY_DEFAULT:
+            default = _ONLY_DEFAULT[key]
+            same = value == default or (key == "fit" and str(value).upper() in ("PL", "POWER_LAW"))
+            if key in ("max_fingers", "finger_thresh") and not kwargs.get("fix_fingers"):
+                same = True
+            if not same:
+                raise NotImplementedError(
+                    f"WeightWatcher.{method}: option {key}={value!r} is not implemented in htsr "
+                    f"(only the default {default!r} is supported)."
+                )
+        else:
+            raise UnknownOptionError(f"WeightWatcher.{method}() got an unexpected keyword argument {key!r}.")
+    if "layers" in opts and isinstance(opts["layers"], (list, tuple)) and len(opts["layers"]) == 0:
+        opts["layers"] = None
+    return opts, plot_opts
+
+
+class WeightWatcher:
+    """Drop-in replacement for ``weightwatcher.WeightWatcher``.
+
+    Parameters
+    ----------
+    model : optional
+        Anything :func:`htsr.analyze` reads (module, state dict, path).
+    framework : optional
+        Accepted and ignored: htsr recognizes the model itself.
+    base_model : optional
+        Not implemented (must be None).
+    log_level : optional
+        Level for the ``htsr`` logger (e.g. ``logging.INFO``); nothing is configured otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np, htsr
+    >>> W = np.random.default_rng(0).standard_normal((200, 50))
+    >>> watcher = htsr.WeightWatcher(model={"fc.weight": W})
+    >>> details = watcher.analyze()
+    >>> list(details.columns[:4])
+    ['layer_id', 'name', 'D', 'M']
+    """
+
+    def __init__(self, model: Any = None, framework: Any = None, base_model: Any = None, log_level: Any = None):
+        if base_model is not None:
+            raise NotImplementedError("WeightWatcher: option base_model is not implemented in htsr.")
+        self.model = model
+        self.framework = framework
+        self.details = None
+        self.results = None
+        self.report = None
+        if log_level is not None:
+            logging.getLogger("htsr").setLevel(log_level)
+
+    def _model(self, model: Any) -> Any:
+        if model is not None:
+            self.model = model
+        if self.model is None:
+            raise HtsrError("WeightWatcher: no model given (pass model= to the constructor or the method).")
+        return self.model
+
+    def analyze(self, model: Any = None, **kwargs: Any):
+        """Analyze the model; returns the details DataFrame (reference columns and order).
+
+        Takes the reference's keyword arguments (``layers, min_evals, max_evals, max_N,
+        plot, randomize, savefig, mp_fit, conv2d_norm, pool, ww2x, detX, tolerance,
+        start_ids …``) and htsr's ``seed``, ``device``, ``workers``, ``progress``.
+        With ``plot=True`` figures are shown and saved into ``savefig`` (default
+        ``ww-img``, as the reference; ``savefig=False`` saves nothing).
+        """
+        from .api import analyze
+
+        opts, plot_opts = _map_options("analyze", kwargs)
+        plot = bool(plot_opts["plot"])
+        savefig = plot_opts["savefig"] if plot and plot_opts["savefig"] not in (False, None, "") else None
+        if savefig is True:
+            savefig = DEF_SAVE_DIR
+        report = analyze(self._model(model), plot=plot, savefig=savefig, **opts)
+        self.report = report
+        self.details = report.details
+        return self.details
+
+    def describe(self, model: Any = None, **kwargs: Any):
+        """The layers the reference would analyze: ``layer_id, name, M, N, Q, layer_type, longname, num_evals, rf``."""
+        import pandas as pd
+
+        from .api import describe
+
+        opts, _ = _map_options("describe", kwargs, describe=True)
+        frame = describe(self._model(model), **opts)
+        frame = frame[frame["analyzed"]].reset_index(drop=True)
+        cols = ["layer_id", "name", "M", "N", "Q", "layer_type", "longname", "num_evals", "rf"]
+        out = frame[cols].copy()
+        for c in ("M", "N", "num_evals", "rf"):
+            out[c] = out[c].astype("int64")
+        return pd.DataFrame(out)
+
+    def get_details(self):
+        """The details of the last ``analyze`` call (None before)."""
+        return self.details
+
+    def get_summary(self, details: Any = None) -> dict:
+        """Means of ``log_norm, alpha, alpha_weighted, log_alpha_norm, log_spectral_norm, stable_rank`` (and ``mp_softrank``)."""
+        from .report import summarize
+
+        details = self.details if details is None else details
+        if details is None:
+            return {}
+        summary = summarize(details)
+        summary.pop("num_traps", None)
+        return summary
+
+    def _one_layer(self, method: str, model: Any, layer: Any):
+        from .config import AnalysisConfig
+        from .engine import plan
+        from .sources import open_source
+
+        if layer is None:
+            raise HtsrError(f"WeightWatcher.{method}: give layer= (an id or a name).")
+        source = open_source(self._model(model))
+        plans = [p for p in plan(source, AnalysisConfig()) if not p.reason]
+        for p in plans:
+            if (isinstance(layer, (int, np.integer)) and p.tensor.layer_id == layer) or layer in (p.tensor.name, p.tensor.longname):
+                return p
+        known = ", ".join(f"{p.tensor.layer_id}:{p.tensor.name}" for p in plans[:20])
+        raise HtsrError(f"WeightWatcher.{method}: no analyzable layer {layer!r} (layers: {known}{' …' if len(plans) > 20 else ''}).")
+
+    def get_Weights(self, model: Any = None, layer: Any = None, **kwargs: Any) -> list:
+        """The layer's matrices (one per conv kernel position), as float64 copies."""
+        from .matrices import as_float, slices
+
+        _map_options("get_Weights", kwargs)
+        p = self._one_layer("get_Weights", model, layer)
+        W, _ = as_float(p.tensor.load(), p.tensor.where)
+        return list(slices(W, p.tensor.layer_type, conv2d_norm=False))
+
+    def get_ESD(self, model: Any = None, layer: Any = None, random: bool = False, seed: int = 0, **kwargs: Any) -> np.ndarray:
+        """Sorted eigenvalues of the layer's ESD (``random=True``: of the shuffled matrices)."""
+        from .config import AnalysisConfig
+        from .matrices import as_float, slices
+        from .spectral.esd import compute_esd
+
+        opts, _ = _map_options("get_ESD", kwargs)
+        config = AnalysisConfig.from_kwargs(**{k: v for k, v in opts.items() if k in ("conv2d_norm",)})
+        p = self._one_layer("get_ESD", model, layer)
+        W, _ = as_float(p.tensor.load(), p.tensor.where)
+        stack = slices(W, p.tensor.layer_type, config.conv2d_norm)
+        if random:
+            from .spectral.randomize import shuffle_stack
+
+            rng = np.random.default_rng([seed, p.tensor.layer_id, 0])
+            stack = shuffle_stack(stack, rng)
+        return compute_esd(stack, p.geometry.N).evals

@@ -1,0 +1,231 @@
+"""Validated, frozen analysis options.
+
+Options arrive as keyword arguments (from :func:`htsr.analyze`, the compat class
+or the command line) and are checked once, here: a bad value fails at once with
+a message that names the option, e.g. ``The 'min_evals' option must be a
+positive integer; got -3.``
+"""
+
+from __future__ import annotations
+
+import enum
+import numbers
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Iterable
+
+from .errors import OptionError, UnknownOptionError
+
+
+class Device(str, enum.Enum):
+    """Where eigenvalues are computed."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class LayerType(str, enum.Enum):
+    """Kinds of layer htsr analyzes (the reference's names)."""
+
+    DENSE = "dense"
+    EMBEDDING = "embedding"
+    CONV1D = "conv1d"
+    CONV2D = "conv2d"
+    NORM = "norm"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class LayerSelection:
+    """Which layers to analyze: ids, names, longnames or types.
+
+    ``include`` empty means every layer; ``exclude`` is applied afterwards.
+    """
+
+    include: tuple[int | str, ...] = ()
+    exclude: tuple[int | str, ...] = ()
+
+    @property
+    def everything(self) -> bool:
+        return not self.include and not self.exclude
+
+    def selects(self, layer_id: int, name: str, longname: str, layer_type: str) -> bool:
+        def hit(sel: int | str) -> bool:
+            if isinstance(sel, int):
+                return sel == layer_id
+            return sel in (name, longname, layer_type)
+
+        if self.include and not any(hit(s) for s in self.include):
+            return False
+        return not any(hit(s) for s in self.exclude)
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Every option of one analysis run, validated.
+
+    Parameters
+    ----------
+    min_evals, max_evals, max_N
+        Layer gates: a layer is skipped when it has fewer than ``min_evals`` or
+        more than ``max_evals`` eigenvalues (M·rf), or when its larger dimension
+        N exceeds ``max_N``.
+    pool
+        Conv layers: pool the kernel-position slices into one ESD (default) or
+        give one row per slice.
+    conv2d_norm
+        Multiply conv2d slices by sqrt(1/2), as the reference does.
+    randomize
+        Also compute the ESD of each matrix with its elements shuffled.
+    mp_fit
+        Fit the Marchenko–Pastur law to the bulk.
+    detX
+        Compute the reference's detX columns.
+    seed
+        Seed of the random generator used by ``randomize``.
+    layers
+        Which layers to analyze.
+    device
+        ``auto`` uses a CUDA GPU through torch when one is visible.
+    workers
+        Threads for the CPU path (0: one per core).
+    fast
+        Opt-in approximate path (float32 eigenvalues); never the default.
+    progress
+        Show a progress bar on stderr (None: only when stderr is a terminal).
+    keep_esd
+        Keep every layer's eigenvalues and fit curves in the report (plots need them).
+    tolerance
+        Eigenvalues below this count as ``weak_rank_loss`` (reference: 1e-6).
+    start_ids
+        Added to module layer ids (the reference's ``start_ids``; key-value sources always start at 1).
+    """
+
+    min_evals: int = 10
+    max_evals: int = 15000
+    max_N: int = 50000
+    pool: bool = True
+    conv2d_norm: bool = True
+    randomize: bool = False
+    mp_fit: bool = False
+    detX: bool = False
+    seed: int = 0
+    layers: LayerSelection = field(default_factory=LayerSelection)
+    device: Device = Device.AUTO
+    workers: int = 0
+    fast: bool = False
+    progress: bool | None = None
+    keep_esd: bool = False
+    tolerance: float = 1e-6
+    start_ids: int = 0
+
+    def __post_init__(self) -> None:
+        _positive_int("min_evals", self.min_evals, allow_zero=True)
+        _positive_int("max_evals", self.max_evals)
+        _positive_int("max_N", self.max_N)
+        _positive_int("workers", self.workers, allow_zero=True)
+        _positive_int("start_ids", self.start_ids, allow_zero=True)
+        if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or self.seed < 0:
+            raise OptionError(f"The 'seed' option must be a non-negative integer; got {self.seed!r}.")
+        for name in ("pool", "conv2d_norm", "randomize", "mp_fit", "detX", "fast", "keep_esd"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise OptionError(f"The '{name}' option must be True or False; got {value!r}.")
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise OptionError(f"The 'progress' option must be True, False or None; got {self.progress!r}.")
+        if not isinstance(self.tolerance, numbers.Real) or isinstance(self.tolerance, bool) or not self.tolerance > 0:
+            raise OptionError(f"The 'tolerance' option must be a positive number; got {self.tolerance!r}.")
+        if self.min_evals > self.max_evals:
+            raise OptionError(
+                f"The 'min_evals' option ({self.min_evals}) must not exceed 'max_evals' ({self.max_evals})."
+            )
+        if not isinstance(self.device, Device):
+            object.__setattr__(self, "device", parse_device(self.device))
+        if not isinstance(self.layers, LayerSelection):
+            object.__setattr__(self, "layers", parse_layers(self.layers))
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "AnalysisConfig":
+        """Build a config, failing on the first unknown keyword."""
+        known = {f.name for f in fields(cls)}
+        for key in kwargs:
+            if key not in known:
+                raise UnknownOptionError(
+                    f"Unknown option {key!r}; known options are: {', '.join(sorted(known))}."
+                )
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "AnalysisConfig":
+        return replace(self, **changes)
+
+
+def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "a non-negative" if allow_zero else "a positive"
+        raise OptionError(f"The '{name}' option must be {what} integer; got {value!r}.")
+
+
+def parse_device(value: Any) -> Device:
+    """Turn 'auto' / 'cpu' / 'cuda' (any case) into a :class:`Device`."""
+    if isinstance(value, Device):
+        return value
+    if isinstance(value, str):
+        try:
+            return Device(value.strip().lower())
+        except ValueError:
+            pass
+    raise OptionError(f"The 'device' option must be one of auto, cpu, cuda; got {value!r}.")
+
+
+def parse_layers(value: Any) -> LayerSelection:
+    """Parse a layer selection.
+
+    Accepts ``None`` / ``[]`` (all layers), one id, name or type, or an
+    iterable of them. As in the reference, a negative id (``-12``) or a name
+    or type with a leading ``-`` (``-embedding``) excludes that layer. A
+    comma-separated string is split.
+    """
+    if value is None:
+        return LayerSelection()
+    if isinstance(value, LayerSelection):
+        return value
+    items: Iterable[Any]
+    if isinstance(value, (str, numbers.Integral)) and not isinstance(value, bool):
+        items = [value]
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            raise OptionError(
+                f"The 'layers' option must be ids, names or types (or a list of them); got {value!r}."
+            ) from None
+    include: list[int | str] = []
+    exclude: list[int | str] = []
+
+    def add_int(i: int) -> None:
+        # the reference: a negative id removes that layer
+        (exclude if i < 0 else include).append(abs(i))
+
+    for item in items:
+        if isinstance(item, str):
+            for part in (p.strip() for p in item.split(",")):
+                if not part:
+                    continue
+                try:
+                    add_int(int(part))
+                    continue
+                except ValueError:
+                    pass
+                if part.startswith("-"):
+                    exclude.append(part[1:])
+                else:
+                    include.append(part)
+        elif isinstance(item, numbers.Integral) and not isinstance(item, bool):
+            add_int(int(item))
+        elif isinstance(item, LayerType):
+            include.append(item.value)
+        else:
+            raise OptionError(f"The 'layers' option must hold ids, names or types; got {item!r}.")
+    return LayerSelection(tuple(include), tuple(exclude))

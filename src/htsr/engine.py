@@ -1,0 +1,210 @@
+"""Runs the per-layer pipeline: load → matrices → ESD → fits → metrics.
+
+One layer's tensor is held at a time per worker; the next tensor is read on a
+background thread while the current one is computed (reading and numpy's
+LAPACK calls release the GIL, so both cores stay busy). A layer that fails
+gets a row with ``status='invalid'`` (bad weights) or ``'failed'`` (the fit
+failed) and a ``reason``; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from .config import AnalysisConfig, LayerType
+from .errors import HtsrError, LayerError
+from .matrices import Geometry, as_float, geometry, not_a_matrix_reason, slices
+from .sources import Source, WeightTensor
+from .spectral.esd import ESD, compute_esd
+from .spectral.metrics import norm_metrics
+from .spectral.powerlaw import fit_powerlaw
+
+ANALYZED_TYPES = (LayerType.DENSE, LayerType.EMBEDDING, LayerType.CONV1D, LayerType.CONV2D)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What will happen to one tensor: analyzed (reason empty) or left out (reason says why)."""
+
+    tensor: WeightTensor
+    geometry: Geometry | None
+    reason: str  # '' = analyze
+    is_layer: bool  # False for 1-D tensors and non-layer modules: listed by describe() only
+
+
+def plan(source: Source, config: AnalysisConfig) -> list[Plan]:
+    """Decide for every tensor whether it is analyzed, without reading any data."""
+    import dataclasses
+
+    out = []
+    for t in source.tensors:
+        if config.start_ids and source.kind == "module":
+            t = dataclasses.replace(t, layer_id=t.layer_id + config.start_ids)
+        geom = geometry(t.shape)
+        reason = not_a_matrix_reason(t.shape, t.layer_type)
+        is_layer = reason is None
+        if reason is None and t.layer_type not in ANALYZED_TYPES:
+            reason = f"layer type {t.layer_type.value} is not analyzed"
+            is_layer = False
+        if reason is None and t.note:
+            reason = t.note
+        if reason is None and not config.layers.selects(t.layer_id, t.name, t.longname, t.layer_type.value):
+            reason = "not selected by the 'layers' option"
+        if reason is None and geom is not None:
+            if geom.num_evals < config.min_evals:
+                reason = f"fewer than min_evals={config.min_evals} eigenvalues (M·rf = {geom.num_evals})"
+            elif geom.num_evals > config.max_evals:
+                reason = f"more than max_evals={config.max_evals} eigenvalues (M·rf = {geom.num_evals})"
+            elif geom.N > config.max_N:
+                reason = f"N = {geom.N} exceeds max_N={config.max_N}"
+        out.append(Plan(t, geom, reason or "", is_layer))
+    return out
+
+
+def _base_row(t: WeightTensor, g: Geometry) -> dict:
+    return {
+        "layer_id": t.layer_id, "name": t.name, "longname": t.longname, "layer_type": t.layer_type.value,
+        "N": g.N, "M": g.M, "Q": g.Q, "rf": g.rf, "num_evals": g.num_evals,
+    }
+
+
+def _nan_row(row: dict, status: str, reason: str) -> dict:
+    row.update(status=status, reason=reason, has_esd=False, warning="")
+    return row
+
+
+@dataclass
+class LayerOutput:
+    rows: list[dict]
+    esds: dict = field(default_factory=dict)  # key (layer_id, slice_id|None) -> evals
+    rand_esds: dict = field(default_factory=dict)
+    fits: dict = field(default_factory=dict)
+    traps: list = field(default_factory=list)
+
+
+def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray, config: AnalysisConfig,
+                  esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd) -> LayerOutput:
+    """All columns for one layer (one row, or one per slice with ``pool=False``)."""
+    W, note = as_float(array, t.where)
+    stack = slices(W, t.layer_type, config.conv2d_norm)
+    groups = [(None, stack)] if config.pool or stack.shape[0] == 1 else [(i, stack[i:i + 1]) for i in range(stack.shape[0])]
+    out = LayerOutput(rows=[])
+    for slice_id, sub in groups:
+        row = _base_row(t, g)
+        if slice_id is not None:
+            row.update(slice_id=slice_id, rf=1, num_evals=g.M)
+        esd = esd_fn(sub, g.N)
+        evals = esd.evals
+        fit = fit_powerlaw(evals, curves=config.keep_esd)
+        row.update(
+            has_esd=True, sv_max=esd.sv_max, sv_min=esd.sv_min, rank_loss=esd.rank_loss,
+            alpha=fit.alpha, xmin=fit.xmin, xmax=fit.xmax, D=fit.D, sigma=fit.sigma,
+            num_pl_spikes=fit.num_pl_spikes, warning=fit.warning, status=fit.status,
+        )
+        row.update(norm_metrics(evals, fit.alpha, g.N, tolerance=config.tolerance))
+        reasons = [r for r in (fit.reason, note) if r]
+        if config.mp_fit or config.randomize or config.detX:
+            from .spectral import extras
+
+            extra = extras.layer_extras(sub, evals, g, config, layer_key=(t.layer_id, slice_id or 0))
+            row.update(extra.columns)
+            for trap in extra.traps:
+                out.traps.append({"layer_id": t.layer_id, "name": t.name, "longname": t.longname,
+                                  "slice_id": slice_id, **trap})
+            if extra.rand_evals is not None:
+                out.rand_esds[(t.layer_id, slice_id)] = extra.rand_evals
+        row["reason"] = "; ".join(reasons)
+        out.rows.append(row)
+        if config.keep_esd:
+            out.esds[(t.layer_id, slice_id)] = evals
+            out.fits[(t.layer_id, slice_id)] = fit
+    return out
+
+
+def _run_one(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig,
+             esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd) -> LayerOutput:
+    t, g = p.tensor, p.geometry
+    assert g is not None
+    try:
+        if isinstance(array, Exception):
+            raise array
+        return analyze_array(t, g, array, config, esd_fn)
+    except LayerError as exc:
+        return LayerOutput(rows=[_nan_row(_base_row(t, g), "invalid", str(exc))])
+    except HtsrError as exc:
+        return LayerOutput(rows=[_nan_row(_base_row(t, g), "invalid", str(exc))])
+    except MemoryError:
+        return LayerOutput(rows=[_nan_row(_base_row(t, g), "invalid", "out of memory computing this layer")])
+    except Exception as exc:  # a broken layer never stops the run
+        return LayerOutput(rows=[_nan_row(_base_row(t, g), "failed", f"{exc.__class__.__name__}: {exc}")])
+
+
+def _load(p: Plan) -> np.ndarray | Exception:
+    try:
+        return p.tensor.load()
+    except HtsrError as exc:
+        return exc
+    except MemoryError:
+        return LayerError(f"out of memory reading {p.tensor.where}")
+    except Exception as exc:
+        return LayerError(f"cannot read {p.tensor.where}: {exc.__class__.__name__}: {exc}")
+
+
+def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" = None,
+        device: str = "cpu") -> Iterator[LayerOutput]:
+    """Analyze the planned layers in order, prefetching the next tensor while computing."""
+    esd_fn = compute_esd
+    if device == "cuda":
+        from .accel import compute_esd_cuda
+
+        esd_fn = compute_esd_cuda
+    todo = [p for p in plans if not p.reason]
+    if not todo:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader:
+        pending = reader.submit(_load, todo[0])
+        for k, p in enumerate(todo):
+            array = pending.result()
+            if k + 1 < len(todo):
+                pending = reader.submit(_load, todo[k + 1])
+            out = _run_one(p, array, config, esd_fn)
+            del array
+            if progress is not None:
+                progress.update(p.tensor.longname)
+            yield out
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only when stderr is a terminal (or forced)."""
+
+    def __init__(self, total: int, enabled: bool | None = None, label: str = "htsr") -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.label = label
+        self.start = time.perf_counter()
+        stream = sys.stderr
+        self.enabled = (stream is not None and hasattr(stream, "isatty") and stream.isatty()) if enabled is None else enabled
+        self._width = 0
+
+    def update(self, what: str = "") -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        frac = self.done / self.total
+        bar = "#" * int(24 * frac)
+        elapsed = time.perf_counter() - self.start
+        line = f"\r{self.label} [{bar:<24}] {self.done}/{self.total} {elapsed:5.1f}s {what[:40]}"
+        self._width = max(self._width, len(line))
+        sys.stderr.write(line.ljust(self._width))
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.done:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()

@@ -1,0 +1,60 @@
+"""Turn an ordered list of (key, tensor descriptor) into WeightTensors.
+
+The reference numbers state-dict layers by counting every key that ends in
+``.weight`` (biases and buffers are skipped), starting at 1; htsr does the same
+for every key-value source: dicts, safetensors files and folders, ``.npz`` and
+PyTorch state-dict files. Keys follow the index file's order when there is
+one, otherwise their natural sort (``layers.2`` before ``layers.10``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .base import WeightTensor, layer_type_from_shape, natural_key
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+    origin: str
+    load: Callable[[], np.ndarray]
+
+
+def is_weight_key(key: str) -> bool:
+    return key == "weight" or key.endswith(".weight")
+
+
+def order_keys(keys: Iterable[str], index_order: bool = False) -> list[str]:
+    keys = list(keys)
+    return keys if index_order else sorted(keys, key=natural_key)
+
+
+def weight_tensors(entries: Iterable[Entry]) -> Iterator[WeightTensor]:
+    """Yield the weight entries, numbered as the reference numbers state dicts.
+
+    ``entries`` must already be in row order. When no key ends in ``.weight``
+    (a plain dict of arrays such as ``{"fc1": W}``), every key is a weight.
+    """
+    entries = list(entries)
+    chosen = [e for e in entries if is_weight_key(e.key)]
+    if not chosen:
+        chosen = entries
+    for layer_id, e in enumerate(chosen, start=1):
+        name = e.key[: -len(".weight")] if e.key.endswith(".weight") else e.key
+        yield WeightTensor(
+            layer_id=layer_id,
+            name=name,
+            longname=name,
+            layer_type=layer_type_from_shape(e.key, e.shape),
+            shape=tuple(int(s) for s in e.shape),
+            dtype=e.dtype,
+            origin=e.origin,
+            key=e.key,
+            load=e.load,
+        )

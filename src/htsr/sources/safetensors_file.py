@@ -1,0 +1,163 @@
+"""Read ``.safetensors`` files and Hugging Face checkpoint folders, lazily.
+
+The format is an 8-byte little-endian header length, a JSON header
+(``{key: {"dtype", "shape", "data_offsets"}}``) and raw little-endian data.
+htsr parses the header itself and memory-maps one tensor at a time, so
+memory follows the largest tensor, bfloat16 and float8 need no torch, and a
+truncated or corrupt file gives a :class:`~htsr.errors.SourceError` naming the
+file and key rather than a panic from a native library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import SourceError
+from .dtypes import bf16_to_float32, fp8_to_float32
+from .keyvalue import Entry, order_keys
+
+_NUMPY = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
+    "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+_SPECIAL = {"BF16": (np.uint16, "bfloat16"), "F8_E4M3": (np.uint8, "float8_e4m3"),
+            "F8_E5M2": (np.uint8, "float8_e5m2")}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def read_header(path: Path) -> tuple[dict, int, int]:
+    """Return (header without metadata, data start offset, file size)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise SourceError(f"{path}: not a safetensors file (only {len(head)} bytes).")
+            (n,) = struct.unpack("<Q", head)
+            if n == 0 or n > _MAX_HEADER or 8 + n > size:
+                raise SourceError(
+                    f"{path}: not a safetensors file or truncated (header length {n}, file size {size})."
+                )
+            raw = fh.read(n)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read file: {exc.strerror or exc}.") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{path}: corrupt safetensors header ({exc.__class__.__name__}).") from None
+    if not isinstance(header, dict):
+        raise SourceError(f"{path}: corrupt safetensors header (not a JSON object).")
+    header.pop("__metadata__", None)
+    start = 8 + n
+    for key, info in header.items():
+        _check_entry(path, key, info, start, size)
+    return header, start, size
+
+
+def _check_entry(path: Path, key: str, info: object, start: int, size: int) -> None:
+    bad = f"{path}: corrupt safetensors entry {key!r}"
+    if not isinstance(info, dict):
+        raise SourceError(f"{bad} (not an object).")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in _NUMPY and dtype not in _SPECIAL:
+        raise SourceError(f"{bad}: unsupported dtype {dtype!r}.")
+    if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+        raise SourceError(f"{bad}: bad shape {shape!r}.")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        raise SourceError(f"{bad}: bad data_offsets {offsets!r}.")
+    b, e = offsets
+    itemsize = np.dtype(_SPECIAL[dtype][0] if dtype in _SPECIAL else _NUMPY[dtype]).itemsize
+    count = int(np.prod(shape, dtype=np.float64)) if shape else 1
+    if not (0 <= b <= e) or e - b != count * itemsize:
+        raise SourceError(f"{bad}: data_offsets {offsets} do not match shape {shape} and dtype {dtype}.")
+    if start + e > size:
+        raise SourceError(f"{path}: truncated: tensor {key!r} ends at byte {start + e} of {size}.")
+
+
+def _loader(path: Path, key: str, info: dict, start: int):
+    dtype = info["dtype"]
+    shape = tuple(info["shape"])
+    b, e = info["data_offsets"]
+
+    def load() -> np.ndarray:
+        storage = _SPECIAL[dtype][0] if dtype in _SPECIAL else _NUMPY[dtype]
+        count = int(np.prod(shape)) if shape else 1
+        try:
+            if count == 0:
+                raw = np.zeros(0, dtype=storage)
+            else:
+                mm = np.memmap(path, dtype=np.uint8, mode="r", offset=start + b, shape=(e - b,))
+                raw = np.array(mm).view(np.dtype(storage).newbyteorder("<")).astype(storage, copy=False)
+                del mm
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"{path}: cannot read tensor {key!r}: {exc}.") from None
+        if dtype == "BF16":
+            arr = bf16_to_float32(raw)
+        elif dtype in ("F8_E4M3", "F8_E5M2"):
+            arr = fp8_to_float32(raw, dtype)
+        else:
+            arr = raw
+        return arr.reshape(shape)
+
+    return load
+
+
+def file_entries(path: Path, keys: list[str] | None = None) -> list[Entry]:
+    """Entries of one file, in natural key order unless ``keys`` gives the order."""
+    header, start, _ = read_header(path)
+    if keys is None:
+        keys = order_keys(header.keys())
+    out = []
+    for key in keys:
+        if key not in header:
+            raise SourceError(f"{path}: the index names tensor {key!r}, which the file does not hold.")
+        info = header[key]
+        dt = info["dtype"]
+        out.append(Entry(key, tuple(info["shape"]), _SPECIAL[dt][1] if dt in _SPECIAL else np.dtype(_NUMPY[dt]).name,
+                         str(path), _loader(path, key, info, start)))
+    return out
+
+
+def folder_entries(folder: Path) -> list[Entry] | None:
+    """Entries of a Hugging Face folder, or None when it holds no safetensors."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            if not isinstance(weight_map, dict):
+                raise TypeError
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            raise SourceError(f"{index}: not a valid safetensors index (no 'weight_map' object).") from None
+        by_file: dict[str, list[str]] = {}
+        for key, fname in weight_map.items():
+            by_file.setdefault(str(fname), []).append(key)
+        entries: dict[str, Entry] = {}
+        for fname, keys in by_file.items():
+            shard = folder / fname
+            if os.path.sep in fname or fname.startswith("..") or not shard.is_file():
+                raise SourceError(f"{index}: shard {fname!r} is missing from {folder}.")
+            for entry in file_entries(shard, keys):
+                entries[entry.key] = entry
+        return [entries[k] for k in weight_map]
+    single = folder / "model.safetensors"
+    files = [single] if single.is_file() else sorted(folder.glob("*.safetensors"), key=lambda p: p.name)
+    if not files:
+        return None
+    merged: list[Entry] = []
+    for f in files:
+        merged.extend(file_entries(f))
+    keyed = {e.key: e for e in merged}
+    return [keyed[k] for k in order_keys(keyed)]
+
+
+def iter_file(path: Path) -> Iterator[Entry]:
+    yield from file_entries(path)
