@@ -120,7 +120,7 @@ class AnalysisConfig:
     start_ids: int = 0
 
     def __post_init__(self) -> None:
-        _positive_int("min_evals", self.min_evals, allow_zero=True)
+        _positive_int("min_evals", self.min_evals)
         _positive_int("max_evals", self.max_evals)
         _positive_int("max_N", self.max_N)
         _positive_int("workers", self.workers, allow_zero=True)

