@@ -12,6 +12,7 @@ dict of torch tensors / numpy arrays   :func:`torch_source.mapping_entries`
 Hugging Face folder                    index.json order, else natural key order
 ``*.npz``                              ``np.load(allow_pickle=False)``, lazy per key
 ``*.bin``, ``*.pt``, ``*.pth``         ``torch.load(weights_only=True)`` only
+``*.onnx``                             the graph's initializers (``onnx`` extra)
 =====================================  ========================================
 """
 
@@ -80,9 +81,13 @@ def open_source(obj: Any) -> Source:
 def _open_path(path: Path) -> Source:
     from . import safetensors_file
 
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long …
+        raise SourceError(f"{str(path)[:300]}: not a usable path ({exc}).") from None
+    if not exists:
         raise SourceError(f"{path}: no such file or folder.")
-    if path.is_dir():
+    if is_dir:
         entries = safetensors_file.folder_entries(path)
         if entries is not None:
             return Source(str(path), tuple(weight_tensors(entries)), "folder")
@@ -97,9 +102,20 @@ def _open_path(path: Path) -> Source:
             "model.safetensors.index.json, *.safetensors, pytorch_model.bin)."
         )
     suffix = path.suffix.lower()
+    if suffix in (".safetensors", ".npz") + TORCH_SUFFIXES:
+        safetensors_file.require_regular_file(path)
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise SourceError(f"{path}: cannot read file: {exc.strerror or exc}.") from None
     if suffix == ".safetensors":
         entries = safetensors_file.file_entries(path)
         return Source(str(path), tuple(weight_tensors(entries)), "safetensors")
+    if suffix == ".onnx":
+        from .onnx_file import onnx_entries
+
+        return Source(str(path), tuple(weight_tensors(onnx_entries(path))), "onnx")
     if suffix == ".npz":
         return Source(str(path), tuple(weight_tensors(_npz_entries(path))), "npz")
     if suffix in TORCH_SUFFIXES:
@@ -107,11 +123,10 @@ def _open_path(path: Path) -> Source:
 
         obj = load_state_dict_file(path)
         sd = state_dict_from_object(obj, str(path))
-        entries = [Entry(e.key, e.shape, e.dtype, str(path), e.load) for e in mapping_entries_for_file(sd, path)]
-        return Source(str(path), tuple(weight_tensors(entries)), "torch-file")
+        return Source(str(path), tuple(weight_tensors(mapping_entries_for_file(sd, path))), "torch-file")
     raise SourceError(
         f"{path}: unknown file type {suffix or '(no extension)'!r}; htsr reads .safetensors, .npz, "
-        ".bin/.pt/.pth (PyTorch state dicts) and Hugging Face folders."
+        ".bin/.pt/.pth (PyTorch state dicts), .onnx and Hugging Face folders."
     )
 
 
@@ -125,18 +140,21 @@ def mapping_entries_for_file(sd: dict, path: Path) -> list[Entry]:
 
 
 def _npz_entries(path: Path) -> list[Entry]:
+    """One entry per ``.npy`` member, headers read now, data on demand (never unpickled)."""
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise SourceError(f"{path}: not an .npz archive.")
-        keys = list(npz.files)
+        with zipfile.ZipFile(path) as zf:
+            members = [n for n in zf.namelist() if n.endswith(".npy")]
+            described = [(m[: -len(".npy")],) + _npy_header(zf, m, path) for m in members]
     except SourceError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except Exception as exc:  # not a zip, truncated, bad compression, encrypted …
         raise SourceError(f"{path}: not a readable .npz file ({exc.__class__.__name__}: {str(exc)[:200]}).") from None
+    if not described:
+        raise SourceError(f"{path}: the archive holds no arrays.")
+    info = {key: (shape, dtype) for key, shape, dtype in described}
     entries = []
-    for key in order_keys(keys):
-        shape, dtype = _npy_header(npz, key, path)
+    for key in order_keys(info):
+        shape, dtype = info[key]
 
         def load(key: str = key) -> np.ndarray:
             try:
@@ -146,18 +164,21 @@ def _npz_entries(path: Path) -> list[Entry]:
                 raise SourceError(f"{path}: cannot read array {key!r} ({exc.__class__.__name__}: {str(exc)[:200]}).") from None
 
         entries.append(Entry(key, shape, dtype, str(path), load))
-    npz.close()
-    if not entries:
-        raise SourceError(f"{path}: the archive holds no arrays.")
     return entries
 
 
-def _npy_header(npz: Any, key: str, path: Path) -> tuple[tuple[int, ...], str]:
-    """Shape and dtype of one member without reading its data."""
+def _npy_header(zf: zipfile.ZipFile, member: str, path: Path) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype of one ``.npy`` member without reading its data."""
+    fmt = np.lib.format
     try:
-        with npz.zip.open(key + ".npy") as fh:
-            version = np.lib.format.read_magic(fh)
-            shape, _, dtype = np.lib.format._read_array_header(fh, version)
+        with zf.open(member) as fh:
+            version = fmt.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
         return tuple(int(s) for s in shape), np.dtype(dtype).name
     except Exception as exc:
-        raise SourceError(f"{path}: corrupt array {key!r} ({exc.__class__.__name__}: {str(exc)[:200]}).") from None
+        raise SourceError(f"{path}: corrupt array {member!r} ({exc.__class__.__name__}: {str(exc)[:200]}).") from None
