@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import AnalysisConfig, LayerType
 from .errors import HtsrError, LayerError
-from .matrices import Geometry, as_float, geometry, not_a_matrix_reason, slices
+from .matrices import Geometry, as_float, available_memory, geometry, memory_reason, not_a_matrix_reason, slices
 from .sources import Source, WeightTensor
 from .spectral.esd import ESD, compute_esd
 from .spectral.metrics import norm_metrics
@@ -43,12 +43,13 @@ def plan(source: Source, config: AnalysisConfig) -> list[Plan]:
     import dataclasses
 
     out = []
+    available = available_memory()  # read once from the OS; a layer that would not fit is skipped
     for t in source.tensors:
         if config.start_ids and source.kind == "module":
             t = dataclasses.replace(t, layer_id=t.layer_id + config.start_ids)
         geom = geometry(t.shape)
         reason = not_a_matrix_reason(t.shape, t.layer_type)
-        is_layer = reason is None
+        is_layer = reason is None or geom is not None  # an empty matrix is listed in .skipped
         if reason is None and t.layer_type not in ANALYZED_TYPES:
             reason = f"layer type {t.layer_type.value} is not analyzed"
             is_layer = False
@@ -63,6 +64,8 @@ def plan(source: Source, config: AnalysisConfig) -> list[Plan]:
                 reason = f"more than max_evals={config.max_evals} eigenvalues (M·rf = {geom.num_evals})"
             elif geom.N > config.max_N:
                 reason = f"N = {geom.N} exceeds max_N={config.max_N}"
+            else:
+                reason = memory_reason(t.shape, t.dtype, available)
         out.append(Plan(t, geom, reason or "", is_layer))
     return out
 

@@ -18,6 +18,8 @@ eigenvalues. Arrays are checked here: NaN/Inf, complex or empty weights raise
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,18 +66,43 @@ def not_a_matrix_reason(shape: tuple[int, ...], layer_type: LayerType) -> str | 
 
 
 def as_float(array: np.ndarray, where: str) -> tuple[np.ndarray, str]:
-    """Float64 copy of ``array`` and a note on any conversion; LayerError when it cannot be analyzed."""
+    """Float64 copy of ``array`` and a note on any conversion; LayerError when it cannot be analyzed.
+
+    ========================================  =========================================
+    weights                                   outcome
+    ========================================  =========================================
+    float16/32/64 (bfloat16, float8 decoded)  analyzed
+    bool, int8, uint8 … (quantized)           analyzed as floats, noted in ``reason``
+    complex, object, str, datetime, records   ``invalid: complex values`` / ``unsupported dtype``
+    NaN or Inf entries                        ``invalid: 12 NaN entries``
+    all zero                                  ``invalid: all entries are zero``
+    entries so large WᵀW overflows float64    ``invalid: entries up to … overflow``
+    ========================================  =========================================
+
+    Constant and rank-one matrices are valid: they are analyzed, and their
+    power-law fit fails (one eigenvalue), giving status ``failed``.
+
+    Examples
+    --------
+    >>> as_float(np.array([[1, 2], [3, 4]], dtype=np.int8), "w")
+    (array([[1., 2.],
+           [3., 4.]]), 'int8 weights analyzed as floats')
+    """
     note = ""
-    if np.iscomplexobj(array):
-        raise LayerError(f"invalid: complex values ({array.dtype}) in {where}")
-    if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer):
-        note = f"{array.dtype.name} weights analyzed as floats"
-    elif not np.issubdtype(array.dtype, np.floating):
-        try:
-            array = array.astype(np.float32)
-        except (TypeError, ValueError):
-            raise LayerError(f"invalid: unsupported dtype {array.dtype} in {where}") from None
-    out = np.asarray(array, dtype=np.float64)
+    dtype = np.asarray(array).dtype if not isinstance(array, np.ndarray) else array.dtype
+    if dtype.kind == "c":
+        raise LayerError(f"invalid: complex values ({dtype}) in {where}")
+    if dtype.kind in "biu":
+        note = f"{dtype.name} weights analyzed as floats"
+    elif dtype.kind != "f":
+        if dtype.kind == "V" and dtype.names is None:  # ml_dtypes bfloat16 / float8 arrays
+            try:
+                array = np.asarray(array).astype(np.float32)
+            except (TypeError, ValueError):
+                raise LayerError(f"invalid: unsupported dtype {dtype} in {where}") from None
+        else:
+            raise LayerError(f"invalid: unsupported dtype {dtype} in {where}")
+    out = np.array(array, dtype=np.float64, copy=True)
     finite = np.isfinite(out)
     if not finite.all():
         nan = int(np.isnan(out).sum())
@@ -84,7 +111,76 @@ def as_float(array: np.ndarray, where: str) -> tuple[np.ndarray, str]:
         raise LayerError(f"invalid: {' and '.join(parts)} entries")
     if out.size and not out.any():
         raise LayerError("invalid: all entries are zero")
+    peak = float(np.max(np.abs(out))) if out.size else 0.0
+    if peak > np.sqrt(np.finfo(np.float64).max / max(out.size, 1)) * 1e-3:
+        raise LayerError(f"invalid: entries up to {peak:.3g} overflow WᵀW in float64")
     return out, note
+
+
+def work_bytes(shape: tuple[int, ...], itemsize: int = 8) -> int:
+    """Bytes the eigenvalue work on one tensor needs at its peak (an upper estimate).
+
+    The stored tensor, its float64 copy, the float64 slice stack, a spare
+    float64 copy (SVD fallback or shuffle), and the M×M Gram matrix with the
+    eigensolver's workspace.
+    """
+    geom = geometry(shape)
+    count = math.prod(shape)
+    if geom is None:
+        return count * itemsize
+    return count * itemsize + 3 * 8 * count + 3 * 8 * geom.M * geom.M
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still use, from the operating system (None if unknown).
+
+    ``MemAvailable`` from ``/proc/meminfo`` (else ``sysconf``'s available
+    pages), lowered to a cgroup v2 limit's headroom when one is set.
+    """
+    avail = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as fh:
+            limit = fh.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as fh:
+            current = int(fh.read().strip())
+        if limit.isdigit():
+            avail = min(avail, max(int(limit) - current, 0))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def memory_reason(shape: tuple[int, ...], dtype: str, available: int | None) -> str | None:
+    """Why a layer is skipped for memory (None when it fits or the OS does not say).
+
+    ``dtype`` is the stored dtype's name; bfloat16/float8 are counted as the
+    float32 they are decoded to.
+    """
+    if available is None:
+        return None
+    try:
+        itemsize = max(np.dtype(dtype).itemsize, 1)
+    except TypeError:
+        itemsize = 4
+    need = work_bytes(shape, itemsize)
+    if need <= available:
+        return None
+    gib = 1024 ** 3
+    return (f"needs about {need / gib:.1f} GiB of memory for its eigenvalues, "
+            f"more than the {available / gib:.1f} GiB available")
 
 
 def slices(array: np.ndarray, layer_type: LayerType, conv2d_norm: bool = True) -> np.ndarray:

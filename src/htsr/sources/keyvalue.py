@@ -19,11 +19,14 @@ from .base import WeightTensor, layer_type_from_shape, natural_key
 
 @dataclass(frozen=True)
 class Entry:
+    """One key of a key-value source; ``note`` marks a tied duplicate (then it is not analyzed)."""
+
     key: str
     shape: tuple[int, ...]
     dtype: str
     origin: str
     load: Callable[[], np.ndarray]
+    note: str = ""
 
 
 def is_weight_key(key: str) -> bool:
@@ -57,4 +60,5 @@ def weight_tensors(entries: Iterable[Entry]) -> Iterator[WeightTensor]:
             origin=e.origin,
             key=e.key,
             load=e.load,
+            note=e.note,
         )

@@ -11,6 +11,7 @@ file and key rather than a panic from a native library.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import LayerError, SourceError
 from .dtypes import bf16_to_float32, fp8_to_float32
 from .keyvalue import Entry, order_keys
 
@@ -26,7 +27,7 @@ _NUMPY = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
     "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8,
-    "BOOL": np.bool_,
+    "BOOL": np.bool_, "C64": np.complex64,
 }
 _SPECIAL = {"BF16": (np.uint16, "bfloat16"), "F8_E4M3": (np.uint8, "float8_e4m3"),
             "F8_E5M2": (np.uint8, "float8_e5m2")}
@@ -34,7 +35,13 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 
 def read_header(path: Path) -> tuple[dict, int, int]:
-    """Return (header without metadata, data start offset, file size)."""
+    """Return (header without metadata, data start offset, file size).
+
+    Every entry is validated against the file size (dtype, shape, offsets),
+    so a truncated, corrupt or hostile file fails here with a
+    :class:`SourceError` naming the file and key, before any data is read.
+    """
+    require_regular_file(path)
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -51,7 +58,7 @@ def read_header(path: Path) -> tuple[dict, int, int]:
         raise SourceError(f"{path}: cannot read file: {exc.strerror or exc}.") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
         raise SourceError(f"{path}: corrupt safetensors header ({exc.__class__.__name__}).") from None
     if not isinstance(header, dict):
         raise SourceError(f"{path}: corrupt safetensors header (not a JSON object).")
@@ -62,23 +69,45 @@ def read_header(path: Path) -> tuple[dict, int, int]:
     return header, start, size
 
 
+def require_regular_file(path: Path) -> None:
+    """SourceError unless ``path`` is a regular file (a FIFO or device would block or never end)."""
+    try:
+        if path.is_file():
+            return
+    except (OSError, ValueError):
+        pass
+    raise SourceError(f"{path}: not a regular file (a folder, pipe or device cannot be read as weights).")
+
+
+def _itemsize(dtype: str) -> int | None:
+    """Bytes per element of a safetensors dtype, None for dtypes htsr cannot decode."""
+    if dtype in _SPECIAL:
+        return np.dtype(_SPECIAL[dtype][0]).itemsize
+    if dtype in _NUMPY:
+        return np.dtype(_NUMPY[dtype]).itemsize
+    return None
+
+
 def _check_entry(path: Path, key: str, info: object, start: int, size: int) -> None:
+    """Validate one header entry; an unknown (but well-formed) dtype is left for the layer to report."""
     bad = f"{path}: corrupt safetensors entry {key!r}"
     if not isinstance(info, dict):
         raise SourceError(f"{bad} (not an object).")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in _NUMPY and dtype not in _SPECIAL:
-        raise SourceError(f"{bad}: unsupported dtype {dtype!r}.")
+    if not isinstance(dtype, str) or not dtype:
+        raise SourceError(f"{bad}: bad dtype {dtype!r}.")
     if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-        raise SourceError(f"{bad}: bad shape {shape!r}.")
+        raise SourceError(f"{bad}: bad shape {str(shape)[:100]}.")
     if (not isinstance(offsets, list) or len(offsets) != 2
             or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-        raise SourceError(f"{bad}: bad data_offsets {offsets!r}.")
+        raise SourceError(f"{bad}: bad data_offsets {str(offsets)[:100]}.")
     b, e = offsets
-    itemsize = np.dtype(_SPECIAL[dtype][0] if dtype in _SPECIAL else _NUMPY[dtype]).itemsize
-    count = int(np.prod(shape, dtype=np.float64)) if shape else 1
-    if not (0 <= b <= e) or e - b != count * itemsize:
-        raise SourceError(f"{bad}: data_offsets {offsets} do not match shape {shape} and dtype {dtype}.")
+    if not 0 <= b <= e:
+        raise SourceError(f"{bad}: data_offsets {offsets} are not an increasing pair of byte positions.")
+    itemsize = _itemsize(dtype)
+    count = math.prod(shape)  # exact: JSON integers may be huge
+    if itemsize is not None and e - b != count * itemsize:
+        raise SourceError(f"{bad}: data_offsets {offsets} do not match shape {str(shape)[:100]} and dtype {dtype}.")
     if start + e > size:
         raise SourceError(f"{path}: truncated: tensor {key!r} ends at byte {start + e} of {size}.")
 
@@ -89,8 +118,10 @@ def _loader(path: Path, key: str, info: dict, start: int):
     b, e = info["data_offsets"]
 
     def load() -> np.ndarray:
+        if _itemsize(dtype) is None:
+            raise LayerError(f"invalid: safetensors dtype {dtype} is not supported ({key!r} in {path})")
         storage = _SPECIAL[dtype][0] if dtype in _SPECIAL else _NUMPY[dtype]
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)
         try:
             if count == 0:
                 raw = np.zeros(0, dtype=storage)
@@ -122,8 +153,8 @@ def file_entries(path: Path, keys: list[str] | None = None) -> list[Entry]:
             raise SourceError(f"{path}: the index names tensor {key!r}, which the file does not hold.")
         info = header[key]
         dt = info["dtype"]
-        out.append(Entry(key, tuple(info["shape"]), _SPECIAL[dt][1] if dt in _SPECIAL else np.dtype(_NUMPY[dt]).name,
-                         str(path), _loader(path, key, info, start)))
+        name = _SPECIAL[dt][1] if dt in _SPECIAL else np.dtype(_NUMPY[dt]).name if dt in _NUMPY else dt
+        out.append(Entry(key, tuple(info["shape"]), name, str(path), _loader(path, key, info, start)))
     return out
 
 
@@ -135,7 +166,7 @@ def folder_entries(folder: Path) -> list[Entry] | None:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
             if not isinstance(weight_map, dict):
                 raise TypeError
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        except (OSError, ValueError, RecursionError, KeyError, TypeError):
             raise SourceError(f"{index}: not a valid safetensors index (no 'weight_map' object).") from None
         by_file: dict[str, list[str]] = {}
         for key, fname in weight_map.items():
@@ -143,13 +174,16 @@ def folder_entries(folder: Path) -> list[Entry] | None:
         entries: dict[str, Entry] = {}
         for fname, keys in by_file.items():
             shard = folder / fname
-            if os.path.sep in fname or fname.startswith("..") or not shard.is_file():
+            if os.path.sep in fname or "/" in fname or fname in ("", ".", ".."):
+                raise SourceError(f"{index}: shard name {fname!r} points outside {folder}.")
+            if not shard.is_file():
                 raise SourceError(f"{index}: shard {fname!r} is missing from {folder}.")
             for entry in file_entries(shard, keys):
                 entries[entry.key] = entry
         return [entries[k] for k in weight_map]
     single = folder / "model.safetensors"
-    files = [single] if single.is_file() else sorted(folder.glob("*.safetensors"), key=lambda p: p.name)
+    files = [single] if single.is_file() else sorted((f for f in folder.glob("*.safetensors") if f.is_file()),
+                                                     key=lambda p: p.name)
     if not files:
         return None
     merged: list[Entry] = []

@@ -8,6 +8,7 @@ refused, never executed.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,15 +32,24 @@ def is_torch_tensor(obj: Any) -> bool:
 
 
 def tensor_to_numpy(t: Any) -> np.ndarray:
-    """A fresh numpy copy of a torch tensor (bfloat16/float8 widened to float32)."""
+    """A fresh numpy copy of a torch tensor; the tensor itself is never changed.
+
+    bfloat16/float8 are widened to float32, quantized tensors dequantized,
+    sparse tensors made dense; complex stays complex (the layer is then
+    reported invalid).
+    """
     import torch
 
     t = t.detach()
+    if t.is_quantized:
+        t = t.dequantize()
+    if t.layout != torch.strided:
+        t = t.to_dense()
     if t.is_complex():
-        return t.cpu().numpy().copy()
+        return t.resolve_conj().cpu().numpy().copy()
     if t.dtype in (torch.bfloat16,) or "float8" in str(t.dtype):
         t = t.to(torch.float32)
-    return t.cpu().numpy().copy()
+    return t.resolve_neg().cpu().numpy().copy()
 
 
 def _module_type(module: Any) -> LayerType:
@@ -100,7 +110,16 @@ def module_tensors(model: Any) -> Iterator[WeightTensor]:
 
 
 def load_state_dict_file(path: Path) -> dict:
-    """``torch.load(path, weights_only=True)``; refuse anything that needs more."""
+    """``torch.load(path, weights_only=True)``; refuse anything that needs more.
+
+    Raises
+    ------
+    UnsafeFileError
+        The pickle names a callable beyond tensors and plain containers
+        (``os.system``, a custom class …): loading it would run code.
+    SourceError
+        Not a PyTorch file, truncated or corrupt.
+    """
     try:
         import torch
     except ImportError:
@@ -108,52 +127,133 @@ def load_state_dict_file(path: Path) -> dict:
             f"{path}: reading PyTorch files needs torch; install it with `pip install htsr[torch]`."
         ) from None
     import pickle
+    import warnings
 
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc) and "zip" not in str(exc).lower():
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc) and "zip" not in str(exc).lower():
+                    raise
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((ln for ln in first if "Unsupported" in ln or "global" in ln.lower()), first[0] if first else "")
-        raise UnsafeFileError(
-            f"{path}: refused: this pickle needs code beyond plain tensors to load "
-            f"({detail.strip()[:200]}); htsr only reads files torch.load(weights_only=True) accepts. "
-            "Re-save the state dict (torch.save(model.state_dict(), ...)) or convert it to safetensors."
-        ) from None
-    except Exception as exc:  # truncated zip, random bytes, …
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        blocked = next((ln for ln in lines if "GLOBAL" in ln or "global" in ln), "")
+        names = [] if blocked else _unsafe_globals(path)
+        if blocked or names:
+            what = blocked or "it names " + ", ".join(names[:5])
+            raise UnsafeFileError(
+                f"{path}: refused: loading this pickle would run code beyond plain tensors ({what[:200]}); "
+                "htsr only reads files torch.load(weights_only=True) accepts and never unpickles anything else. "
+                "Re-save the state dict (torch.save(model.state_dict(), ...)) or convert it to safetensors."
+            ) from None
+        detail = next((ln for ln in lines if "Unsupported" in ln), lines[-1] if lines else "")
+        raise SourceError(f"{path}: not a readable PyTorch state-dict file ({detail[:200]}).") from None
+    except Exception as exc:  # truncated zip, random bytes, absurd sizes …
         raise SourceError(f"{path}: not a readable PyTorch file ({exc.__class__.__name__}: {str(exc)[:200]}).") from None
     return obj
 
 
-def state_dict_from_object(obj: Any, origin: str) -> dict:
-    """Find the state dict inside a loaded checkpoint object."""
-    if isinstance(obj, dict):
+_SAFE_GLOBAL = re.compile(r"^(torch\.|collections\.OrderedDict$|_codecs\.encode$)")
+_IDENT = re.compile(r"^[A-Za-z_][\w.]*$")
+
+
+def _unsafe_globals(path: Path, limit: int = 8) -> list[str]:
+    """Callables the pickle(s) in ``path`` would import, found by reading opcodes only (nothing runs).
+
+    Looks in the file itself (legacy format: several pickles in a row) or in
+    the ``data.pkl`` member of a zip checkpoint. Names under ``torch.`` and
+    ``collections.OrderedDict`` are what state dicts use and are left out.
+    """
+    import io
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                member = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+                if member is None:
+                    return []
+                with zf.open(member) as fh:
+                    stream = io.BytesIO(fh.read(64 << 20))
+        else:
+            with open(path, "rb") as fh:
+                stream = io.BytesIO(fh.read(64 << 20))
+    except Exception:
+        return []
+    names: list[str] = []
+    for _ in range(limit):  # legacy files hold several pickles one after another
+        strings: list[str] = []
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                    names.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(".".join(strings[-2:]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:
+            break
+    return [n for n in dict.fromkeys(names) if _IDENT.match(n) and not _SAFE_GLOBAL.match(n)]
+
+
+def state_dict_from_object(obj: Any, origin: str, _depth: int = 0) -> dict:
+    """Find the state dict inside a loaded checkpoint object (``state_dict``, ``model`` … keys)."""
+    if isinstance(obj, dict) and _depth < 4:
         tensors = {k: v for k, v in obj.items() if is_torch_tensor(v) or isinstance(v, np.ndarray)}
         if tensors:
             return obj
         for key in ("state_dict", "model_state_dict", "model", "module"):
             inner = obj.get(key)
-            if isinstance(inner, dict):
-                return state_dict_from_object(inner, origin)
+            if isinstance(inner, dict) and inner is not obj:
+                return state_dict_from_object(inner, origin, _depth + 1)
     if is_torch_module(obj):
         return obj.state_dict()
     raise SourceError(f"{origin}: holds no state dict of tensors (found {type(obj).__name__}).")
 
 
+def _identity(value: Any) -> tuple | None:
+    """Memory identity of a tensor or array: equal for tied weights (same data, same view)."""
+    try:
+        if is_torch_tensor(value):
+            if value.numel() == 0:
+                return None
+            return ("t", value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
+                    tuple(value.stride()), str(value.dtype))
+        if value.size == 0:
+            return None
+        return ("n", value.__array_interface__["data"][0], value.shape, value.strides, value.dtype.str)
+    except Exception:  # meta or exotic tensors: no identity, never tied
+        return None
+
+
 def mapping_entries(mapping: dict, origin: str) -> list[Entry]:
-    """Entries for a dict of torch tensors and/or numpy arrays, natural key order."""
+    """Entries for a dict of torch tensors and/or numpy arrays, natural key order.
+
+    A value that is the very same tensor as an earlier key's (tied embeddings
+    in a state dict) gets a note and is analyzed once, under the first key.
+    """
     mapping = {str(k): v for k, v in mapping.items()}
     out = []
+    first: dict[tuple, str] = {}
     for key in order_keys(mapping):
         value = mapping[key]
         if is_torch_tensor(value):
-            out.append(Entry(key, tuple(int(s) for s in value.shape), str(value.dtype).replace("torch.", ""),
-                             origin, (lambda v=value: tensor_to_numpy(v))))
+            entry = Entry(key, tuple(int(s) for s in value.shape), str(value.dtype).replace("torch.", ""),
+                          origin, (lambda v=value: tensor_to_numpy(v)))
         elif isinstance(value, np.ndarray):
-            out.append(Entry(key, tuple(value.shape), value.dtype.name, origin,
-                             (lambda v=value: np.array(v, copy=True))))
+            entry = Entry(key, tuple(value.shape), value.dtype.name, origin, (lambda v=value: np.array(v, copy=True)))
+        else:
+            continue
+        ident = _identity(value)
+        if ident is not None:
+            if ident in first:
+                entry = Entry(entry.key, entry.shape, entry.dtype, origin, entry.load,
+                              note=f"tied: same tensor as {first[ident]}")
+            else:
+                first[ident] = key
+        out.append(entry)
     return out
