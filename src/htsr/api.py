@@ -18,7 +18,7 @@ def _version() -> str:
     return __version__
 
 
-def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, **options: Any):
+def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask: Any = None, **options: Any):
     """Analyze every weight matrix of ``model`` and return a :class:`~htsr.report.Report`.
 
     Parameters
@@ -30,6 +30,9 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, **opt
         Show the per-layer figures (inline in Jupyter). Nothing is saved unless ``savefig`` is given.
     savefig : str, optional
         Folder to write the figures into (PNG).
+    dask : distributed.Client or True, optional
+        Run one task per tensor on a Dask cluster (``True``: an embedded local cluster).
+        Every worker must see the model's path. Default: this process (threads, or the GPU).
     **options
         Fields of :class:`~htsr.config.AnalysisConfig`: ``min_evals=10, max_evals=15000,
         max_N=50000, pool=True, conv2d_norm=True, randomize=False, mp_fit=False, detX=False,
@@ -70,7 +73,13 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, **opt
     rand_esds: dict = {}
     fits: dict = {}
     try:
-        for out in engine.run(plans, config, progress, device=_device(config)):
+        if dask is not None and dask is not False:
+            from .cluster import run_dask
+
+            outputs = run_dask(plans, config, dask, progress)
+        else:
+            outputs = engine.run(plans, config, progress, device=_device(config))
+        for out in outputs:
             rows.extend(out.rows)
             traps.extend(out.traps)
             esds.update(out.esds)
