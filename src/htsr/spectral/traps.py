@@ -1,0 +1,172 @@
+"""Correlation traps: which randomized spikes are traps, and where they are.
+
+A spike of the randomized ESD (an eigenvalue of the shuffled matrix above the
+randomized Marchenko–Pastur edge) has one of two causes:
+
+* **the mean** — shuffling keeps the mean m of the elements, so the shuffled
+  matrix is m·11ᵀ plus noise of variance v. For an N×M matrix (c = M/N) its
+  rank-one part has singular value θ = m·sqrt(NM), i.e. θ̃ = m·sqrt(M/v) in units
+  of the noise scale sqrt(N·v); when θ̃ > c^(1/4) it leaves the bulk as an
+  outlier (Baik–Ben Arous–Péché; Benaych-Georges–Nadakuditi) at
+  λ = N·v·(1 + θ̃²)(c + θ̃²)/θ̃², with singular vectors close to the constant
+  vectors. This spike is no trap: every matrix with a non-zero mean has it.
+* **a trap** — a few elements much larger than the rest. Their rank-one
+  pieces survive the shuffle and show up as spikes whose singular vectors are
+  localized on those few entries.
+
+:func:`analyze_spikes` tells them apart by the singular vectors (a mean spike's
+vectors overlap the constant vectors; a trap's are localized) and locates each
+trap's entries from the vectors: entry (i, j) contributes uᵢ·W̃ᵢⱼ·vⱼ to the
+singular value σ = uᵀW̃v, and the entries with the largest contributions are
+the trap. They are mapped back to the original matrix through the permutation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MEAN_OVERLAP = 0.25  # product of the squared overlaps of u and v with the constant vectors
+MAX_ENTRIES = 10
+ENTRY_SHARE = 0.1  # an entry is part of a trap when it contributes ≥ 10% of σ
+TOP_LINES = 16  # rows and columns examined per trap
+
+
+def mean_outlier_eval(mean: float, var: float, rows: int, cols: int) -> float:
+    """Predicted eigenvalue of the outlier a non-zero mean produces (NaN when it stays in the bulk).
+
+    Parameters
+    ----------
+    mean, var : float
+        Mean and variance of the matrix's elements.
+    rows, cols : int
+        Shape of the matrix.
+
+    Examples
+    --------
+    >>> round(mean_outlier_eval(0.01, 1 / 512, 512, 512), 2)
+    28.25
+    >>> mean_outlier_eval(0.0, 1.0, 100, 50)
+    nan
+    """
+    N, M = max(rows, cols), min(rows, cols)
+    if not var > 0:
+        return float("nan")
+    c = M / N
+    t2 = mean * mean * M / var  # θ̃²
+    if not t2 > np.sqrt(c):
+        return float("nan")
+    return float(N * var * (1.0 + t2) * (c + t2) / t2)
+
+
+@dataclass
+class SliceSpikes:
+    """The randomized spikes of one shuffled matrix.
+
+    Attributes
+    ----------
+    mean_spike : bool
+        One spike is the mean's outlier.
+    mean_eval : float
+        Its predicted eigenvalue (NaN when the mean predicts no outlier).
+    traps : list of dict
+        ``trap_eval`` (the spike's eigenvalue) and ``entries``: list of
+        ``(row, col, value)`` in the original matrix (largest contribution first).
+    """
+
+    mean_spike: bool = False
+    mean_eval: float = float("nan")
+    traps: list = field(default_factory=list)
+
+
+def _top_vectors(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k singular triplets (s², u, v) of w, largest first, via the smaller Gram matrix."""
+    from scipy.linalg import eigh
+
+    rows, cols = w.shape
+    small = min(rows, cols)
+    k = min(k, small)
+    gram = w.T @ w if rows >= cols else w @ w.T
+    vals, vecs = eigh(gram, subset_by_index=(small - k, small - 1), check_finite=False)
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    s = np.sqrt(np.clip(vals, 0.0, None))
+    safe = np.where(s > 0, s, 1.0)
+    if rows >= cols:
+        v = vecs
+        u = (w @ v) / safe
+    else:
+        u = vecs
+        v = (w.T @ u) / safe
+    return vals, u, v
+
+
+def _locate(w: np.ndarray, u: np.ndarray, v: np.ndarray, sigma: float) -> list[tuple[int, int]]:
+    """Entries (i, j) of w that make the component σ u vᵀ, largest contribution first."""
+    ri = np.argsort(-np.abs(u))[:TOP_LINES]
+    cj = np.argsort(-np.abs(v))[:TOP_LINES]
+    block = u[ri, None] * w[np.ix_(ri, cj)] * v[None, cj]
+    order = np.argsort(-block, axis=None)
+    out = []
+    for flat in order[:MAX_ENTRIES]:
+        a, b = divmod(int(flat), cj.size)
+        if out and block[a, b] < ENTRY_SHARE * sigma:
+            break
+        out.append((int(ri[a]), int(cj[b])))
+    return out
+
+
+def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spikes: int) -> SliceSpikes:
+    """Classify the top ``num_spikes`` randomized eigenvalues of one shuffled matrix.
+
+    Parameters
+    ----------
+    shuffled : ndarray, shape (rows, cols)
+        The shuffled matrix.
+    original : ndarray, shape (rows, cols)
+        The matrix before shuffling (values and the mean).
+    perm_fn : callable
+        ``perm_fn()`` returns the permutation, ``shuffled.ravel() == original.ravel()[perm]``
+        (called only when a trap has to be located).
+    num_spikes : int
+        How many of the largest eigenvalues are spikes.
+
+    Returns
+    -------
+    SliceSpikes
+    """
+    w = np.asarray(shuffled, dtype=np.float64)
+    rows, cols = w.shape
+    out = SliceSpikes()
+    flat = np.asarray(original, dtype=np.float64).reshape(-1)
+    mean = float(flat.sum()) / flat.size
+    var = max(float(np.dot(flat, flat)) / flat.size - mean * mean, 0.0)
+    out.mean_eval = mean_outlier_eval(mean, var, rows, cols)
+    if num_spikes <= 0:
+        return out
+    vals, u, v = _top_vectors(w, num_spikes)
+    ou = (u.sum(axis=0) ** 2) / rows
+    ov = (v.sum(axis=0) ** 2) / cols
+    overlap = ou * ov
+    mean_idx = -1
+    if np.isfinite(out.mean_eval) and overlap.size:
+        best = int(np.argmax(overlap))
+        if overlap[best] >= MEAN_OVERLAP:
+            mean_idx = best
+            out.mean_spike = True
+    perm = None
+    for k in range(vals.size):
+        if k == mean_idx:
+            continue
+        sigma = float(np.sqrt(max(vals[k], 0.0)))
+        cells = _locate(w, u[:, k], v[:, k], sigma)
+        if perm is None:
+            perm = perm_fn()
+        orig_flat = original.reshape(-1)
+        entries = []
+        for i, j in cells:
+            src = int(perm[i * cols + j])
+            r, c = divmod(src, cols)
+            entries.append((r, c, float(orig_flat[src])))
+        out.traps.append({"trap_eval": float(vals[k]), "entries": entries})
+    return out
