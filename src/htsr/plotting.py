@@ -1,0 +1,374 @@
+"""Per-layer figures of a :class:`~htsr.report.Report` (matplotlib, imported only here, only when plotting).
+
+For every analyzed layer (every slice with ``pool=False``) htsr draws the reference tool's five
+figures, plus two more when the run asked for them:
+
+=========  ====================================================================================
+kind       figure
+=========  ====================================================================================
+esd        log-log ESD (log-spaced histogram) with the fitted power law and the xmin line
+esd2       lin-lin ESD with the xmin line
+esd3       ESD of log10 λ with the xmin and xmax lines
+esd4       KS distance D of the fit against every candidate xmin
+esd5       alpha of the fit against every candidate xmin
+randesd    (``randomize``) original (green) and randomized (red) ESD, orange line at the largest
+           randomized eigenvalue
+mpfit      (``mp_fit``) ESD with the fitted Marchenko–Pastur density and its bulk edge λ+
+=========  ====================================================================================
+
+Figures are plain :class:`matplotlib.figure.Figure` objects rendered with the Agg canvas: pyplot is
+never imported, no backend is selected and no global ``rcParams`` are changed (styles are applied
+through a local :func:`matplotlib.rc_context`). Files are written only inside the folder given, under
+names built from the layer id and a sanitized layer name.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+KINDS = ("esd", "esd2", "esd3", "esd4", "esd5", "randesd", "mpfit")
+_STYLE = {"figure.figsize": (7.0, 4.6), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
+          "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 8.5, "text.usetex": False}
+_EVALS_THRESH = 1e-5  # the power-law fit's threshold (spectral.powerlaw.EVALS_THRESH)
+
+
+def _plain(text: Any, limit: int = 70) -> str:
+    """A model string made safe for a matplotlib title: no mathtext (``$`` escaped), bounded length."""
+    s = str(text)
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return s.replace("\\", "\\\\").replace("$", r"\$")
+
+
+def safe_filename(layer_id: Any, name: Any, slice_id: Any, kind: str) -> str:
+    """File name for one figure: ``layer<id>[.s<slice>].<sanitized name>.<kind>.png``.
+
+    Only letters, digits, ``-``, ``_`` and inner dots survive from the layer name, so no name
+    (``../../x``, ``/etc/passwd``, ``C:\\x``) can reach outside the folder.
+
+    Examples
+    --------
+    >>> safe_filename(3, "../../x", None, "esd")
+    'layer3.x.esd.png'
+    """
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name))
+    clean = re.sub(r"\.{2,}", ".", clean).strip("._-")[:80] or "layer"
+    part = f".s{int(slice_id)}" if slice_id is not None and not _isnan(slice_id) else ""
+    return f"layer{int(layer_id)}{part}.{clean}.{kind}.png"
+
+
+def _isnan(v: Any) -> bool:
+    try:
+        return bool(math.isnan(v))
+    except TypeError:
+        return v is None
+
+
+def _rows(report) -> Iterator[tuple[tuple, dict]]:
+    """(key, row dict) for every details row whose eigenvalues the report kept."""
+    details = report.details
+    has_slice = "slice_id" in details.columns
+    for row in details.to_dict(orient="records"):
+        sid = row.get("slice_id") if has_slice else None
+        sid = None if sid is None or _isnan(sid) else int(sid)
+        key = (int(row["layer_id"]), sid)
+        if key in report.esds:
+            yield key, row
+
+
+def _num(row: dict, name: str) -> float:
+    v = row.get(name)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _label(row: dict) -> str:
+    sid = row.get("slice_id")
+    s = "" if sid is None or _isnan(sid) else f" slice {int(sid)}"
+    return f"layer {int(row['layer_id'])}{s}: {_plain(row.get('name', ''))}"
+
+
+def _new_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _no_minor_labels(ax) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """Render a figure to PNG bytes and release it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    fig.clear()
+    return buf.getvalue()
+
+
+def _fit_ok(fit, row: dict) -> bool:
+    return fit is not None and np.isfinite(_num(row, "alpha")) and np.isfinite(_num(row, "xmin"))
+
+
+def _esd_loglog(row: dict, evals: np.ndarray, fit) -> Any:
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    x = evals[evals > _EVALS_THRESH]
+    if x.size:
+        lo, hi = x.min(), x.max()
+        bins = np.logspace(np.log10(lo), np.log10(hi * 1.0001 if hi > lo else lo * 10), 101)
+        ax.hist(x, bins=bins, density=True, histtype="stepfilled", color="tab:blue", alpha=0.6, label="ESD (histogram)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _no_minor_labels(ax)
+    title = f"Log-log ESD, {_label(row)}\n"
+    if _fit_ok(fit, row) and x.size:
+        alpha, xmin, xmax = _num(row, "alpha"), _num(row, "xmin"), _num(row, "xmax")
+        frac = np.count_nonzero(x >= xmin) / x.size
+        grid = np.logspace(np.log10(xmin), np.log10(max(xmax, xmin * 1.0001)), 100)
+        pdf = frac * (alpha - 1.0) / xmin * (grid / xmin) ** (-alpha)
+        ax.plot(grid, pdf, "r--", lw=2, label=f"power law fit, α = {alpha:.3f}")
+        ax.axvline(xmin, color="red", lw=1.2, label=f"xmin = {xmin:.4g}")
+        title += f"α = {alpha:.3f}, D = {_num(row, 'D'):.3f}, xmin = {xmin:.4g}, σ = {_num(row, 'sigma'):.3f}"
+    else:
+        title += "power-law fit failed"
+    ax.set_title(title)
+    ax.set_xlabel("eigenvalue λ of WᵀW (log scale)")
+    ax.set_ylabel("density (log scale)")
+    ax.legend(loc="lower left")
+    return fig
+
+
+def _esd_linlin(row: dict, evals: np.ndarray, fit) -> Any:
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ax.hist(evals, bins=100, density=True, histtype="stepfilled", color="tab:blue", alpha=0.7, label="ESD (histogram)")
+    if _fit_ok(fit, row):
+        ax.axvline(_num(row, "xmin"), color="red", label=f"xmin = {_num(row, 'xmin'):.4g}")
+    ax.set_title(f"Lin-lin ESD, {_label(row)}")
+    ax.set_xlabel("eigenvalue λ of WᵀW")
+    ax.set_ylabel("density")
+    ax.legend(loc="upper right")
+    return fig
+
+
+def _esd_log10(row: dict, evals: np.ndarray, fit) -> Any:
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    x = evals[evals > 0]
+    if x.size:
+        ax.hist(np.log10(x), bins=100, density=True, histtype="stepfilled", color="tab:blue", alpha=0.7, label="ESD of log10 λ")
+    if _fit_ok(fit, row):
+        ax.axvline(np.log10(_num(row, "xmin")), color="red", label=f"xmin = {_num(row, 'xmin'):.4g}")
+    xmax = _num(row, "xmax")
+    if np.isfinite(xmax) and xmax > 0:
+        ax.axvline(np.log10(xmax), color="orange", label=f"xmax = {xmax:.4g}")
+    ax.set_title(f"Log-lin ESD, {_label(row)}")
+    ax.set_xlabel("log10 λ")
+    ax.set_ylabel("density")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def _curve(row: dict, fit, which: str) -> Any:
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    ys = fit.Ds if which == "D" else fit.alphas
+    if fit is not None and fit.xmins.size:
+        ax.plot(fit.xmins, ys, color="tab:blue", lw=1.2, label="KS distance D" if which == "D" else "α(xmin)")
+        ax.set_xscale("log")
+        _no_minor_labels(ax)
+    if _fit_ok(fit, row):
+        ax.axvline(_num(row, "xmin"), color="red", label=f"chosen xmin = {_num(row, 'xmin'):.4g}")
+    if which == "D":
+        ax.set_title(f"KS distance vs candidate xmin, {_label(row)}")
+        ax.set_ylabel("KS distance D")
+    else:
+        ax.set_title(f"α vs candidate xmin, {_label(row)}")
+        ax.set_ylabel("power-law exponent α")
+        for level, colour, what in ((2.0, "tab:orange", "over-trained below"), (6.0, "tab:purple", "under-trained above")):
+            ax.axhline(level, color=colour, ls=":", lw=1.2, label=f"α = {level:g} ({what})")
+    ax.set_xlabel("candidate xmin (log scale)")
+    ax.legend(loc="best")
+    return fig
+
+
+def overlay_figure(row: dict, evals: np.ndarray, rand_evals: np.ndarray) -> Any:
+    """Original (green) vs randomized (red) ESD on a log10 axis; orange line at max randomized λ."""
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    x = np.asarray(evals, dtype=float)
+    r = np.asarray(rand_evals, dtype=float)
+    x, r = x[x > 0], r[r > 0]
+    both = np.concatenate([np.log10(x), np.log10(r)]) if x.size + r.size else np.zeros(1)
+    bins = np.linspace(both.min(), both.max() + 1e-9, 101)
+    if x.size:
+        ax.hist(np.log10(x), bins=bins, density=True, histtype="stepfilled", color="green", alpha=0.6, label="original")
+    if r.size:
+        ax.hist(np.log10(r), bins=bins, density=True, histtype="stepfilled", color="red", alpha=0.5, label="randomized")
+        ax.axvline(np.log10(r.max()), color="orange", lw=2, label=f"max randomized λ = {r.max():.4g}")
+    edge = _num(row, "rand_bulk_max")
+    if np.isfinite(edge) and edge > 0:
+        ax.axvline(np.log10(edge), color="darkred", ls="--", lw=1, label=f"randomized MP edge = {edge:.4g}")
+    traps = row.get("num_traps")
+    extra = "" if traps is None or _isnan(traps) else f"; correlation traps: {int(traps)}"
+    ax.set_title(f"Original vs randomized ESD, {_label(row)}{extra}")
+    ax.set_xlabel("log10 λ")
+    ax.set_ylabel("density")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def mp_density(x: np.ndarray, Q: float, sigma: float) -> np.ndarray:
+    """Marchenko–Pastur density of the eigenvalues of WᵀW/N-style matrices with ratio Q = N/M ≥ 1.
+
+    ρ(x) = Q·sqrt((λ+ − x)(x − λ−)) / (2π σ² x) on [λ−, λ+], λ± = σ²(1 ± 1/√Q)²; zero elsewhere.
+    """
+    x = np.asarray(x, dtype=float)
+    lp = sigma ** 2 * (1 + 1 / np.sqrt(Q)) ** 2
+    lm = sigma ** 2 * (1 - 1 / np.sqrt(Q)) ** 2
+    out = np.zeros_like(x)
+    inside = (x > lm) & (x < lp) & (x > 0)
+    out[inside] = Q * np.sqrt((lp - x[inside]) * (x[inside] - lm)) / (2 * np.pi * sigma ** 2 * x[inside])
+    return out
+
+
+def _mp(row: dict, evals: np.ndarray) -> Any:
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    Q, sigma, scale = _num(row, "Q"), _num(row, "sigma_mp"), _num(row, "W_scale")
+    edge = _num(row, "bulk_max")
+    ok = all(np.isfinite(v) and v > 0 for v in (Q, sigma, scale))
+    top = float(evals.max()) if evals.size else 1.0
+    right = top if not (ok and np.isfinite(edge)) else min(top, 3.0 * edge)
+    shown = evals[evals <= right]
+    ax.hist(shown, bins=100, density=False, weights=np.full(shown.size, 1.0 / max(evals.size, 1)), histtype="stepfilled",
+            color="tab:blue", alpha=0.6, label="ESD (share of eigenvalues per bin)")
+    if ok:
+        width = float(np.diff(np.histogram_bin_edges(shown, bins=100)[:2])[0]) if shown.size else 1.0
+        grid = np.linspace(max(evals.min(), 0.0), right, 600)
+        s2 = scale ** 2  # rescaled λ' = λ·W_scale²; density in original units = s2·ρ(λ·s2)
+        ax.plot(grid, s2 * mp_density(grid * s2, Q, sigma) * width, color="red", lw=2,
+                label=f"MP fit, σ = {sigma:.3f}, Q = {Q:.3g}")
+    if np.isfinite(edge):
+        ax.axvline(edge, color="orange", lw=1.5, label=f"bulk edge λ+ = {edge:.4g}")
+    beyond = int(np.count_nonzero(evals > right))
+    spikes = row.get("num_spikes")
+    sub = "" if spikes is None or _isnan(spikes) else f"; spikes: {int(spikes)}"
+    if beyond:
+        sub += f"; {beyond} eigenvalue(s) beyond the axis (max {top:.4g})"
+    ax.set_title(f"Marchenko–Pastur fit, {_label(row)}\nmp_softrank = {_num(row, 'mp_softrank'):.3g}{sub}")
+    ax.set_xlabel("eigenvalue λ of WᵀW")
+    ax.set_ylabel("share of eigenvalues per bin")
+    ax.legend(loc="upper right")
+    return fig
+
+
+def layer_figures(report, key: tuple, row: dict | None = None) -> Iterator[tuple[str, Any]]:
+    """Yield ``(kind, Figure)`` for one layer key ``(layer_id, slice_id | None)`` of ``report``."""
+    import matplotlib
+
+    if row is None:
+        row = dict(_rows(report)).get(key)
+        if row is None:
+            return
+    evals = np.sort(np.asarray(report.esds[key], dtype=float))
+    fit = report.fits.get(key)
+    with matplotlib.rc_context(_STYLE):
+        yield "esd", _esd_loglog(row, evals, fit)
+        yield "esd2", _esd_linlin(row, evals, fit)
+        yield "esd3", _esd_log10(row, evals, fit)
+        if fit is not None and fit.xmins.size:
+            yield "esd4", _curve(row, fit, "D")
+            yield "esd5", _curve(row, fit, "alpha")
+        rand = report.rand_esds.get(key) if report.rand_esds else None
+        if rand is not None:
+            yield "randesd", overlay_figure(row, evals, rand)
+        if "sigma_mp" in row and np.isfinite(_num(row, "sigma_mp")):
+            yield "mpfit", _mp(row, evals)
+
+
+def overlay_png(report, key: tuple) -> bytes | None:
+    """PNG of one layer's original-vs-randomized overlay, or None when the report lacks it."""
+    import matplotlib
+
+    row = dict(_rows(report)).get(key)
+    if row is None or not report.rand_esds or key not in report.rand_esds:
+        return None
+    with matplotlib.rc_context(_STYLE):
+        return figure_png(overlay_figure(row, report.esds[key], report.rand_esds[key]))
+
+
+def _in_notebook() -> bool:
+    ipy = sys.modules.get("IPython")
+    if ipy is None:
+        return False
+    try:
+        shell = ipy.get_ipython()
+    except AttributeError:
+        return False
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def plot_report(report, show: bool = False, savedir: str | Path | None = None) -> list[Path]:
+    """Draw every layer's figures; show them inline in Jupyter and/or save them as PNGs.
+
+    Parameters
+    ----------
+    report : Report
+        A report made with ``keep_esd=True`` (``htsr.analyze(..., plot=True)`` or ``savefig=``).
+    show : bool
+        Display each figure inline when running in a Jupyter kernel (outside one nothing is shown:
+        htsr never opens GUI windows).
+    savedir : str or Path, optional
+        Folder (created if needed) to write ``layer<id>.<name>.<kind>.png`` files into; nothing is
+        written anywhere else.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    from .report import atomic_write
+
+    folder = None
+    if savedir:
+        folder = Path(savedir)
+        folder.mkdir(parents=True, exist_ok=True)
+        root = folder.resolve()
+    display = None
+    if show and _in_notebook():
+        from IPython.display import Image, display as _display
+
+        def display(png: bytes) -> None:
+            _display(Image(data=png))
+    written: list[Path] = []
+    if folder is None and display is None:
+        return written
+    for key, row in _rows(report):
+        for kind, fig in layer_figures(report, key, row):
+            png = figure_png(fig)
+            if display is not None:
+                display(png)
+            if folder is not None:
+                target = folder / safe_filename(key[0], row.get("name", ""), key[1], kind)
+                if target.resolve().parent != root:  # defence in depth; safe_filename has no separators
+                    raise ValueError(f"figure path {target} escapes {folder}")
+                atomic_write(target, png)
+                written.append(target)
+    return written
