@@ -118,7 +118,7 @@ def mp_density(x: np.ndarray, Q: float, sigma) -> np.ndarray:
         prod = (b - x) * (x - a)
         val = np.sqrt(np.where((prod > 0) & (x > 0), prod, 0.0)) * Q / (2.0 * np.pi * sig * sig * np.where(x > 0, x, 1.0))
     out = np.where((prod > 0) & (x > 0), val, 0.0)
-    return out if np.ndim(sigma) else out[0]
+    return out
 
 
 def quarter_circle_density(x: np.ndarray, sigma) -> np.ndarray:
@@ -130,7 +130,7 @@ def quarter_circle_density(x: np.ndarray, sigma) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     root = np.sqrt(np.clip(4.0 - x * x, 0.0, None))
     out = root / (np.pi * sig * sig)
-    return out if np.ndim(sigma) else out[0]
+    return out
 
 
 class _Residual:

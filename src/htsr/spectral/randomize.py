@@ -104,8 +104,8 @@ def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
 
     Examples
     --------
-    >>> round(jensen_shannon(np.array([1.0, 0.0]), np.array([0.0, 1.0])) ** 2, 6) == round(np.log(2), 6)
-    True
+    >>> round(jensen_shannon(np.array([1.0, 0.0]), np.array([0.0, 1.0])) ** 2, 6)  # ln 2
+    0.693147
     """
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)

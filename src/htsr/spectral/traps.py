@@ -81,7 +81,7 @@ class SliceSpikes:
 
 
 def _top_vectors(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-k singular triplets (s², u, v) of w, largest first, via the smaller Gram matrix."""
+    """Top-k singular triplets (s², u, v) of w, largest first, via the smaller Gram matrix (in w's dtype)."""
     from scipy.linalg import eigh
 
     rows, cols = w.shape
@@ -89,15 +89,16 @@ def _top_vectors(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     k = min(k, small)
     gram = w.T @ w if rows >= cols else w @ w.T
     vals, vecs = eigh(gram, subset_by_index=(small - k, small - 1), check_finite=False)
-    vals, vecs = vals[::-1], vecs[:, ::-1]
+    vals, vecs = vals[::-1].astype(np.float64), vecs[:, ::-1].astype(np.float64)
     s = np.sqrt(np.clip(vals, 0.0, None))
     safe = np.where(s > 0, s, 1.0)
+    w64 = np.asarray(w, dtype=np.float64)
     if rows >= cols:
         v = vecs
-        u = (w @ v) / safe
+        u = (w64 @ v) / safe
     else:
         u = vecs
-        v = (w.T @ u) / safe
+        v = (w64.T @ u) / safe
     return vals, u, v
 
 
@@ -105,7 +106,7 @@ def _locate(w: np.ndarray, u: np.ndarray, v: np.ndarray, sigma: float) -> list[t
     """Entries (i, j) of w that make the component σ u vᵀ, largest contribution first."""
     ri = np.argsort(-np.abs(u))[:TOP_LINES]
     cj = np.argsort(-np.abs(v))[:TOP_LINES]
-    block = u[ri, None] * w[np.ix_(ri, cj)] * v[None, cj]
+    block = u[ri, None] * w[np.ix_(ri, cj)].astype(np.float64) * v[None, cj]
     order = np.argsort(-block, axis=None)
     out = []
     for flat in order[:MAX_ENTRIES]:
@@ -122,7 +123,7 @@ def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spik
     Parameters
     ----------
     shuffled : ndarray, shape (rows, cols)
-        The shuffled matrix.
+        The shuffled matrix (float32 is enough: only its top singular vectors are used).
     original : ndarray, shape (rows, cols)
         The matrix before shuffling (values and the mean).
     perm_fn : callable
@@ -135,7 +136,7 @@ def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spik
     -------
     SliceSpikes
     """
-    w = np.asarray(shuffled, dtype=np.float64)
+    w = np.asarray(shuffled)
     rows, cols = w.shape
     out = SliceSpikes()
     flat = np.asarray(original, dtype=np.float64).reshape(-1)
