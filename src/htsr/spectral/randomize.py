@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .esd import _gram
 
 
 def layer_rng(seed: int, layer_id: int, slice_id: int = 0) -> np.random.Generator:
@@ -85,13 +84,22 @@ def permutations(shape: tuple[int, ...], rng: np.random.Generator, replica: int 
     return perms
 
 
+def _gram_upper(w: np.ndarray) -> np.ndarray:
+    """Upper triangle of the smaller Gram matrix of ``w`` (BLAS syrk, in w's precision)."""
+    from scipy.linalg.blas import dsyrk, ssyrk
+
+    syrk = ssyrk if w.dtype == np.float32 else dsyrk
+    wt = np.ascontiguousarray(w).T  # Fortran-ordered (cols, rows) view of the C-ordered w
+    return syrk(1.0, wt, trans=0 if w.shape[0] >= w.shape[1] else 1)
+
+
 def slice_evals(stack: np.ndarray) -> list[np.ndarray]:
     """Ascending eigenvalues of each slice's smaller Gram matrix (in the stack's dtype), clipped at 0."""
     from scipy.linalg import eigvalsh
 
     out = []
     for w in stack:
-        ev = eigvalsh(_gram(w), lower=False, overwrite_a=True, check_finite=False)
+        ev = eigvalsh(_gram_upper(w), lower=False, overwrite_a=True, check_finite=False)
         out.append(np.clip(ev, 0.0, None))
     return out
 

@@ -1,0 +1,209 @@
+"""Randomized ESD, correlation-trap detection and location, the mean's outlier, seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import htsr
+from htsr.config import AnalysisConfig
+from htsr.matrices import Geometry
+from htsr.spectral.esd import compute_esd
+from htsr.spectral.extras import layer_extras
+from htsr.spectral.randomize import jensen_shannon, layer_rng, permutations, shuffle_stack
+from htsr.spectral.traps import mean_outlier_eval
+
+N = 512
+RAND = AnalysisConfig(randomize=True)
+RAND_MP = AnalysisConfig(randomize=True, mp_fit=True)
+
+
+def gaussian(seed: int, mean: float = 0.0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((N, N)) / np.sqrt(N) + mean
+
+
+def extras_of(W: np.ndarray, config: AnalysisConfig = RAND, layer_id: int = 1):
+    stack = W[None] if W.ndim == 2 else W
+    evals = compute_esd(stack, max(stack.shape[1:])).evals
+    g = Geometry(max(stack.shape[1:]), min(stack.shape[1:]), stack.shape[0])
+    return layer_extras(stack, evals, g, config, layer_key=(layer_id, 0))
+
+
+# ---------------------------------------------------------------- shuffling
+
+
+def test_shuffle_keeps_each_slice_multiset_and_leaves_the_input_alone():
+    stack = np.stack([np.arange(12.0).reshape(3, 4) + 100 * s for s in range(3)])
+    before = stack.copy()
+    out = shuffle_stack(stack, np.random.default_rng(0))
+    np.testing.assert_array_equal(stack, before)
+    assert out.shape == stack.shape and out is not stack
+    for s in range(3):  # each slice permuted within itself
+        assert sorted(out[s].ravel()) == sorted(stack[s].ravel())
+    assert not np.array_equal(out, stack)
+
+
+def test_permutations_replay_the_shuffle():
+    stack = np.random.default_rng(1).standard_normal((4, 30, 20))
+    shuffled = shuffle_stack(stack, layer_rng(3, 7, 0), dtype=np.float32)
+    perms = permutations(stack.shape, layer_rng(3, 7, 0))
+    for s in range(4):
+        np.testing.assert_array_equal(shuffled[s].ravel(), stack[s].ravel()[perms[s]].astype(np.float32))
+
+
+def test_same_seed_same_shuffle_other_seed_other_shuffle():
+    W = np.random.default_rng(2).standard_normal((1, 50, 40))
+    a = shuffle_stack(W, layer_rng(0, 5, 0))
+    b = shuffle_stack(W, layer_rng(0, 5, 0))
+    c = shuffle_stack(W, layer_rng(1, 5, 0))
+    d = shuffle_stack(W, layer_rng(0, 6, 0))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, d)
+
+
+def test_jensen_shannon_matches_scipy():
+    from scipy.spatial.distance import jensenshannon
+
+    rng = np.random.default_rng(3)
+    p, q = rng.gamma(1.0, 1.0, 200), rng.gamma(1.0, 2.0, 200)
+    assert jensen_shannon(p, q) == pytest.approx(float(jensenshannon(p, q)), rel=1e-12)
+    assert jensen_shannon(p, p) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError):
+        jensen_shannon(p, q[:10])
+
+
+# ---------------------------------------------------------------- the mean's outlier
+
+
+@pytest.mark.parametrize("shape,mean", [((1000, 1000), 0.01), ((2000, 500), 0.02), ((1500, 600), -0.015)])
+def test_mean_outlier_prediction_matches_the_largest_eigenvalue(shape, mean):
+    rows, cols = shape
+    W = np.random.default_rng(5).standard_normal(shape) * 0.03 + mean
+    pred = mean_outlier_eval(float(W.mean()), float(W.var()), rows, cols)
+    assert np.linalg.norm(W, 2) ** 2 == pytest.approx(pred, rel=0.03)
+
+
+def test_no_outlier_predicted_below_the_bbp_threshold():
+    # θ̃² = m²·M/v = 0.5 < sqrt(c) = 1
+    assert np.isnan(mean_outlier_eval(np.sqrt(0.5 / 100), 1.0, 100, 100))
+    assert np.isnan(mean_outlier_eval(0.5, 0.0, 10, 10))
+
+
+# ---------------------------------------------------------------- detection over seeds
+
+
+def _flagged_at(W: np.ndarray, seed: int) -> tuple[bool, bool, dict]:
+    ex = extras_of(W, layer_id=seed)
+    return ex.columns["num_traps"] > 0, bool(ex.traps), ex
+
+
+@pytest.mark.parametrize("value", [4.0, 10.0])
+def test_planted_element_is_flagged_and_located(value):
+    seeds = range(50)  # 50 seeds per value: 100 planted layers in all
+    found = located = 0
+    for seed in seeds:
+        W = gaussian(seed)
+        r, c = (seed * 37) % N, (seed * 91 + 5) % N
+        W[r, c] = value
+        ex = extras_of(W, layer_id=seed)
+        if ex.columns["num_traps"] >= 1:
+            found += 1
+            top = ex.traps[0]["entries"][0]
+            located += (top[0], top[1]) == (r, c) and top[2] == value
+            assert ex.traps[0]["ratio"] == pytest.approx(ex.traps[0]["trap_eval"] / ex.traps[0]["bulk_max"])
+    assert found >= 0.95 * len(seeds)
+    assert located >= 0.95 * len(seeds)
+
+
+def test_clean_gaussian_is_rarely_flagged():
+    flagged = sum(extras_of(gaussian(1000 + seed), layer_id=seed).columns["num_traps"] > 0 for seed in range(100))
+    assert flagged <= 5
+
+
+def test_rank_one_signal_is_a_spike_of_the_original_esd_not_a_trap():
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        u, v = rng.standard_normal(N), rng.standard_normal(N)
+        W = gaussian(seed) + 5.0 * np.outer(u / np.linalg.norm(u), v / np.linalg.norm(v))
+        ex = extras_of(W, RAND_MP, layer_id=seed)
+        assert ex.columns["num_spikes"] >= 1
+        assert ex.columns["num_traps"] == 0
+        assert ex.columns["rand_num_spikes"] == 0
+        assert ex.traps == []
+
+
+def test_mean_shift_gives_the_mean_spike_and_no_trap():
+    for seed in range(10):
+        ex = extras_of(gaussian(seed, mean=0.01), layer_id=seed)
+        cols = ex.columns
+        assert cols["rand_num_spikes"] == 1
+        assert cols["rand_mean_spike"] is True
+        assert cols["num_traps"] == 0
+        assert cols["rand_mean_spike_eval"] == pytest.approx(cols["max_rand_eval"], rel=0.03)
+    centred = extras_of(gaussian(0), layer_id=0).columns
+    assert centred["rand_num_spikes"] == 0 and centred["rand_mean_spike"] is False
+
+
+@pytest.mark.parametrize("value", [4.0, 10.0])
+def test_mean_shift_plus_planted_element_is_exactly_one_trap(value):
+    for seed in range(5):
+        W = gaussian(seed, mean=0.01)
+        W[17, 300] = value
+        ex = extras_of(W, layer_id=seed)
+        assert ex.columns["rand_mean_spike"] is True
+        assert ex.columns["rand_num_spikes"] == 2
+        assert ex.columns["num_traps"] == 1
+        assert ex.traps[0]["entries"][0] == (17, 300, value)
+
+
+# ---------------------------------------------------------------- through htsr.analyze
+
+
+def test_analyze_trap_report_conv_slice_and_seeds():
+    rng = np.random.default_rng(9)
+    conv = rng.standard_normal((128, 128, 3, 3)) / np.sqrt(128)
+    conv[5, 7, 1, 2] = 8.0  # kernel position 1·3 + 2 = 5
+    dense = rng.standard_normal((300, 200)) / np.sqrt(300)
+    model = {"conv.weight": conv, "fc.weight": dense}
+    before = {k: v.copy() for k, v in model.items()}
+    rep = htsr.analyze(model, randomize=True)
+    for k in model:
+        np.testing.assert_array_equal(model[k], before[k])
+    traps = rep.traps
+    assert list(traps.columns) == list(htsr.report.TRAP_COLUMNS)
+    assert len(traps) == 1 and traps.iloc[0]["name"] == "conv" and traps.iloc[0]["slice_id"] == 5
+    r, c, val = traps.iloc[0]["entries"][0]
+    assert (r, c) == (5, 7) and val == pytest.approx(8.0 * np.sqrt(0.5))  # analyzed (conv2d-scaled) value
+    d = rep.details.set_index("name")
+    assert d.loc["conv", "num_traps"] == 1 and d.loc["fc", "num_traps"] == 0
+    assert rep.summary["num_traps"] == 1
+    again = htsr.analyze(model, randomize=True)
+    assert again.details.equals(rep.details)
+    other = htsr.analyze(model, randomize=True, seed=1)
+    assert not np.array_equal(other.details["max_rand_eval"], rep.details["max_rand_eval"])
+    assert other.details["num_traps"].tolist() == rep.details["num_traps"].tolist()
+
+
+def test_small_layers_use_five_replicas_and_get_esd_replays_the_shuffle():
+    W = np.random.default_rng(4).standard_normal((200, 50))
+    rep = htsr.analyze({"fc.weight": W}, randomize=True, keep_esd=True, seed=3)
+    (key, rand), = rep.rand_esds.items()
+    assert rand.size == 5 * 50
+    watcher = htsr.WeightWatcher(model={"fc.weight": W})
+    first = watcher.get_ESD(layer=1, random=True, seed=3)
+    # the first replica of analyze is the shuffle get_ESD makes (float32 vs float64 eigenvalues)
+    assert rep.details["rand_distance"].iloc[0] == pytest.approx(
+        jensen_shannon(np.sort(np.linalg.svd(W, compute_uv=False) ** 2), first), rel=1e-4)
+    assert first.size == 50
+    nearest = np.min(np.abs(rand[None, :] - first[:, None]), axis=1) / first
+    assert nearest.max() < 1e-5
+
+
+def test_detx_columns():
+    W = np.random.default_rng(6).standard_normal((300, 100))
+    d = htsr.analyze({"fc.weight": W}, detX=True).details
+    ev = np.sort(np.linalg.svd(W, compute_uv=False) ** 2)
+    x = ev * ev.size / ev.sum()
+    idx = next(i for i in range(x.size - 1, 0, -1) if np.prod(x[i:]) < 1.0)
+    assert d["detX_num"].iloc[0] == x.size - idx
+    assert d["detX_val"].iloc[0] == pytest.approx(x[idx], rel=1e-9)
