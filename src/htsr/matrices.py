@@ -171,9 +171,9 @@ def memory_reason(shape: tuple[int, ...], dtype: str, available: int | None) -> 
     """
     if available is None:
         return None
-    try:
-        itemsize = max(np.dtype(dtype).itemsize, 1)
-    except TypeError:
+    try:  # only plain names: np.dtype() parses strings like "(9,)f8" and may raise anything on junk
+        itemsize = max(np.dtype(dtype).itemsize, 1) if dtype.isidentifier() else 4
+    except Exception:  # bfloat16, float8_*, qint8 …: decoded to float32
         itemsize = 4
     need = work_bytes(shape, itemsize)
     if need <= available:
@@ -200,6 +200,6 @@ def slices(array: np.ndarray, layer_type: LayerType, conv2d_norm: bool = True) -
         out, inp, kh, kw = array.shape
         stack = np.ascontiguousarray(array.transpose(2, 3, 0, 1).reshape(kh * kw, out, inp))
         if conv2d_norm and layer_type is LayerType.CONV2D:
-            stack *= np.sqrt(0.5)
+            stack = stack * np.sqrt(0.5)  # not in place: for a 1×1 kernel ``stack`` is a view of ``array``
         return stack
     raise LayerError(f"invalid: {array.ndim}-D tensor")
