@@ -360,6 +360,31 @@ def test_a_pickle_payload_is_refused_and_never_runs(tmp_path, ext, how):
     assert not target.exists()
 
 
+def test_an_npz_object_array_is_never_unpickled(tmp_path):
+    target = tmp_path / "PWNED"
+    payload = np.empty((20, 20), dtype=object)
+    payload[0, 0] = Payload(target)
+    path = tmp_path / "evil.npz"
+    np.savez(path, **{"evil.weight": payload, "ok.weight": healthy(0)})  # np.savez pickles object arrays
+    report = htsr.analyze(path)
+    d = report.details.set_index("name")
+    assert d.loc["ok", "status"] == "success"
+    assert d.loc["evil", "status"] == "invalid" and str(path) in d.loc["evil", "reason"]
+    assert not target.exists()
+
+
+def test_a_module_whose_weight_attribute_raises_does_not_stop_the_run():
+    torch = pytest.importorskip("torch")
+
+    class Broken(torch.nn.Module):
+        @property
+        def weight(self):
+            raise RuntimeError("computed weight failed")
+
+    model = torch.nn.Sequential(torch.nn.Linear(30, 20), Broken())
+    assert list(htsr.analyze(model).details["longname"]) == ["0"]
+
+
 # ---------------------------------------------------------------- 4. never modify the user's things
 
 def params_bytes(model) -> dict:
@@ -403,6 +428,45 @@ def test_model_parameters_are_bit_identical_after_plotting(tmp_path):
     report = htsr.analyze(model, savefig=str(tmp_path / "figs"), randomize=True, mp_fit=True)
     assert len(report.details) == 2 and any((tmp_path / "figs").iterdir())
     assert params_bytes(model) == before
+
+
+@pytest.mark.skipif(not _has("htsr.transforms"), reason="transforms not built yet")
+@pytest.mark.parametrize("name", ["remove_traps", "SVDSmoothing", "SVDSharpness"])
+def test_transforms_return_copies_unless_inplace(name):
+    torch = pytest.importorskip("torch")
+    from htsr import transforms
+
+    def fresh():
+        model = torch.nn.Sequential(torch.nn.Linear(40, 60), torch.nn.Linear(60, 30))
+        with torch.no_grad():
+            for k, p in enumerate(model.parameters()):
+                p.copy_(torch.from_numpy(np.random.default_rng(k).standard_normal(tuple(p.shape)).astype(np.float32)))
+        return model
+
+    transform = getattr(transforms, name)
+    model = fresh()
+    before = params_bytes(model)
+    out = transform(model)
+    assert out is not model and params_bytes(model) == before
+    arrays = {k: v.detach().numpy().copy() for k, v in fresh().state_dict().items()}
+    snapshot = {k: v.tobytes() for k, v in arrays.items()}
+    out = transform(arrays)
+    assert out is not arrays and {k: v.tobytes() for k, v in arrays.items()} == snapshot
+    model = fresh()
+    assert transform(model, inplace=True) is model
+
+
+@pytest.mark.skipif(not _has("htsr.plotting"), reason="plots not built yet")
+def test_figures_are_written_atomically(tmp_path, monkeypatch):
+    figs = tmp_path / "figs"
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        htsr.analyze({"a.weight": healthy(0)}, savefig=str(figs))
+    assert not figs.exists() or list(figs.rglob("*")) == []  # no half-written PNG, no temporary
 
 
 def test_numpy_arrays_are_left_as_they_were():

@@ -81,7 +81,10 @@ def module_tensors(model: Any) -> Iterator[WeightTensor]:
 
     seen: dict[tuple, str] = {}
     for layer_id, (longname, module) in enumerate(model.named_modules()):
-        weight = getattr(module, "weight", None)
+        try:
+            weight = getattr(module, "weight", None)  # a property or parametrization may compute (and fail)
+        except Exception:
+            weight = None
         if not isinstance(weight, torch.Tensor):
             continue
         ltype = _module_type(module)
