@@ -18,6 +18,7 @@ from .api import analyze, describe
 from .compat import WeightWatcher
 from .errors import HtsrError, LayerError, OptionError, SourceError, UnknownOptionError, UnsafeFileError
 from .spectral.powerlaw import PowerLawFit, fit_powerlaw
+from .transforms import SVDSharpness, SVDSmoothing, remove_traps
 
 __all__ = [
     "__version__",
@@ -32,4 +33,7 @@ __all__ = [
     "LayerError",
     "OptionError",
     "UnknownOptionError",
+    "remove_traps",
+    "SVDSmoothing",
+    "SVDSharpness",
 ]

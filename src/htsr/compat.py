@@ -203,3 +203,41 @@ class WeightWatcher:
             rng = np.random.default_rng([seed, p.tensor.layer_id, 0])
             stack = shuffle_stack(stack, rng)
         return compute_esd(stack, p.geometry.N).evals
+
+    def SVDSmoothing(self, model: Any = None, percent: float = 0.8, pool: bool = True, layers: Any = (),
+                     method: str = "detX", fit: str = "PL", plot: bool = False, start_ids: int = 0,
+                     svd_method: str = "fast", inplace: bool = False):
+        """Keep the top singular components of each layer; returns a smoothed **copy** (see :func:`htsr.SVDSmoothing`).
+
+        The reference modifies and returns the model itself; htsr returns a copy
+        unless ``inplace=True``. ``svd_method`` is accepted ('fast'/'accurate': htsr
+        always uses an exact SVD); ``pool=False``, ``plot=True`` and a ``fit`` other
+        than 'PL' are not implemented.
+        """
+        from .transforms import SVDSmoothing
+
+        self._check_transform("SVDSmoothing", pool, plot, fit, svd_method)
+        opts, _ = _map_options("SVDSmoothing", {"layers": list(layers) if layers is not None else [],
+                                                "start_ids": start_ids})
+        return SVDSmoothing(self._model(model), percent=percent, method=method, inplace=inplace, **opts)
+
+    def SVDSharpness(self, model: Any = None, pool: bool = True, layers: Any = (), plot: bool = False,
+                     start_ids: int = 0, seed: int = 0, inplace: bool = False):
+        """Remove the randomized spikes' components; returns a sharpened **copy** (see :func:`htsr.SVDSharpness`)."""
+        from .transforms import SVDSharpness
+
+        self._check_transform("SVDSharpness", pool, plot)
+        opts, _ = _map_options("SVDSharpness", {"layers": list(layers) if layers is not None else [],
+                                                "start_ids": start_ids})
+        return SVDSharpness(self._model(model), seed=seed, inplace=inplace, **opts)
+
+    @staticmethod
+    def _check_transform(method: str, pool: bool, plot: bool, fit: str = "PL", svd_method: str = "fast") -> None:
+        if not pool:
+            raise NotImplementedError(f"WeightWatcher.{method}: option pool=False is not implemented (as in the reference).")
+        if plot:
+            raise NotImplementedError(f"WeightWatcher.{method}: option plot=True is not implemented in htsr.")
+        if str(fit).upper() not in ("PL", "POWER_LAW"):
+            raise NotImplementedError(f"WeightWatcher.{method}: option fit={fit!r} is not implemented in htsr.")
+        if svd_method not in ("fast", "accurate"):
+            raise NotImplementedError(f"WeightWatcher.{method}: option svd_method={svd_method!r} is not implemented.")

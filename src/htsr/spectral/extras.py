@@ -37,7 +37,10 @@ class LayerExtras:
     columns : dict
         Report columns (``sigma_mp`` …, ``max_rand_eval`` …, ``detX_num`` …).
     traps : list of dict
-        One per trap: ``trap_eval, bulk_max, ratio, entries`` (and ``slice_id`` for a pooled conv layer).
+        One per trap: ``trap_eval, bulk_max, ratio, entries`` (and ``slice_id`` for a pooled conv layer),
+        plus ``components`` (the trap's rank-one component at each entry, used by
+        :func:`htsr.remove_traps`; not a report column). Entry values are those of the
+        analyzed matrix (conv2d slices include the reference's sqrt(1/2) factor).
     rand_evals : ndarray or None
         Sorted randomized eigenvalues (all replicas) when ``randomize``.
     """
@@ -132,7 +135,7 @@ def _randomize(stack: np.ndarray, evals: np.ndarray, g, seed: int, layer_key: tu
             for trap in spikes.traps:
                 row = {"trap_eval": trap["trap_eval"], "bulk_max": fit.bulk_max,
                        "ratio": trap["trap_eval"] / fit.bulk_max if fit.bulk_max > 0 else float("nan"),
-                       "entries": trap["entries"]}
+                       "entries": trap["entries"], "components": trap["components"]}
                 if stack.shape[0] > 1:
                     row["slice_id"] = s
                 out.traps.append(row)

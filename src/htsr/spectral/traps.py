@@ -71,8 +71,9 @@ class SliceSpikes:
     mean_eval : float
         Its predicted eigenvalue (NaN when the mean predicts no outlier).
     traps : list of dict
-        ``trap_eval`` (the spike's eigenvalue) and ``entries``: list of
-        ``(row, col, value)`` in the original matrix (largest contribution first).
+        ``trap_eval`` (the spike's eigenvalue), ``entries``: list of
+        ``(row, col, value)`` in the original matrix (largest contribution first),
+        and ``components``: the spike's rank-one component σ·uᵢ·vⱼ at each entry.
     """
 
     mean_spike: bool = False
@@ -165,9 +166,11 @@ def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spik
             perm = perm_fn()
         orig_flat = original.reshape(-1)
         entries = []
+        components = []
         for i, j in cells:
             src = int(perm[i * cols + j])
             r, c = divmod(src, cols)
             entries.append((r, c, float(orig_flat[src])))
-        out.traps.append({"trap_eval": float(vals[k]), "entries": entries})
+            components.append(sigma * float(u[i, k]) * float(v[j, k]))
+        out.traps.append({"trap_eval": float(vals[k]), "entries": entries, "components": components})
     return out
