@@ -94,23 +94,27 @@ def _num(row: dict, name: str) -> float:
 def _label(row: dict) -> str:
     sid = row.get("slice_id")
     s = "" if sid is None or _isnan(sid) else f" slice {int(sid)}"
-    return f"layer {int(row['layer_id'])}{s}: {_plain(row.get('name', ''))}"
+    return f"layer {int(row['layer_id'])}{s}: {_plain(row.get('name', ''), 60)}"
 
 
 def _new_figure():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(layout="constrained")
+    fig = Figure()
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.11, top=0.86)
     FigureCanvasAgg(fig)
     return fig
 
 
 def _no_minor_labels(ax) -> None:
-    from matplotlib.ticker import NullFormatter
+    """Log axes: decade ticks only (minor log ticks are unreadable here and slow to lay out)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
 
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            axis.set_minor_locator(NullLocator())
+        axis.set_minor_formatter(NullFormatter())
 
 
 def figure_png(fig, dpi: int = 100) -> bytes:
@@ -136,7 +140,7 @@ def _esd_loglog(row: dict, evals: np.ndarray, fit) -> Any:
     ax.set_xscale("log")
     ax.set_yscale("log")
     _no_minor_labels(ax)
-    title = f"Log-log ESD, {_label(row)}\n"
+    title = f"Log-log ESD of {_label(row)}\n"
     if _fit_ok(fit, row) and x.size:
         alpha, xmin, xmax = _num(row, "alpha"), _num(row, "xmin"), _num(row, "xmax")
         frac = np.count_nonzero(x >= xmin) / x.size
@@ -148,6 +152,7 @@ def _esd_loglog(row: dict, evals: np.ndarray, fit) -> Any:
     else:
         title += "power-law fit failed"
     ax.set_title(title)
+    fig.subplots_adjust(top=0.84)
     ax.set_xlabel("eigenvalue λ of WᵀW (log scale)")
     ax.set_ylabel("density (log scale)")
     ax.legend(loc="lower left")
@@ -160,7 +165,7 @@ def _esd_linlin(row: dict, evals: np.ndarray, fit) -> Any:
     ax.hist(evals, bins=100, density=True, histtype="stepfilled", color="tab:blue", alpha=0.7, label="ESD (histogram)")
     if _fit_ok(fit, row):
         ax.axvline(_num(row, "xmin"), color="red", label=f"xmin = {_num(row, 'xmin'):.4g}")
-    ax.set_title(f"Lin-lin ESD, {_label(row)}")
+    ax.set_title(f"Lin-lin ESD\n{_label(row)}")
     ax.set_xlabel("eigenvalue λ of WᵀW")
     ax.set_ylabel("density")
     ax.legend(loc="upper right")
@@ -178,7 +183,7 @@ def _esd_log10(row: dict, evals: np.ndarray, fit) -> Any:
     xmax = _num(row, "xmax")
     if np.isfinite(xmax) and xmax > 0:
         ax.axvline(np.log10(xmax), color="orange", label=f"xmax = {xmax:.4g}")
-    ax.set_title(f"Log-lin ESD, {_label(row)}")
+    ax.set_title(f"Log-lin ESD (histogram of log10 λ)\n{_label(row)}")
     ax.set_xlabel("log10 λ")
     ax.set_ylabel("density")
     ax.legend(loc="upper left")
@@ -196,10 +201,10 @@ def _curve(row: dict, fit, which: str) -> Any:
     if _fit_ok(fit, row):
         ax.axvline(_num(row, "xmin"), color="red", label=f"chosen xmin = {_num(row, 'xmin'):.4g}")
     if which == "D":
-        ax.set_title(f"KS distance vs candidate xmin, {_label(row)}")
+        ax.set_title(f"KS distance vs candidate xmin\n{_label(row)}")
         ax.set_ylabel("KS distance D")
     else:
-        ax.set_title(f"α vs candidate xmin, {_label(row)}")
+        ax.set_title(f"α vs candidate xmin\n{_label(row)}")
         ax.set_ylabel("power-law exponent α")
         for level, colour, what in ((2.0, "tab:orange", "over-trained below"), (6.0, "tab:purple", "under-trained above")):
             ax.axhline(level, color=colour, ls=":", lw=1.2, label=f"α = {level:g} ({what})")
@@ -226,8 +231,8 @@ def overlay_figure(row: dict, evals: np.ndarray, rand_evals: np.ndarray) -> Any:
     if np.isfinite(edge) and edge > 0:
         ax.axvline(np.log10(edge), color="darkred", ls="--", lw=1, label=f"randomized MP edge = {edge:.4g}")
     traps = row.get("num_traps")
-    extra = "" if traps is None or _isnan(traps) else f"; correlation traps: {int(traps)}"
-    ax.set_title(f"Original vs randomized ESD, {_label(row)}{extra}")
+    extra = "" if traps is None or _isnan(traps) else f" (correlation traps: {int(traps)})"
+    ax.set_title(f"Original vs randomized ESD{extra}\n{_label(row)}")
     ax.set_xlabel("log10 λ")
     ax.set_ylabel("density")
     ax.legend(loc="upper left")
@@ -272,7 +277,7 @@ def _mp(row: dict, evals: np.ndarray) -> Any:
     sub = "" if spikes is None or _isnan(spikes) else f"; spikes: {int(spikes)}"
     if beyond:
         sub += f"; {beyond} eigenvalue(s) beyond the axis (max {top:.4g})"
-    ax.set_title(f"Marchenko–Pastur fit, {_label(row)}\nmp_softrank = {_num(row, 'mp_softrank'):.3g}{sub}")
+    ax.set_title(f"Marchenko–Pastur fit of {_label(row)}\nmp_softrank = {_num(row, 'mp_softrank'):.3g}{sub}")
     ax.set_xlabel("eigenvalue λ of WᵀW")
     ax.set_ylabel("share of eigenvalues per bin")
     ax.legend(loc="upper right")
