@@ -9,6 +9,7 @@ failed) and a ``reason``; it never stops the run.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -159,17 +160,81 @@ def _load(p: Plan) -> np.ndarray | Exception:
         return LayerError(f"cannot read {p.tensor.where}: {exc.__class__.__name__}: {exc}")
 
 
+def _blas_single_thread():
+    """Context that pins the BLAS libraries to one thread each (threadpoolctl), or does nothing without it.
+
+    With one layer per core on our own threads, BLAS threads would only
+    oversubscribe the cores; OpenBLAS's spinning threads degrade badly when
+    another process shares the machine.
+    """
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _worker_count(config: AnalysisConfig, n_layers: int) -> int:
+    import os
+
+    wanted = config.workers or os.cpu_count() or 1
+    return max(1, min(wanted, n_layers))
+
+
 def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" = None,
         device: str = "cpu") -> Iterator[LayerOutput]:
-    """Analyze the planned layers in order, prefetching the next tensor while computing."""
-    esd_fn = compute_esd
-    if device == "cuda":
-        from .accel import compute_esd_cuda
+    """Analyze the planned layers; yield their outputs in plan order.
 
-        esd_fn = compute_esd_cuda
+    CPU: ``config.workers`` threads (0: one per core) each analyze a whole
+    layer, with BLAS pinned to one thread, while one reader thread loads the
+    next tensors ahead (numpy's matmul and LAPACK calls release the GIL, so the
+    cores stay busy). At most ``workers + 1`` tensors are held at a time.
+    Results are the same for any number of workers.
+
+    CUDA: consecutive layers of the same shape are read together and their
+    eigenvalues computed in one batch on the GPU (see :mod:`htsr.accel`);
+    fits and metrics stay on the CPU.
+    """
     todo = [p for p in plans if not p.reason]
     if not todo:
         return
+    if device == "cuda":
+        yield from _run_cuda(todo, config, progress)
+        return
+    esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd
+    if config.fast:
+        esd_fn = functools.partial(compute_esd, fast=True)
+    workers = _worker_count(config, len(todo))
+    if workers == 1:
+        yield from _run_serial(todo, config, progress, esd_fn)
+        return
+    from collections import deque
+
+    def task(p: Plan, loading: Any) -> LayerOutput:
+        return _run_one(p, loading.result(), config, esd_fn)
+
+    with _blas_single_thread(), \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader, \
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="htsr-work") as pool:
+        window: deque = deque()
+        nxt = 0
+        while nxt < len(todo) or window:
+            while nxt < len(todo) and len(window) < workers + 1:
+                p = todo[nxt]
+                window.append((p, pool.submit(task, p, reader.submit(_load, p))))
+                nxt += 1
+            p, fut = window.popleft()
+            out = fut.result()
+            if progress is not None:
+                progress.update(p.tensor.longname)
+            yield out
+
+
+def _run_serial(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None",
+                esd_fn: Callable[[np.ndarray, int], ESD]) -> Iterator[LayerOutput]:
+    """One layer at a time (BLAS may use its own threads), the next tensor read ahead."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader:
         pending = reader.submit(_load, todo[0])
         for k, p in enumerate(todo):
@@ -181,6 +246,46 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
             if progress is not None:
                 progress.update(p.tensor.longname)
             yield out
+
+
+def _batches(todo: list[Plan], budget: int) -> list[list[Plan]]:
+    """Consecutive plans of one shape, each batch at most ``budget`` float64 bytes (one plan at least)."""
+    out: list[list[Plan]] = []
+    size = 0
+    for p in todo:
+        nbytes = 8 * int(np.prod(p.tensor.shape))
+        if out and out[-1][0].tensor.shape == p.tensor.shape and size + nbytes <= budget:
+            out[-1].append(p)
+            size += nbytes
+        else:
+            out.append([p])
+            size = nbytes
+    return out
+
+
+def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None") -> Iterator[LayerOutput]:
+    from .accel import GPU_BATCH_BYTES, batched_esds, compute_esd_cuda
+
+    single = functools.partial(compute_esd_cuda, fast=config.fast)
+    batches = _batches(todo, GPU_BATCH_BYTES)
+
+    def load_all(batch: list[Plan]) -> list:
+        return [_load(p) for p in batch]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader:
+        pending = reader.submit(load_all, batches[0])
+        for k, batch in enumerate(batches):
+            arrays = pending.result()
+            if k + 1 < len(batches):
+                pending = reader.submit(load_all, batches[k + 1])
+            esds = batched_esds(batch, arrays, config) if len(batch) > 1 else [None]
+            for p, array, esd in zip(batch, arrays, esds):
+                esd_fn = single if esd is None else (lambda sub, N, _e=esd: _e)
+                out = _run_one(p, array, config, esd_fn)
+                if progress is not None:
+                    progress.update(p.tensor.longname)
+                yield out
+            del arrays
 
 
 class Progress:

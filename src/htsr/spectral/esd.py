@@ -1,12 +1,22 @@
 """Eigenvalues of X = WᵀW (the empirical spectral density) and the rank numbers.
 
 Eigenvalues are the squared singular values of W, not divided by N. The
-default route forms the M×M Gram matrix with a symmetric rank-k product
-(BLAS ``syrk``: half the flops of a general product) and calls the symmetric
-eigensolver; it agrees with the SVD to ~1e-14 relative on the large
-eigenvalues. When a slice is nearly rank-deficient (λ_min/λ_max below
+default route forms the M×M Gram matrix in float64 and calls the symmetric
+eigensolver (LAPACK ``syevd``); it agrees with the SVD to ~1e-14 relative on
+the large eigenvalues. numpy's ``w.T @ w`` with one operand the transpose of
+the other is a symmetric rank-k product (BLAS ``syrk``: half the flops of a
+general product), and numpy's matmul and ``eigvalsh`` release the GIL, so the
+engine can run two layers on two threads (scipy's LAPACK wrappers hold it).
+
+When a slice is nearly rank-deficient (λ_min/λ_max at or below
 ``GRAM_SAFE_RATIO``) the Gram route cannot resolve its small singular values,
 so that slice falls back to the SVD and the rank numbers stay exact.
+
+``fast=True`` (opt-in, never the default) forms the Gram matrix and solves it
+in float32 and keeps the result (no fallback unless the slice is all zero):
+the large eigenvalues, hence alpha, move by ~1e-7 relative, but eigenvalues
+below ~1e-7·λmax are float32 noise, so ``sv_min`` and the rank columns are
+not reliable there. The measured error is in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ class ESD:
     Attributes
     ----------
     evals : ndarray, shape (M·rf,)
-        Sorted ascending.
+        Sorted ascending, float64.
     sv_max, sv_min : float
         Largest singular value; the largest of the slices' smallest singular values.
     rank_loss : int
@@ -38,30 +48,31 @@ class ESD:
     rank_loss: int
 
 
-def _gram(w: np.ndarray) -> np.ndarray:
-    """Upper triangle of the smaller Gram matrix of ``w`` (float64)."""
-    from scipy.linalg.blas import dsyrk, ssyrk
+def gram(w: np.ndarray) -> np.ndarray:
+    """The smaller Gram matrix of ``w`` (rows, cols) or of each matrix of a stack (rf, rows, cols).
 
-    syrk = dsyrk if w.dtype == np.float64 else ssyrk
-    rows, cols = w.shape
-    wc = np.ascontiguousarray(w)
-    # a C-ordered (rows, cols) array is the Fortran-ordered transpose (cols, rows)
-    if rows >= cols:
-        return syrk(1.0, wc.T, trans=0)  # (cols×rows)(rows×cols) = WᵀW
-    return syrk(1.0, wc.T, trans=1)  # (rows×cols)(cols×rows) = WWᵀ
+    Uses ``w.T @ w`` when rows ≥ cols, else ``w @ w.T``, in ``w``'s dtype.
+    """
+    wt = np.swapaxes(w, -1, -2)
+    return wt @ w if w.shape[-2] >= w.shape[-1] else w @ wt
 
 
 def slice_singular_values_sq(w: np.ndarray) -> np.ndarray:
-    """Squared singular values (ascending) of one matrix via the Gram route, SVD fallback."""
-    from scipy.linalg import eigvalsh
+    """Squared singular values (ascending, float64) of one matrix: Gram route, SVD fallback."""
+    ev = np.linalg.eigvalsh(gram(w.astype(np.float64, copy=False)))
+    return _checked(w, ev)
 
-    x = _gram(w)
-    ev = eigvalsh(x, lower=False, overwrite_a=True, check_finite=False)
+
+def _checked(w: np.ndarray, ev: np.ndarray, fast: bool = False) -> np.ndarray:
+    """``ev`` as float64, or the float64 SVD's squares when the Gram route cannot resolve the slice.
+
+    With ``fast`` the float32 values are kept unless the slice is all zero.
+    """
     top = ev[-1] if ev.size else 0.0
-    if top <= 0 or ev[0] <= top * GRAM_SAFE_RATIO:
+    if top <= 0 or (not fast and ev[0] <= top * GRAM_SAFE_RATIO):
         sv = np.linalg.svd(w.astype(np.float64, copy=False), compute_uv=False)
         return np.sort(sv * sv)
-    return ev
+    return ev.astype(np.float64, copy=False)
 
 
 def rank_count(sv: np.ndarray, N: int) -> int:
@@ -72,8 +83,34 @@ def rank_count(sv: np.ndarray, N: int) -> int:
     return int(np.count_nonzero(sv > tol))
 
 
-def compute_esd(stack: np.ndarray, N: int) -> ESD:
+def esd_from_slices(stack: np.ndarray, ev: np.ndarray, N: int, fast: bool = False) -> ESD:
+    """Pool per-slice Gram eigenvalues ``ev`` (rf, M) of ``stack`` into an ESD, with the SVD fallback."""
+    all_evals = []
+    sv_max = 0.0
+    sv_min = 0.0
+    rank_loss = 0
+    for k in range(stack.shape[0]):
+        e = np.clip(_checked(stack[k], ev[k], fast), 0.0, None)
+        sv = np.sqrt(e)
+        sv_max = max(sv_max, float(sv[-1]))
+        sv_min = max(sv_min, float(sv[0]))
+        rank_loss += sv.size - rank_count(sv, N)
+        all_evals.append(e)
+    evals = np.sort(np.concatenate(all_evals)) if len(all_evals) > 1 else all_evals[0]
+    return ESD(evals=evals, sv_max=sv_max, sv_min=sv_min, rank_loss=rank_loss)
+
+
+def compute_esd(stack: np.ndarray, N: int, fast: bool = False) -> ESD:
     """ESD of a stack of matrices (rf, rows, cols), pooled.
+
+    Parameters
+    ----------
+    stack : ndarray, shape (rf, rows, cols)
+        The layer's matrices (one for a dense layer), any float dtype.
+    N : int
+        The layer's larger dimension (for the rank tolerance).
+    fast : bool
+        Gram matrix and eigensolver in float32 (approximate; opt-in).
 
     Examples
     --------
@@ -82,16 +119,7 @@ def compute_esd(stack: np.ndarray, N: int) -> ESD:
     >>> compute_esd(W[None], N=3).evals
     array([1., 4., 9.])
     """
-    all_evals = []
-    sv_max = 0.0
-    sv_min = 0.0
-    rank_loss = 0
-    for w in stack:
-        ev = np.clip(slice_singular_values_sq(w), 0.0, None)
-        sv = np.sqrt(ev)
-        sv_max = max(sv_max, float(sv[-1]))
-        sv_min = max(sv_min, float(sv[0]))
-        rank_loss += sv.size - rank_count(sv, N)
-        all_evals.append(ev)
-    evals = np.sort(np.concatenate(all_evals)) if len(all_evals) > 1 else all_evals[0]
-    return ESD(evals=evals, sv_max=sv_max, sv_min=sv_min, rank_loss=rank_loss)
+    dtype = np.float32 if fast else np.float64
+    w = stack.astype(dtype, copy=False)
+    ev = np.linalg.eigvalsh(gram(w[0])[None] if w.shape[0] == 1 else gram(w))
+    return esd_from_slices(stack, ev, N, fast)

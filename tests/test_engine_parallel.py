@@ -1,0 +1,154 @@
+"""The engine's parallel CPU path, its read-ahead bound, the batched GPU logic (with a CPU stand-in), and fast=True."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import htsr
+from htsr import accel, engine
+from htsr.sources import open_source
+from htsr.config import AnalysisConfig, LayerType
+from htsr.errors import OptionError
+from htsr.sources.base import WeightTensor
+from htsr.spectral.esd import compute_esd
+
+
+def _model(seed: int = 0) -> dict:
+    """Seeded layers of several shapes: Gaussian and heavy-tailed dense, a conv, a rank-deficient and a broken one."""
+    rng = np.random.default_rng(seed)
+    sd = {}
+    for i in range(5):
+        sd[f"block{i}.q.weight"] = rng.standard_normal((96, 96)).astype(np.float32)
+        sd[f"block{i}.k.weight"] = (rng.standard_t(3, (96, 96)) / 10).astype(np.float32)
+        sd[f"block{i}.up.weight"] = rng.standard_normal((240, 96)).astype(np.float32)
+    sd["conv.weight"] = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    low = rng.standard_normal((120, 5)) @ rng.standard_normal((5, 80))
+    sd["lowrank.weight"] = low.astype(np.float32)
+    sd["broken.weight"] = np.full((40, 30), np.nan, dtype=np.float32)
+    return sd
+
+
+def _details(report):
+    return report.details.reset_index(drop=True)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_any_worker_count_gives_the_serial_table(workers):
+    sd = _model()
+    serial = _details(htsr.analyze(sd, workers=1, device="cpu"))
+    par = _details(htsr.analyze(sd, workers=workers, device="cpu"))
+    assert list(par["longname"]) == list(serial["longname"])  # plan order kept
+    assert (par["status"] == "invalid").sum() == 1
+    for col in serial.columns:
+        a, b = serial[col].to_numpy(), par[col].to_numpy()
+        if a.dtype.kind == "f":
+            np.testing.assert_array_equal(a, b, err_msg=col)
+        else:
+            assert [str(x) for x in a] == [str(x) for x in b], col
+
+
+def test_bad_workers_option():
+    with pytest.raises(OptionError, match="workers"):
+        AnalysisConfig(workers=-1)
+    with pytest.raises(OptionError, match="workers"):
+        AnalysisConfig(workers=1.5)
+
+
+def _counting_plans(n: int, shape=(200, 100)):
+    """Plans whose loads record how many tensors are held (loaded, not yet analyzed) at once."""
+    state = {"held": 0, "max": 0, "lock": threading.Lock(), "threads": set()}
+    rng = np.random.default_rng(1)
+    arrays = [rng.standard_normal(shape) for _ in range(n)]
+
+    def loader(k):
+        def load():
+            with state["lock"]:
+                state["held"] += 1
+                state["max"] = max(state["max"], state["held"])
+                state["threads"].add(threading.current_thread().name)
+            time.sleep(0.005)
+            return arrays[k].copy()
+        return load
+
+    config = AnalysisConfig(device="cpu")
+    tensors = [WeightTensor(k + 1, f"l{k}", f"l{k}", LayerType.DENSE, shape, "float64", "<test>", f"l{k}.weight",
+                            loader(k)) for k in range(n)]
+    plans = [engine.Plan(t, engine.geometry(t.shape), "", True) for t in tensors]
+    return plans, config, state, arrays
+
+
+def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
+    plans, config, state, _ = _counting_plans(12)
+    real = engine._run_one
+
+    def run_one(p, array, cfg, esd_fn=compute_esd):
+        try:
+            return real(p, array, cfg, esd_fn)
+        finally:
+            with state["lock"]:
+                state["held"] -= 1
+
+    monkeypatch.setattr(engine, "_run_one", run_one)
+    outs = list(engine.run(plans, config.replace(workers=2)))
+    assert [o.rows[0]["name"] for o in outs] == [f"l{k}" for k in range(12)]
+    assert state["max"] <= 3  # workers + 1
+    assert state["threads"] and all(name.startswith("htsr-read") for name in state["threads"])
+
+
+def _cpu_stand_in(stacks, fast=False):
+    """What the GPU computes, on the CPU: per-slice Gram eigenvalues of every stack, concatenated."""
+    dtype = np.float32 if fast else np.float64
+    w = np.concatenate([s.astype(dtype) for s in stacks])
+    wt = np.swapaxes(w, 1, 2)
+    x = wt @ w if w.shape[1] >= w.shape[2] else w @ wt
+    return np.linalg.eigvalsh(x).astype(np.float64)
+
+
+@pytest.mark.parametrize("pool", [True, False])
+def test_cuda_batching_logic_with_a_cpu_stand_in(monkeypatch, pool):
+    """Same-shape layers batched together, split back to the right layers, broken ones reported: the CPU table."""
+    calls = []
+
+    def fake(stacks, fast=False):
+        calls.append([s.shape for s in stacks])
+        return _cpu_stand_in(stacks, fast)
+
+    monkeypatch.setattr(accel, "gram_eigvalsh_cuda", fake)
+    sd = _model(3)
+    config = AnalysisConfig(device="cpu", pool=pool)
+    plans = engine.plan(open_source(sd), config)
+    cpu = [r for o in engine.run(plans, config, device="cpu") for r in o.rows]
+    gpu = [r for o in engine.run(plans, config, device="cuda") for r in o.rows]
+    assert len(cpu) == len(gpu)
+    for a, b in zip(cpu, gpu):
+        assert a["longname"] == b["longname"] and a["status"] == b["status"]
+        if a["status"] == "success":
+            assert b["alpha"] == pytest.approx(a["alpha"], rel=1e-10)
+            assert b["sv_max"] == pytest.approx(a["sv_max"], rel=1e-10)
+            assert b["rank_loss"] == a["rank_loss"]
+    assert any(len(c) > 1 for c in calls)  # layers were batched
+    assert all(len({s[1:] for s in c}) == 1 for c in calls)  # one shape per batch
+
+
+def test_batches_respect_shape_and_budget():
+    plans, _, _, _ = _counting_plans(5, shape=(100, 50))
+    other, _, _, _ = _counting_plans(2, shape=(50, 100))
+    seq = plans[:3] + other + plans[3:]
+    batches = engine._batches(seq, budget=8 * 100 * 50 * 2)
+    assert [len(b) for b in batches] == [2, 1, 2, 2]
+
+
+def test_fast_is_opt_in_and_close():
+    assert AnalysisConfig().fast is False
+    rng = np.random.default_rng(5)
+    sd = {"a.weight": rng.standard_normal((600, 300)), "b.weight": rng.standard_t(2.5, (500, 400)),
+          "c.weight": rng.standard_normal((300, 300)) @ np.diag(np.linspace(0.1, 3, 300))}
+    exact = _details(htsr.analyze(sd, device="cpu"))
+    fast = _details(htsr.analyze(sd, device="cpu", fast=True))
+    np.testing.assert_allclose(fast["alpha"], exact["alpha"], rtol=1e-4)
+    np.testing.assert_allclose(fast["lambda_max"], exact["lambda_max"], rtol=1e-5)
+    assert not np.array_equal(fast["alpha"].to_numpy(), exact["alpha"].to_numpy())  # really a different route
