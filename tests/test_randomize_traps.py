@@ -11,7 +11,7 @@ from htsr.matrices import Geometry
 from htsr.spectral.esd import compute_esd
 from htsr.spectral.extras import layer_extras
 from htsr.spectral.randomize import jensen_shannon, layer_rng, permutations, shuffle_stack
-from htsr.spectral.traps import mean_outlier_eval
+from htsr.spectral.traps import mean_outlier_eval, mean_outlier_overlap
 
 N = 512
 RAND = AnalysisConfig(randomize=True)
@@ -81,6 +81,30 @@ def test_mean_outlier_prediction_matches_the_largest_eigenvalue(shape, mean):
     W = np.random.default_rng(5).standard_normal(shape) * 0.03 + mean
     pred = mean_outlier_eval(float(W.mean()), float(W.var()), rows, cols)
     assert np.linalg.norm(W, 2) ** 2 == pytest.approx(pred, rel=0.03)
+
+
+@pytest.mark.parametrize("shape,t2", [((1536, 384), 1.0), ((384, 1536), 2.0), ((512, 512), 5.0)])
+def test_mean_outlier_overlap_prediction(shape, t2):
+    rows, cols = shape
+    N, M = max(shape), min(shape)
+    mean = np.sqrt(t2 / (N * M))  # element variance 1/N: θ̃² = mean²·M·N
+    got = []
+    for seed in range(4):
+        W = np.random.default_rng(seed).standard_normal(shape) / np.sqrt(N) + mean
+        U, _, Vt = np.linalg.svd(W, full_matrices=False)
+        got.append(U[:, 0].sum() ** 2 / rows * Vt[0].sum() ** 2 / cols)
+    assert np.mean(got) == pytest.approx(mean_outlier_overlap(mean, 1.0 / N, rows, cols), abs=0.05)
+
+
+@pytest.mark.parametrize("shape", [(1536, 384), (384, 1536)])
+def test_mean_spike_near_the_bbp_threshold_is_no_trap(shape):
+    N, M = max(shape), min(shape)
+    mean = np.sqrt(1.0 / (N * M))  # θ̃² = 1, just above √c = 0.5
+    for seed in range(6):
+        W = np.random.default_rng(seed).standard_normal(shape) / np.sqrt(N) + mean
+        cols = extras_of(W, layer_id=seed).columns
+        assert cols["num_traps"] == 0
+        assert cols["rand_mean_spike"] == (cols["rand_num_spikes"] == 1)
 
 
 def test_no_outlier_predicted_below_the_bbp_threshold():

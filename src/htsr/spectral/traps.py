@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MEAN_OVERLAP = 0.25  # product of the squared overlaps of u and v with the constant vectors
+MEAN_OVERLAP = 0.25  # observed / predicted overlap product that marks the mean's outlier
+MIN_OVERLAP = 0.01  # …and never below this (a trap's overlap is ~1/(rows·cols))
 MAX_ENTRIES = 10
 ENTRY_SHARE = 0.1  # an entry is part of a trap when it contributes ≥ 10% of σ
 TOP_LINES = 16  # rows and columns examined per trap
@@ -58,6 +59,30 @@ def mean_outlier_eval(mean: float, var: float, rows: int, cols: int) -> float:
     if not t2 > np.sqrt(c):
         return float("nan")
     return float(N * var * (1.0 + t2) * (c + t2) / t2)
+
+
+def mean_outlier_overlap(mean: float, var: float, rows: int, cols: int) -> float:
+    """Predicted product of the squared overlaps of the mean outlier's singular vectors with the constant vectors.
+
+    Benaych-Georges–Nadakuditi: with c = M/N and θ̃² as in :func:`mean_outlier_eval`,
+    the long side's squared overlap is 1 − (c + θ̃²)/(θ̃²(θ̃² + 1)) and the short
+    side's 1 − c(1 + θ̃²)/(θ̃²(θ̃² + c)). 0 when no outlier is predicted.
+
+    Examples
+    --------
+    >>> round(mean_outlier_overlap(np.sqrt(2 / 512 / 512), 1 / 512, 512, 512), 3)  # θ̃² = 2, c = 1
+    0.25
+    """
+    N, M = max(rows, cols), min(rows, cols)
+    if not var > 0:
+        return 0.0
+    c = M / N
+    t2 = mean * mean * M / var
+    if not t2 > np.sqrt(c):
+        return 0.0
+    long_side = 1.0 - (c + t2) / (t2 * (t2 + 1.0))
+    short_side = 1.0 - c * (1.0 + t2) / (t2 * (t2 + c))
+    return float(max(long_side, 0.0) * max(short_side, 0.0))
 
 
 @dataclass
@@ -151,9 +176,10 @@ def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spik
     ov = (v.sum(axis=0) ** 2) / cols
     overlap = ou * ov
     mean_idx = -1
+    expected = mean_outlier_overlap(mean, var, rows, cols)
     if np.isfinite(out.mean_eval) and overlap.size:
         best = int(np.argmax(overlap))
-        if overlap[best] >= MEAN_OVERLAP:
+        if overlap[best] >= max(MEAN_OVERLAP * expected, MIN_OVERLAP):
             mean_idx = best
             out.mean_spike = True
     perm = None
