@@ -81,8 +81,8 @@ SCHEMA: tuple[Column, ...] = (
     _C("xmax", "float", "Largest eigenvalue used in the fit.", "core"),
     _C("xmin", "float", "Start of the power-law tail chosen by the fit.", "core"),
     _C("slice_id", "int", "Kernel position of this row when pool=False.", "slice"),
-    _C("rand_mean_spike", "bool", "htsr: the largest randomized eigenvalue is the outlier a non-zero mean of W produces.", "randomize"),
-    _C("rand_mean_spike_eval", "float", "htsr: the eigenvalue predicted for that mean outlier.", "randomize"),
+    _C("rand_mean_spike", "bool", "htsr: one randomized spike (usually the largest) is the outlier a non-zero mean of W produces, not a trap.", "randomize"),
+    _C("rand_mean_spike_eval", "float", "htsr: the eigenvalue predicted for the mean's outlier (NaN when the mean is too small to leave the bulk).", "randomize"),
     _C("reason", "str", "htsr: why a row failed or is invalid; notes on conversions (empty on plain success).", "htsr"),
 )
 COLUMNS = {c.name: c for c in SCHEMA}
