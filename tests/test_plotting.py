@@ -239,3 +239,13 @@ def test_plotting_module_is_not_imported_by_htsr():
     proc = subprocess.run([sys.executable, "-c", "import sys, htsr; print('matplotlib' in sys.modules, "
                            "'htsr.plotting' in sys.modules)"], capture_output=True, text=True, timeout=60)
     assert proc.stdout.split() == ["False", "False"]
+
+
+def test_unpooled_conv_slices_get_their_own_files(tmp_path):
+    rng = np.random.default_rng(6)
+    report = htsr.analyze({"conv.weight": rng.standard_normal((40, 16, 2, 2))}, pool=False, savefig=str(tmp_path))
+    assert report.details["slice_id"].tolist() == [0, 1, 2, 3]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"layer1.s{s}.conv.{k}.png" for s in range(4) for k in FIVE)
+    html = report.to_html()
+    assert html.count("<details>") == 4 and "layer 1 slice 3: conv" in html

@@ -104,12 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------- output
 
 
-def _clean(text: Any, limit: int | None = None) -> str:
-    """A model string made safe for a terminal: control characters escaped, long names shortened."""
+def _clean(text: Any, limit: int | None = None, keep_tail: bool = True) -> str:
+    """A model string made safe for a terminal: control characters escaped, long strings shortened
+    (names keep their informative tail, other text its head)."""
     s = "" if text is None else str(text)
     s = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in s)
     if limit and len(s) > limit:
-        s = "…" + s[-(limit - 1):]
+        s = "…" + s[-(limit - 1):] if keep_tail else s[:limit - 1] + "…"
     return s
 
 
@@ -122,7 +123,7 @@ def _missing(v: Any) -> bool:
         return True
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, name: bool = True) -> str:
     if _missing(v):
         return "-"
     if isinstance(v, bool):
@@ -132,12 +133,12 @@ def _cell(v: Any) -> str:
         if math.isinf(v):
             return str(v)
         return f"{v:.4g}" if abs(v) >= 1e5 or (v != 0 and abs(v) < 1e-3) else f"{v:.3f}"
-    return _clean(v, 44)
+    return _clean(v, 44) if name else _clean(v, 80, keep_tail=False)
 
 
 def fixed_width(rows: list[dict], columns: Sequence[str]) -> str:
     """A plain fixed-width text table (numbers right-aligned, text left-aligned)."""
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    cells = [[_cell(r.get(c), name=c in ("name", "longname")) for c in columns] for r in rows]
     numeric = [all(_is_number(r.get(c)) or _missing(r.get(c)) for r in rows) for c in columns]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
 
@@ -316,9 +317,7 @@ def _cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from .api import analyze
 
     path = demo_model_path()
-    opts: dict[str, Any] = {"keep_esd": True}
-    if importlib.util.find_spec("htsr.spectral.extras") is not None:
-        opts.update(randomize=True, mp_fit=True)
+    opts: dict[str, Any] = {"keep_esd": True, "randomize": True, "mp_fit": True}
     stderr.write(f"htsr: analyzing all-MiniLM-L6-v2 ({path})\n")
     report = analyze(str(path), **opts)
     stdout.write(report_table(report))
