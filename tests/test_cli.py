@@ -189,7 +189,9 @@ def test_randomize_mpfit_columns_and_seed(model_file):
     for col in ("num_traps", "rand_num_spikes", "max_rand_eval", "sigma_mp", "num_spikes", "mp_softrank"):
         assert col in frame.columns
     api = htsr.analyze(str(model_file), randomize=True, mp_fit=True, seed=5).details
-    np.testing.assert_allclose(frame["max_rand_eval"], api["max_rand_eval"], rtol=1e-12)
+    # float32 weights: the randomized eigenvalues agree to float32 precision
+    np.testing.assert_allclose(frame["max_rand_eval"], api["max_rand_eval"], rtol=1e-6)
+    np.testing.assert_array_equal(frame["num_traps"], api["num_traps"])
 
 
 # ------------------------------------------------------------------------------------------- exit code 3
