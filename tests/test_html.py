@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+import sys
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
@@ -224,3 +225,10 @@ def test_renders_in_headless_chromium(page):
             assert errors == []
         finally:
             driver.quit()
+
+
+def test_without_matplotlib_the_page_is_complete_without_figures(report, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    html = render_report(report)
+    assert "<img" not in html and "<svg" in html and 'id="layers"' in html
+    assert "needs the eigenvalues kept" in html

@@ -157,7 +157,8 @@ def test_mp_density_is_a_probability_density():
     np.testing.assert_allclose(hist, plotting.mp_density(mids, N / M, 1.0), atol=0.08)
 
 
-@pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "..", "a/../../b", "C:\\evil\\x", "$x$y_{z}", "", "\x00nul"])
+@pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "..", "a/../../b", "C:\\evil\\x", "$x$y_{z}", "",
+                                  "\x00nul"])
 def test_file_names_stay_inside_the_folder(tmp_path, name):
     fname = plotting.safe_filename(7, name, None, "esd")
     assert "/" not in fname and "\\" not in fname and ".." not in fname and "\x00" not in fname
@@ -249,3 +250,11 @@ def test_unpooled_conv_slices_get_their_own_files(tmp_path):
     assert names == sorted(f"layer1.s{s}.conv.{k}.png" for s in range(4) for k in FIVE)
     html = report.to_html()
     assert html.count("<details>") == 4 and "layer 1 slice 3: conv" in html
+
+
+def test_without_matplotlib_plotting_fails_clearly(monkeypatch, tmp_path):
+    report = htsr.analyze(_model(), keep_esd=True)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(htsr.HtsrError, match=r"pip install 'htsr\[plot\]'"):
+        plotting.plot_report(report, savedir=tmp_path)
+    assert list(tmp_path.iterdir()) == []

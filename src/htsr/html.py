@@ -19,13 +19,14 @@ import math
 from html import escape
 from typing import Any, Iterable
 
-TABLE_COLUMNS = ("layer_id", "name", "layer_type", "N", "M", "num_evals", "alpha", "D", "xmin", "num_pl_spikes",
-                 "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank", "entropy",
+TABLE_COLUMNS = ("layer_id", "name", "layer_type", "N", "M", "num_evals", "alpha", "D", "xmin",
+                 "num_pl_spikes", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank", "entropy",
                  "num_spikes", "mp_softrank", "sigma_mp", "num_traps", "rand_num_spikes", "ww_softrank",
                  "rand_distance", "warning", "status", "reason")
 
 _CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1280px;padding:1em 2em;color:#222}
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1280px;
+padding:1em 2em;color:#222}
 h1{font-size:1.5em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
@@ -35,7 +36,8 @@ tr.over td{background:#fde2e2}tr.under td{background:#fff3cd}tr.failed td{backgr
 tr.trap td.s:first-of-type,tr.trap td:nth-child(2){font-weight:bold;color:#b00020}
 .tag{display:inline-block;padding:0 .4em;border-radius:.3em;font-size:.85em}
 .tag.over{background:#f8b4b4}.tag.under{background:#ffe08a}.tag.trap{background:#b00020;color:#fff}
-.meta td{text-align:left;white-space:normal;max-width:60em;word-break:break-word}.note{color:#555}.scroll{overflow-x:auto;max-height:70vh;overflow-y:auto}
+.meta td{text-align:left;white-space:normal;max-width:60em;word-break:break-word}.note{color:#555}
+.scroll{overflow-x:auto;max-height:70vh;overflow-y:auto}
 figure{margin:.6em 0}figure img{max-width:100%;border:1px solid #eee}
 details{margin:.3em 0}summary{cursor:pointer}
 .legend span{margin-right:1.2em}
@@ -215,8 +217,10 @@ def alpha_chart_svg(rows: list[dict], width: int = 1200, height: int = 320) -> s
     for level, colour in ((2, "#c0392b"), (6, "#b7950b")):
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(level):.1f}" y2="{y(level):.1f}" '
                      f'stroke="{colour}" stroke-dasharray="5,4"/>')
-    parts.append(f'<text x="{left + 6}" y="{y(2) + 14:.1f}" font-size="11" fill="#c0392b">α &lt; 2: over-trained</text>'
-                 f'<text x="{left + 6}" y="{pad_top + 14}" font-size="11" fill="#8a6d00">α &gt; 6: under-trained</text>')
+    parts.append(f'<text x="{left + 6}" y="{y(2) + 14:.1f}" font-size="11" fill="#c0392b">'
+                 'α &lt; 2: over-trained</text>'
+                 f'<text x="{left + 6}" y="{pad_top + 14}" font-size="11" fill="#8a6d00">'
+                 'α &gt; 6: under-trained</text>')
     pts = []
     for i, (r, a) in enumerate(zip(rows, alphas)):
         if a is None or not math.isfinite(a):
@@ -300,8 +304,8 @@ def _traps_section(report, rows: list[dict], figures: bool) -> str:
                        "<figcaption>Original ESD (green), randomized (red), largest randomized eigenvalue "
                        "(orange).</figcaption></figure>")
         else:
-            out.append('<p class="note">(Figure not available: analyze with <code>keep_esd=True</code> '
-                       'and <code>randomize=True</code> to include it.)</p>')
+            out.append('<p class="note">(Figure not available: it needs the eigenvalues kept, '
+                       '<code>keep_esd=True</code> with <code>randomize=True</code>, and matplotlib.)</p>')
         out.append('<table><thead><tr><th>trap eigenvalue</th><th>bulk edge</th><th>ratio</th>'
                    '<th class="s">entries responsible (row, column, value)</th></tr></thead><tbody>')
         for t in items:
@@ -346,6 +350,11 @@ def render_report(report, figures: bool = True) -> str:
     -------
     str
     """
+    if figures:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:  # the page is still complete, just without figures
+            figures = False
     meta = report.meta or {}
     details = report.details
     rows = _records(details)

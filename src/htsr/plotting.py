@@ -177,7 +177,8 @@ def _esd_log10(row: dict, evals: np.ndarray, fit) -> Any:
     ax = fig.add_subplot()
     x = evals[evals > 0]
     if x.size:
-        ax.hist(np.log10(x), bins=100, density=True, histtype="stepfilled", color="tab:blue", alpha=0.7, label="ESD of log10 λ")
+        ax.hist(np.log10(x), bins=100, density=True, histtype="stepfilled", color="tab:blue", alpha=0.7,
+                label="ESD of log10 λ")
     if _fit_ok(fit, row):
         ax.axvline(np.log10(_num(row, "xmin")), color="red", label=f"xmin = {_num(row, 'xmin'):.4g}")
     xmax = _num(row, "xmax")
@@ -206,7 +207,8 @@ def _curve(row: dict, fit, which: str) -> Any:
     else:
         ax.set_title(f"α vs candidate xmin\n{_label(row)}")
         ax.set_ylabel("power-law exponent α")
-        for level, colour, what in ((2.0, "tab:orange", "over-trained below"), (6.0, "tab:purple", "under-trained above")):
+        for level, colour, what in ((2.0, "tab:orange", "over-trained below"),
+                                    (6.0, "tab:purple", "under-trained above")):
             ax.axhline(level, color=colour, ls=":", lw=1.2, label=f"α = {level:g} ({what})")
     ax.set_xlabel("candidate xmin (log scale)")
     ax.legend(loc="best")
@@ -242,7 +244,8 @@ def overlay_figure(row: dict, evals: np.ndarray, rand_evals: np.ndarray) -> Any:
 def mp_density(x: np.ndarray, Q: float, sigma: float) -> np.ndarray:
     """Marchenko–Pastur density of the eigenvalues of WᵀW/N-style matrices with ratio Q = N/M ≥ 1.
 
-    ρ(x) = Q·sqrt((λ+ − x)(x − λ−)) / (2π σ² x) on [λ−, λ+], λ± = σ²(1 ± 1/√Q)²; zero elsewhere.
+    ρ(x) = Q·sqrt((λ+ − x)(x − λ−)) / (2π σ² x) on [λ−, λ+], λ± = σ²(1 ± 1/√Q)²;
+    zero elsewhere. Its mean is σ².
     """
     x = np.asarray(x, dtype=float)
     lp = sigma ** 2 * (1 + 1 / np.sqrt(Q)) ** 2
@@ -262,7 +265,8 @@ def _mp(row: dict, evals: np.ndarray) -> Any:
     top = float(evals.max()) if evals.size else 1.0
     right = top if not (ok and np.isfinite(edge)) else min(top, 3.0 * edge)
     shown = evals[evals <= right]
-    ax.hist(shown, bins=100, density=False, weights=np.full(shown.size, 1.0 / max(evals.size, 1)), histtype="stepfilled",
+    ax.hist(shown, bins=100, density=False, weights=np.full(shown.size, 1.0 / max(evals.size, 1)),
+            histtype="stepfilled",
             color="tab:blue", alpha=0.6, label="ESD (share of eigenvalues per bin)")
     if ok:
         width = float(np.diff(np.histogram_bin_edges(shown, bins=100)[:2])[0]) if shown.size else 1.0
@@ -319,6 +323,15 @@ def overlay_png(report, key: tuple) -> bytes | None:
         return figure_png(overlay_figure(row, report.esds[key], report.rand_esds[key]))
 
 
+def _require_matplotlib() -> None:
+    from .errors import HtsrError
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise HtsrError("plots need matplotlib: pip install 'htsr[plot]'") from None
+
+
 def _in_notebook() -> bool:
     ipy = sys.modules.get("IPython")
     if ipy is None:
@@ -351,6 +364,7 @@ def plot_report(report, show: bool = False, savedir: str | Path | None = None) -
     """
     from .report import atomic_write
 
+    _require_matplotlib()
     folder = None
     if savedir:
         folder = Path(savedir)
