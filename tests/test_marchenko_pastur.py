@@ -86,22 +86,21 @@ def test_fit_rejects_an_all_zero_spectrum():
 def test_detx_known_answers():
     # rescaled to mean 1 first: [0.2, 0.3, 1.0, 2.5] has mean 1; from the top 2.5, 2.5·1.0, 2.5·1.0·0.3 < 1
     assert detx(np.array([0.3, 0.2, 2.5, 1.0])) == (3, pytest.approx(0.3))
-    # scale does not matter
-    assert detx(10.0 * np.array([0.2, 0.3, 1.0, 2.5])) == (3, pytest.approx(0.3))
-    # the first product from the top already below 1 cannot happen (the top is ≥ the mean 1);
-    # product never drops below 1 → the reference's (n, x[1])
+    # the scale does not change the count; the value is reported in the original units
+    assert detx(10.0 * np.array([0.2, 0.3, 1.0, 2.5])) == (3, pytest.approx(3.0))
+    # product never drops below 1 → the reference's (n, λ[1])
     assert detx(np.array([0.5, 1.0, 1.5])) == (3, pytest.approx(1.0))
-    # constant spectrum: the reference's (0, x[0])
-    assert detx(np.full(5, 2.0)) == (0, pytest.approx(1.0))
+    # constant spectrum: the reference's (0, λ[0])
+    assert detx(np.full(5, 2.0)) == (0, pytest.approx(2.0))
     # exact zeros end the product at once below the top
     assert detx(np.array([0.0, 0.0, 4.0]))[0] == 2
 
 
 def test_detx_matches_the_plain_product():
-    x = np.sort(np.random.default_rng(4).gamma(1.5, 1.0, 300))
-    x = x * (x.size / x.sum())
+    ev = np.sort(np.random.default_rng(4).gamma(1.5, 7.0, 300))
+    x = ev * (ev.size / ev.sum())
     idx = next(i for i in range(x.size - 1, 0, -1) if np.prod(x[i:]) < 1.0)
-    assert detx(x) == (x.size - idx, pytest.approx(x[idx]))
+    assert detx(ev) == (x.size - idx, pytest.approx(ev[idx]))
 
 
 @pytest.fixture(scope="module")

@@ -230,4 +230,7 @@ def test_detx_columns():
     x = ev * ev.size / ev.sum()
     idx = next(i for i in range(x.size - 1, 0, -1) if np.prod(x[i:]) < 1.0)
     assert d["detX_num"].iloc[0] == x.size - idx
-    assert d["detX_val"].iloc[0] == pytest.approx(x[idx], rel=1e-9)
+    assert d["detX_val"].iloc[0] == pytest.approx(ev[idx], rel=1e-9)  # original units, as the reference
+    # the reference's numbers for this matrix (weightwatcher 0.7.7 on a bias-free torch Linear holding W)
+    assert d["detX_num"].iloc[0] == 85
+    assert d["detX_val"].iloc[0] == pytest.approx(115.061322, rel=1e-6)

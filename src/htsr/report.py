@@ -41,7 +41,7 @@ SCHEMA: tuple[Column, ...] = (
     _C("bulk_max", "float", "Marchenko–Pastur bulk edge λ+ of the fit, in the original units.", "mp_fit"),
     _C("bulk_min", "float", "Marchenko–Pastur lower edge λ− of the fit, in the original units.", "mp_fit"),
     _C("detX_num", "int", "detX: number of top rescaled eigenvalues whose product stays ≥ 1.", "detX"),
-    _C("detX_val", "float", "detX: the eigenvalue at which the product of the larger ones drops below 1.", "detX"),
+    _C("detX_val", "float", "detX: the eigenvalue (original units) at which the product of the larger rescaled ones drops below 1.", "detX"),
     _C("entropy", "float", "Matrix entropy −Σ p ln p / ln(matrix_rank), p = λ/Σλ.", "core"),
     _C("has_esd", "bool", "True when the eigenvalues were computed.", "core"),
     _C("lambda_max", "float", "Largest eigenvalue of WᵀW.", "core"),

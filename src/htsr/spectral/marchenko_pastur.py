@@ -220,13 +220,14 @@ def fit_mp(evals: np.ndarray, Q: float, M: int) -> MPFit:
 
 
 def detx(evals: np.ndarray) -> tuple[int, float]:
-    """The reference's detX constraint on the rescaled (mean 1) eigenvalues.
+    """The reference's detX constraint, computed on the rescaled (mean 1) eigenvalues x.
 
-    Scanning from the top, the first index ``i`` (≥ 1) where the product of the
-    eigenvalues ``x[i:]`` drops below 1 gives ``detX_num = n − i`` and
-    ``detX_val = x[i]``. When the product never drops below 1 the reference
-    returns ``n`` and ``x[1]``; with fewer than two distinct eigenvalues ``0`` and ``x[0]``.
-    The product is accumulated as a sum of logarithms (no overflow).
+    Scanning from the top, the first index ``i`` (≥ 1) where the product of
+    ``x[i:]`` drops below 1 gives ``detX_num = n − i`` and ``detX_val = λ[i]``, the
+    eigenvalue there in the original units (as the reference reports it). When
+    the product never drops below 1 the reference returns ``n`` and ``λ[1]``;
+    with fewer than two distinct eigenvalues ``0`` and ``λ[0]``. The product is
+    accumulated as a sum of logarithms (no overflow).
 
     Returns
     -------
@@ -236,6 +237,8 @@ def detx(evals: np.ndarray) -> tuple[int, float]:
     --------
     >>> detx(np.array([0.2, 0.3, 1.0, 2.5]))
     (3, 0.3)
+    >>> detx(np.array([2.0, 3.0, 10.0, 25.0]))
+    (3, 3.0)
     """
     ev = np.sort(np.asarray(evals, dtype=np.float64))
     n = ev.size
@@ -244,12 +247,12 @@ def detx(evals: np.ndarray) -> tuple[int, float]:
     total = float(ev.sum())
     x = ev * (n / total) if total > 0 else ev
     if n < 2 or not x[0] < x[-1]:
-        return 0, float(x[0])
+        return 0, float(ev[0])
     with np.errstate(divide="ignore"):
         logs = np.log(x[1:])[::-1]  # x[n-1], x[n-2], …, x[1]
     csum = np.cumsum(logs)
     below = np.flatnonzero(csum < 0.0)
     if below.size == 0:
-        return n, float(x[1])
+        return n, float(ev[1])
     idx = n - 1 - int(below[0])
-    return n - idx, float(x[idx])
+    return n - idx, float(ev[idx])
