@@ -536,8 +536,8 @@ def _determinism_file(tmp_path: Path) -> Path:
     return write_safetensors(tmp_path / "m.safetensors", tensors)
 
 
-# One worker: with several, BLAS calls made at the same moment from two threads are split over the BLAS
-# threads differently, so float rounding depends on timing (see test_repeated_runs_with_default_workers).
+# One worker: with several, the first run in a process can differ in the last float32 bits of the
+# randomized columns (see test_repeated_runs_with_default_workers and docs/robustness.md).
 RUN = ("import sys, htsr\n"
        "for k in range(int(sys.argv[3])):\n"
        "    htsr.analyze(sys.argv[1], randomize=True, mp_fit=True, seed=5, workers=int(sys.argv[4]))"
@@ -564,8 +564,8 @@ def test_same_input_and_seed_give_byte_identical_csv_on_every_run(tmp_path):
     assert other_seed != outs[0]  # the seed matters, so the equality above is not vacuous
 
 
-@pytest.mark.skip(reason="known engine issue: with workers > 1 concurrent float32 BLAS calls round differently "
-                         "from run to run in one process (fix: single-threaded BLAS inside worker threads)")
+@pytest.mark.skip(reason="known engine issue: with workers > 1 the first run in a process can differ from later "
+                         "runs in the last float32 bits of randomized columns (docs/robustness.md, section 5)")
 def test_repeated_runs_with_default_workers(tmp_path):
     path = _determinism_file(tmp_path)
     outs = _runs(path, tmp_path, processes=2, runs=3, workers=0)
