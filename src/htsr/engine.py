@@ -169,6 +169,12 @@ def _blas_single_thread():
     """
     import contextlib
 
+    # Load every BLAS the workers will call *before* limiting: threadpoolctl only pins the libraries
+    # loaded when it is entered. scipy ships its own OpenBLAS; were it loaded later, inside a worker,
+    # the first run in a process would use threaded BLAS and differ from later runs in the last bits.
+    import scipy.linalg  # noqa: F401
+    import scipy.linalg.blas  # noqa: F401
+
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -191,7 +197,9 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
     layer, with BLAS pinned to one thread, while one reader thread loads the
     next tensors ahead (numpy's matmul and LAPACK calls release the GIL, so the
     cores stay busy). At most ``workers + 1`` tensors are held at a time.
-    Results are the same for any number of workers.
+    Every run with the same ``workers`` gives bit-identical results; a different
+    number of workers (BLAS threaded in the serial path, single-threaded per
+    layer otherwise) can change the last bits of the float columns.
 
     CUDA: consecutive layers of the same shape are read together and their
     eigenvalues computed in one batch on the GPU (see :mod:`htsr.accel`);
