@@ -99,10 +99,9 @@ def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
     assert state["threads"] and all(name.startswith("htsr-read") for name in state["threads"])
 
 
-def _cpu_stand_in(stacks, fast=False):
-    """What the GPU computes, on the CPU: per-slice Gram eigenvalues of every stack, concatenated."""
-    dtype = np.float32 if fast else np.float64
-    w = np.concatenate([s.astype(dtype) for s in stacks])
+def _cpu_stand_in(stacks):
+    """What the GPU computes, on the CPU: per-slice float64 Gram eigenvalues of every stack, concatenated."""
+    w = np.concatenate([s.astype(np.float64) for s in stacks])
     wt = np.swapaxes(w, 1, 2)
     x = wt @ w if w.shape[1] >= w.shape[2] else w @ wt
     return np.linalg.eigvalsh(x).astype(np.float64)
@@ -113,9 +112,9 @@ def test_cuda_batching_logic_with_a_cpu_stand_in(monkeypatch, pool):
     """Same-shape layers batched together, split back to the right layers, broken ones reported: the CPU table."""
     calls = []
 
-    def fake(stacks, fast=False):
+    def fake(stacks):
         calls.append([s.shape for s in stacks])
-        return _cpu_stand_in(stacks, fast)
+        return _cpu_stand_in(stacks)
 
     monkeypatch.setattr(accel, "gram_eigvalsh_cuda", fake)
     sd = _model(3)

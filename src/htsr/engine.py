@@ -202,8 +202,9 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
     layer otherwise) can change the last bits of the float columns.
 
     CUDA: consecutive layers of the same shape are read together and their
-    eigenvalues computed in one batch on the GPU (see :mod:`htsr.accel`);
-    fits and metrics stay on the CPU.
+    eigenvalues computed in one float64 batch on the GPU (see
+    :mod:`htsr.accel`; ``fast`` does not apply there); fits and metrics stay
+    on the CPU.
     """
     todo = [p for p in plans if not p.reason]
     if not todo:
@@ -274,7 +275,6 @@ def _batches(todo: list[Plan], budget: int) -> list[list[Plan]]:
 def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None") -> Iterator[LayerOutput]:
     from .accel import GPU_BATCH_BYTES, batched_esds, compute_esd_cuda
 
-    single = functools.partial(compute_esd_cuda, fast=config.fast)
     batches = _batches(todo, GPU_BATCH_BYTES)
 
     def load_all(batch: list[Plan]) -> list:
@@ -288,7 +288,7 @@ def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | No
                 pending = reader.submit(load_all, batches[k + 1])
             esds = batched_esds(batch, arrays, config) if len(batch) > 1 else [None]
             for p, array, esd in zip(batch, arrays, esds):
-                esd_fn = single if esd is None else (lambda sub, N, _e=esd: _e)
+                esd_fn = compute_esd_cuda if esd is None else (lambda sub, N, _e=esd: _e)
                 out = _run_one(p, array, config, esd_fn)
                 if progress is not None:
                     progress.update(p.tensor.longname)

@@ -8,9 +8,15 @@ the other is a symmetric rank-k product (BLAS ``syrk``: half the flops of a
 general product), and numpy's matmul and ``eigvalsh`` release the GIL, so the
 engine can run two layers on two threads (scipy's LAPACK wrappers hold it).
 
-When a slice is nearly rank-deficient (λ_min/λ_max at or below
-``GRAM_SAFE_RATIO``) the Gram route cannot resolve its small singular values,
-so that slice falls back to the SVD and the rank numbers stay exact.
+The Gram route resolves every eigenvalue to an absolute error of a few
+ε·λ_max. Measured on matrices with planted spectra, the relative error of
+``sv_min`` = √λ_min is 2e-8 at λ_min/λ_max = 1e-10, 1.3e-7 at 1e-11, 3e-7 at
+1e-12 and 4e-4 at 1e-14; the rank tolerance (s_max·N·ε)² ≤ 1.2e-22·λ_max lies far
+below. So a slice with λ_min/λ_max above ``GRAM_SAFE_RATIO`` = 1e-11 keeps
+the Gram eigenvalues (its rank numbers are exact, ``sv_min`` within ~1e-6),
+and a nearly rank-deficient one falls back to the SVD. (The threshold matters
+for speed: about one square 4096² Gaussian matrix in four has a ratio below
+1e-9, one in forty below 1e-11, and an SVD costs several Gram routes.)
 
 ``fast=True`` (opt-in, never the default) forms the Gram matrix and solves it
 in float32 and keeps the result (no fallback unless the slice is all zero):
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GRAM_SAFE_RATIO = 1e-9
+GRAM_SAFE_RATIO = 1e-11
 
 
 @dataclass(frozen=True)
