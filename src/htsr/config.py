@@ -88,9 +88,16 @@ class AnalysisConfig:
     device
         ``auto`` uses a CUDA GPU through torch when one is visible.
     workers
-        Threads for the CPU path (0: one per core).
+        Layers analyzed at once on the CPU, one thread each with single-threaded
+        BLAS (0: one per core; 1: one layer at a time, BLAS threaded). Results
+        are identical for any ``workers`` ≥ 2 and equal to ~1e-14 relative for
+        1 (threaded BLAS rounds differently); at most ``workers + 1`` tensors
+        are held at once.
     fast
-        Opt-in approximate path (float32 eigenvalues); never the default.
+        Opt-in approximate CPU path: float32 Gram matrix and eigensolver (about
+        2× on large layers; alpha moves by ~1e-7 relative, ``sv_min`` and the
+        rank columns are unreliable). Never the default; the GPU route is
+        always float64.
     progress
         Show a progress bar on stderr (None: only when stderr is a terminal).
     keep_esd
