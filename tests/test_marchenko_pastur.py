@@ -11,6 +11,14 @@ from htsr.spectral.marchenko_pastur import detx, fit_mp, mp_density, quarter_cir
 from conftest import DATA
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """These are many small eigenproblems: one BLAS thread each is fastest and immune to a busy machine."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def _esd(W: np.ndarray) -> np.ndarray:
     return np.sort(np.linalg.svd(W, compute_uv=False) ** 2)
 

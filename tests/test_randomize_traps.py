@@ -13,6 +13,14 @@ from htsr.spectral.extras import layer_extras
 from htsr.spectral.randomize import jensen_shannon, layer_rng, permutations, shuffle_stack
 from htsr.spectral.traps import mean_outlier_eval, mean_outlier_overlap
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """These are many small eigenproblems: one BLAS thread each is fastest and immune to a busy machine."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        yield
+
 N = 512
 RAND = AnalysisConfig(randomize=True)
 RAND_MP = AnalysisConfig(randomize=True, mp_fit=True)

@@ -9,6 +9,14 @@ import htsr
 from htsr.errors import HtsrError, OptionError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """These are many small eigenproblems: one BLAS thread each is fastest and immune to a busy machine."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def trapped(seed: int, n: int = 384, value: float = 8.0, where=(11, 222)) -> np.ndarray:
     W = np.random.default_rng(seed).standard_normal((n, n)) / np.sqrt(n)
     W[where] = value
