@@ -197,9 +197,10 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
     layer, with BLAS pinned to one thread, while one reader thread loads the
     next tensors ahead (numpy's matmul and LAPACK calls release the GIL, so the
     cores stay busy). At most ``workers + 1`` tensors are held at a time.
-    Every run with the same ``workers`` gives bit-identical results; a different
-    number of workers (BLAS threaded in the serial path, single-threaded per
-    layer otherwise) can change the last bits of the float columns.
+    BLAS is pinned to one thread on every CPU path (also ``workers=1``), so each
+    layer is computed by exactly the same single-threaded code: results are
+    bit-identical from run to run, for any number of workers, and whatever
+    BLAS threading the calling process has set.
 
     CUDA: consecutive layers of the same shape are read together and their
     eigenvalues computed in one float64 batch on the GPU (see
@@ -217,7 +218,8 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
         esd_fn = functools.partial(compute_esd, fast=True)
     workers = _worker_count(config, len(todo))
     if workers == 1:
-        yield from _run_serial(todo, config, progress, esd_fn)
+        with _blas_single_thread():
+            yield from _run_serial(todo, config, progress, esd_fn)
         return
     from collections import deque
 
@@ -243,7 +245,7 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
 
 def _run_serial(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None",
                 esd_fn: Callable[[np.ndarray, int], ESD]) -> Iterator[LayerOutput]:
-    """One layer at a time (BLAS may use its own threads), the next tensor read ahead."""
+    """One layer at a time, the next tensor read ahead."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader:
         pending = reader.submit(_load, todo[0])
         for k, p in enumerate(todo):
