@@ -89,10 +89,8 @@ class AnalysisConfig:
         ``auto`` uses a CUDA GPU through torch when one is visible.
     workers
         Layers analyzed at once on the CPU, one thread each with single-threaded
-        BLAS (0: one per core; 1: one layer at a time, BLAS threaded). Results
-        are identical for any ``workers`` ≥ 2 and equal to ~1e-14 relative for
-        1 (threaded BLAS rounds differently); at most ``workers + 1`` tensors
-        are held at once.
+        BLAS (0: one per core). Results are identical for any value; at most
+        ``workers + 1`` tensors are held at once.
     fast
         Opt-in approximate CPU path: float32 Gram matrix and eigensolver (about
         2× on large layers; alpha moves by ~1e-7 relative, ``sv_min`` and the

@@ -161,12 +161,7 @@ def _load(p: Plan) -> np.ndarray | Exception:
 
 
 def _blas_single_thread():
-    """Context that pins the BLAS libraries to one thread each (threadpoolctl), or does nothing without it.
-
-    With one layer per core on our own threads, BLAS threads would only
-    oversubscribe the cores; OpenBLAS's spinning threads degrade badly when
-    another process shares the machine.
-    """
+    """Context that pins the BLAS libraries to one thread each (threadpoolctl), or does nothing without it."""
     import contextlib
 
     # Load every BLAS the workers will call *before* limiting: threadpoolctl only pins the libraries
@@ -217,17 +212,22 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
     if config.fast:
         esd_fn = functools.partial(compute_esd, fast=True)
     workers = _worker_count(config, len(todo))
-    if workers == 1:
-        with _blas_single_thread():
+    with _blas_single_thread():
+        if workers == 1:
             yield from _run_serial(todo, config, progress, esd_fn)
-        return
+        else:
+            yield from _run_threads(todo, config, progress, esd_fn, workers)
+
+
+def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None",
+                 esd_fn: Callable[[np.ndarray, int], ESD], workers: int) -> Iterator[LayerOutput]:
+    """``workers`` layers at once; one reader thread keeps at most ``workers + 1`` tensors loaded."""
     from collections import deque
 
     def task(p: Plan, loading: Any) -> LayerOutput:
         return _run_one(p, loading.result(), config, esd_fn)
 
-    with _blas_single_thread(), \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader, \
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="htsr-work") as pool:
         window: deque = deque()
         nxt = 0
