@@ -17,6 +17,7 @@ import pytest
 
 import htsr
 from conftest import DATA
+from test_parity import assert_rows_match
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -81,12 +82,4 @@ def test_minilm_parity_on_gpu():
     ref = ref[ref["longname"].isin(set(details["longname"]))]
     assert len(ref) >= 38
     ours = details.set_index("longname").loc[ref["longname"]].reset_index()
-    for col in ref.columns:
-        if col in ("layer_id", "name"):
-            continue
-        a, b = ours[col].to_numpy(), ref[col].to_numpy()
-        if ref[col].dtype.kind == "f":
-            rtol = 1e-3 if col == "sv_min" else 1e-6
-            np.testing.assert_allclose(a.astype(float), b, rtol=rtol, atol=0, err_msg=col)
-        else:
-            assert [str(x) for x in a] == [str(x) for x in b], col
+    assert_rows_match(ours, ref, skip=("layer_id", "name"))
