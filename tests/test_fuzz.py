@@ -63,11 +63,28 @@ def _mp_module():
 normal_positive = st.floats(min_value=1e-300, max_value=1e300, allow_nan=False, allow_infinity=False)
 
 
+any_positive = st.floats(min_value=5e-324, max_value=1e300, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hnp.arrays(np.float64, st.integers(1, 60), elements=any_positive), st.floats(1.0, 50.0), st.integers(1, 500))
+def test_mp_fit_on_any_positive_array_fits_or_refuses_with_value_error(evals, Q, M):
+    """Subnormal spectra cannot be rescaled to mean 1: a ValueError (the engine leaves the columns NaN), never another error or a warning."""
+    mp = _mp_module()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            fit = mp.fit_mp(evals, Q=Q, M=M)
+        except ValueError:
+            return
+    assert np.isfinite(fit.sigma_mp) and fit.sigma_mp > 0
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(hnp.arrays(np.float64, st.integers(1, 120), elements=normal_positive), spread),
        st.floats(1.0, 50.0), st.integers(1, 500))
 def test_mp_fit_on_any_positive_finite_array(evals, Q, M):
-    """Any positive spectrum of normal floats (subnormal-only spectra, Σλ < 1e-308, are the engine's to catch)."""
+    """Any positive spectrum of normal floats fits."""
     mp = _mp_module()
     fit = mp.fit_mp(evals, Q=Q, M=M)
     assert np.isfinite(fit.sigma_mp) and fit.sigma_mp > 0

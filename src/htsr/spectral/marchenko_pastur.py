@@ -199,17 +199,22 @@ def fit_mp(evals: np.ndarray, Q: float, M: int) -> MPFit:
 
     ev = np.asarray(evals, dtype=np.float64)
     total = float(np.sum(ev))
-    if ev.size == 0 or not total > 0:
-        raise ValueError("the Marchenko–Pastur fit needs eigenvalues with a positive sum")
-    W_scale = float(np.sqrt(ev.size) / np.sqrt(total))
-    x = (W_scale * W_scale) * ev
-    lambda_max = float(np.max(x))
-    inv_sq = 1.0 / np.sqrt(Q)
-    s0 = float(np.sqrt(lambda_max / (1.0 + inv_sq) ** 2))
+    if ev.size == 0 or not total > 0 or not np.isfinite(total):
+        raise ValueError("the Marchenko–Pastur fit needs finite eigenvalues with a positive sum")
+    with np.errstate(all="ignore"):
+        W_scale = float(np.sqrt(ev.size) / np.sqrt(total))
+        x = (W_scale * W_scale) * ev
+        lambda_max = float(np.max(x))
+        inv_sq = 1.0 / np.sqrt(Q)
+        s0 = float(np.sqrt(lambda_max / (1.0 + inv_sq) ** 2))
+    if not (np.isfinite(W_scale) and np.isfinite(s0) and s0 > 0 and np.all(np.isfinite(x))):
+        # e.g. every eigenvalue subnormal: the rescaling to mean 1 overflows
+        raise ValueError("the eigenvalues cannot be rescaled to mean 1 (too small or too large)")
     to_fit = np.sqrt(x) if Q == 1 else x
-    resid = _Residual(to_fit, Q)
-    ranges = (slice(0.05 * s0, 2.0 * s0, 0.01 * s0),)
-    sigma = float(np.asarray(optimize.brute(resid, ranges, workers=resid.map)).ravel()[0])
+    with np.errstate(all="ignore"):
+        resid = _Residual(to_fit, Q)
+        ranges = (slice(0.05 * s0, 2.0 * s0, 0.01 * s0),)
+        sigma = float(np.asarray(optimize.brute(resid, ranges, workers=resid.map)).ravel()[0])
     bulk_max = (sigma * (1.0 + inv_sq)) ** 2
     bulk_min = (sigma * (1.0 - inv_sq)) ** 2
     edge = bulk_max + np.sqrt(inv_sq * bulk_max ** (2.0 / 3.0) * float(M) ** (-2.0 / 3.0))
