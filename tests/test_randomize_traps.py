@@ -242,3 +242,17 @@ def test_detx_columns():
     # the reference's numbers for this matrix (weightwatcher 0.7.7 on a bias-free torch Linear holding W)
     assert d["detX_num"].iloc[0] == 85
     assert d["detX_val"].iloc[0] == pytest.approx(115.061322, rel=1e-6)
+
+
+def test_constant_matrix_is_the_mean_spike_not_a_trap():
+    """m·11ᵀ survives any shuffle unchanged: its one eigenvalue m²·N·M is the mean outlier."""
+    import warnings
+
+    sd = {"const.weight": np.full((40, 30), 0.5)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # degenerate layers make no numpy warnings reach the user
+        row = htsr.analyze(sd, randomize=True, mp_fit=True).details.iloc[0]
+    assert row["rand_mean_spike"]
+    assert row["rand_mean_spike_eval"] == pytest.approx(0.25 * 40 * 30)
+    assert row["max_rand_eval"] == pytest.approx(0.25 * 40 * 30, rel=1e-5)
+    assert row["num_traps"] == 0

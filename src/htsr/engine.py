@@ -138,7 +138,9 @@ def _run_one(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig,
     try:
         if isinstance(array, Exception):
             raise array
-        return analyze_array(t, g, array, config, esd_fn)
+        # degenerate layers (underflowing, constant) make numpy warn; their rows say what happened
+        with np.errstate(all="ignore"):
+            return analyze_array(t, g, array, config, esd_fn)
     except LayerError as exc:
         return LayerOutput(rows=[_nan_row(_base_row(t, g), "invalid", str(exc))])
     except HtsrError as exc:

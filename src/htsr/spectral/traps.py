@@ -52,8 +52,8 @@ def mean_outlier_eval(mean: float, var: float, rows: int, cols: int) -> float:
     nan
     """
     N, M = max(rows, cols), min(rows, cols)
-    if not var > 0:
-        return float("nan")
+    if not var > 0:  # a constant matrix m·11ᵀ: its one eigenvalue, the limit of the formula below
+        return float(mean * mean * N * M) if mean != 0 else float("nan")
     c = M / N
     t2 = mean * mean * M / var  # θ̃²
     if not t2 > np.sqrt(c):
@@ -74,8 +74,8 @@ def mean_outlier_overlap(mean: float, var: float, rows: int, cols: int) -> float
     0.25
     """
     N, M = max(rows, cols), min(rows, cols)
-    if not var > 0:
-        return 0.0
+    if not var > 0:  # constant matrix: the singular vectors are the constant vectors
+        return 1.0 if mean != 0 else 0.0
     c = M / N
     t2 = mean * mean * M / var
     if not t2 > np.sqrt(c):
