@@ -193,7 +193,8 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
     CPU: ``config.workers`` threads (0: one per core) each analyze a whole
     layer, with BLAS pinned to one thread, while one reader thread loads the
     next tensors ahead (numpy's matmul and LAPACK calls release the GIL, so the
-    cores stay busy). At most ``workers + 1`` tensors are held at a time.
+    cores stay busy). At most ``workers + 1`` tensors are held at a time; a
+    slow layer does not stall the others (their outputs wait, in plan order).
     BLAS is pinned to one thread on every CPU path (also ``workers=1``), so each
     layer is computed by exactly the same single-threaded code: results are
     bit-identical from run to run, for any number of workers, and whatever
@@ -223,25 +224,37 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
 
 def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None",
                  esd_fn: Callable[[np.ndarray, int], ESD], workers: int) -> Iterator[LayerOutput]:
-    """``workers`` layers at once; one reader thread keeps at most ``workers + 1`` tensors loaded."""
-    from collections import deque
+    """``workers`` layers at once; one reader thread keeps at most ``workers + 1`` tensors loaded.
+
+    A layer is submitted whenever fewer than ``workers + 1`` layers are unfinished, so one
+    slow layer (an embedding, a large randomized layer) never idles the other workers:
+    finished outputs (no tensors, only rows and eigenvalues) wait for their turn and are
+    yielded in plan order.
+    """
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     def task(p: Plan, loading: Any) -> LayerOutput:
         return _run_one(p, loading.result(), config, esd_fn)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="htsr-work") as pool:
-        window: deque = deque()
+        futures: dict[int, Any] = {}
+        unfinished: set = set()
         nxt = 0
-        while nxt < len(todo) or window:
-            while nxt < len(todo) and len(window) < workers + 1:
-                p = todo[nxt]
-                window.append((p, pool.submit(task, p, reader.submit(_load, p))))
-                nxt += 1
-            p, fut = window.popleft()
-            out = fut.result()
+        for head in range(len(todo)):
+            while True:
+                unfinished = {f for f in unfinished if not f.done()}
+                while nxt < len(todo) and len(unfinished) < workers + 1:
+                    fut = pool.submit(task, todo[nxt], reader.submit(_load, todo[nxt]))
+                    futures[nxt] = fut
+                    unfinished.add(fut)
+                    nxt += 1
+                if futures[head].done():
+                    break
+                wait(unfinished, return_when=FIRST_COMPLETED)
+            out = futures.pop(head).result()
             if progress is not None:
-                progress.update(p.tensor.longname)
+                progress.update(todo[head].tensor.longname)
             yield out
 
 

@@ -102,18 +102,22 @@ def as_float(array: np.ndarray, where: str) -> tuple[np.ndarray, str]:
                 raise LayerError(f"invalid: unsupported dtype {dtype} in {where}") from None
         else:
             raise LayerError(f"invalid: unsupported dtype {dtype} in {where}")
-    out = np.array(array, dtype=np.float64, copy=True)
-    finite = np.isfinite(out)
-    if not finite.all():
-        nan = int(np.isnan(out).sum())
-        inf = int(out.size - finite.sum() - nan)
+    src = np.asarray(array)
+    # One pass each for min and max on the stored dtype (no temporaries): NaN propagates into both,
+    # ±Inf shows as an extreme, all-zero is max = min = 0, and the peak bounds the overflow check.
+    # The float64 copy is made once, after the checks pass.
+    lo, hi = (float(src.min()), float(src.max())) if src.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        nan = int(np.count_nonzero(np.isnan(src)))
+        inf = int(np.count_nonzero(np.isinf(src)))
         parts = ([f"{nan} NaN"] if nan else []) + ([f"{inf} Inf"] if inf else [])
         raise LayerError(f"invalid: {' and '.join(parts)} entries")
-    if out.size and not out.any():
+    if src.size and lo == 0.0 and hi == 0.0:
         raise LayerError("invalid: all entries are zero")
-    peak = float(np.max(np.abs(out))) if out.size else 0.0
-    if peak > np.sqrt(np.finfo(np.float64).max / max(out.size, 1)) * 1e-3:
+    peak = max(abs(lo), abs(hi))
+    if peak > np.sqrt(np.finfo(np.float64).max / max(src.size, 1)) * 1e-3:
         raise LayerError(f"invalid: entries up to {peak:.3g} overflow WᵀW in float64")
+    out = np.array(src, dtype=np.float64, copy=True)
     return out, note
 
 
