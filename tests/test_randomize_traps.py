@@ -10,7 +10,8 @@ from htsr.config import AnalysisConfig
 from htsr.matrices import Geometry
 from htsr.spectral.esd import compute_esd
 from htsr.spectral.extras import layer_extras
-from htsr.spectral.randomize import jensen_shannon, layer_rng, permutations, shuffle_stack
+from htsr.spectral import randomize
+from htsr.spectral.randomize import jensen_shannon, layer_rng, permutation, permutations, shuffle_stack
 from htsr.spectral.traps import mean_outlier_eval, mean_outlier_overlap
 
 
@@ -57,6 +58,66 @@ def test_permutations_replay_the_shuffle():
     perms = permutations(stack.shape, layer_rng(3, 7, 0))
     for s in range(4):
         np.testing.assert_array_equal(shuffled[s].ravel(), stack[s].ravel()[perms[s]].astype(np.float32))
+
+
+def test_permutations_replay_the_shuffle_of_a_large_slice():
+    """Slices from SORT_MIN elements take the sorted-keys route; the replay must match it too."""
+    stack = np.random.default_rng(4).standard_normal((2, 400, 300))
+    assert stack[0].size >= randomize.SORT_MIN
+    rng = layer_rng(0, 1, 0)
+    first, second = shuffle_stack(stack, rng), shuffle_stack(stack, rng)  # a replica from the same generator
+    for replica, shuffled in enumerate((first, second)):
+        perms = permutations(stack.shape, layer_rng(0, 1, 0), replica=replica)
+        for s in range(2):
+            assert np.array_equal(np.sort(perms[s]), np.arange(stack[s].size))
+            np.testing.assert_array_equal(shuffled[s].ravel(), stack[s].ravel()[perms[s]])
+    assert not np.array_equal(first, second)
+
+
+def _chi2_pvalue(perms: np.ndarray, n: int) -> float:
+    from itertools import permutations as all_orders
+
+    from scipy.stats import chisquare
+
+    index = {p: k for k, p in enumerate(all_orders(range(n)))}
+    counts = np.bincount([index[tuple(p)] for p in perms.tolist()], minlength=len(index))
+    return float(chisquare(counts).pvalue)
+
+
+def test_sorted_keys_permutation_is_uniform(monkeypatch):
+    monkeypatch.setattr(randomize, "SORT_MIN", 1)
+    rng = np.random.default_rng(5)
+    perms = np.array([permutation(4, rng) for _ in range(24_000)])
+    assert _chi2_pvalue(perms, 4) > 1e-4
+    big = permutation(200_000, np.random.default_rng(6))
+    assert np.array_equal(np.sort(big), np.arange(200_000))
+    assert abs(np.corrcoef(big, np.arange(200_000))[0, 1]) < 0.01
+
+
+class _FewKeys:
+    """A generator whose raw keys have only 2 distinct random parts: ties everywhere, broken by shuffle."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        outer = self
+
+        class Bits:
+            def random_raw(self, n: int) -> np.ndarray:
+                return outer.rng.integers(0, 2, n).astype(np.uint64) << np.uint64(63)
+
+        self.bit_generator = Bits()
+
+    def shuffle(self, x: np.ndarray) -> None:
+        self.rng.shuffle(x)
+
+
+def test_ties_of_the_random_keys_are_broken_uniformly(monkeypatch):
+    """With only two key values nearly every pair ties: without the tie shuffle the order would be biased."""
+    monkeypatch.setattr(randomize, "SORT_MIN", 1)
+    rng = _FewKeys(7)
+    perms = np.array([permutation(4, rng) for _ in range(24_000)])
+    assert all(np.array_equal(np.sort(p), np.arange(4)) for p in perms[:100])
+    assert _chi2_pvalue(perms, 4) > 1e-4
 
 
 def test_same_seed_same_shuffle_other_seed_other_shuffle():

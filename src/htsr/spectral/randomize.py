@@ -7,7 +7,8 @@ shuffled matrix is a Marchenko–Pastur bulk plus, possibly, the outlier of a
 non-zero mean and the spikes of large elements (correlation traps).
 
 Randomness comes only from the ``numpy.random.Generator`` passed in. A slice is
-shuffled with ``rng.shuffle`` on its flattened copy; :func:`permutations`
+shuffled by a uniformly random permutation of its flattened elements
+(:func:`permutation`: sorted random keys for large slices); :func:`permutations`
 replays the same generator to recover which original element landed where
 (``shuffled.ravel() == original.ravel()[perm]``).
 """
@@ -27,6 +28,55 @@ def layer_rng(seed: int, layer_id: int, slice_id: int = 0) -> np.random.Generato
     return np.random.default_rng([int(seed), int(layer_id), int(slice_id)])
 
 
+#: From this many elements :func:`permutation` sorts random keys; below, ``rng.permutation``.
+SORT_MIN = 1 << 16
+#: Up to this many: above it the keys' random bits get few enough for ties to pile up.
+SORT_MAX = 1 << 27
+
+
+def permutation(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random permutation of ``range(n)`` (int64), faster than Fisher–Yates for large ``n``.
+
+    From ``SORT_MIN`` to ``SORT_MAX`` elements: each index ``i`` gets a key whose
+    high ``64 − b`` bits are random (``b`` bits hold ``i``, ``2^b ≥ n``); one
+    ``sort`` of these 64-bit integers (numpy's vectorized sort, no argsort)
+    orders the indices by their random parts, and every run of equal random
+    parts (a handful: ~n²/2^(65−b), e.g. ~70 of 11.7M) is then shuffled with
+    ``rng.shuffle``. The random parts are independent and uniform, so the
+    resulting order, ties broken uniformly, is a uniformly random permutation,
+    as from ``rng.permutation``: measured 0.23 s instead of 0.32 s for
+    MiniLM's 11.7M-element embedding (numpy's Fisher–Yates is bound by one
+    bounded random draw per element). Other sizes: ``rng.permutation(n)``.
+
+    The generator is consumed in a way that depends on ``n`` only, so
+    :func:`permutations` can replay it.
+
+    Examples
+    --------
+    >>> p = permutation(100_000, np.random.default_rng(0))
+    >>> bool(np.array_equal(np.sort(p), np.arange(100_000)))
+    True
+    """
+    if n < SORT_MIN or n > SORT_MAX:
+        return rng.permutation(n)
+    b = (n - 1).bit_length()
+    mask = np.uint64((1 << b) - 1)
+    keys = rng.bit_generator.random_raw(n)
+    np.bitwise_and(keys, ~mask, out=keys)
+    np.bitwise_or(keys, np.arange(n, dtype=np.uint64), out=keys)
+    keys.sort()
+    ties = np.flatnonzero((keys[1:] ^ keys[:-1]) <= mask)  # keys[i], keys[i+1] share their random part
+    np.bitwise_and(keys, mask, out=keys)
+    perm = keys.view(np.int64)
+    if ties.size:
+        cut = np.flatnonzero(np.diff(ties) != 1)
+        starts = np.concatenate(([ties[0]], ties[cut + 1]))
+        ends = np.concatenate((ties[cut], [ties[-1]])) + 2
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            rng.shuffle(perm[s:e])
+    return perm
+
+
 def shuffle_stack(stack: np.ndarray, rng: np.random.Generator, dtype: type | None = None) -> np.ndarray:
     """Shuffled copy of a stack of matrices, each slice permuted within itself.
 
@@ -34,13 +84,14 @@ def shuffle_stack(stack: np.ndarray, rng: np.random.Generator, dtype: type | Non
     ----------
     stack : ndarray, shape (rf, rows, cols) or (rows, cols)
     rng : numpy.random.Generator
-        Consumed in slice order (one ``shuffle`` call per slice).
+        Consumed in slice order (one :func:`permutation` per slice).
     dtype : optional
         dtype of the copy (default: the stack's).
 
     Returns
     -------
     ndarray, same shape as ``stack``
+        ``out[s].ravel() == stack[s].ravel()[permutation(rows·cols, rng)]``.
 
     Examples
     --------
@@ -50,12 +101,14 @@ def shuffle_stack(stack: np.ndarray, rng: np.random.Generator, dtype: type | Non
     (True, (1, 2, 3))
     """
     arr = np.asarray(stack)
-    out = np.array(arr, dtype=dtype or arr.dtype, order="C", copy=True)
-    view = out.reshape((-1,) + out.shape[-2:]) if out.ndim >= 2 else out[None, None, :]
+    dtype = np.dtype(dtype or arr.dtype)
+    view = arr.reshape((-1,) + arr.shape[-2:]) if arr.ndim >= 2 else arr[None, None, :]
+    out = np.empty(view.shape, dtype=dtype)
+    n = view.shape[1] * view.shape[2]
     for k in range(view.shape[0]):
-        flat = view[k].reshape(-1)
-        rng.shuffle(flat)
-    return out
+        src = np.ascontiguousarray(view[k], dtype=dtype).reshape(-1)
+        np.take(src, permutation(n, rng), out=out[k].reshape(-1), mode="clip")  # indices valid; no buffer
+    return out.reshape(arr.shape)
 
 
 def permutations(shape: tuple[int, ...], rng: np.random.Generator, replica: int = 0) -> np.ndarray:
@@ -78,30 +131,23 @@ def permutations(shape: tuple[int, ...], rng: np.random.Generator, replica: int 
     n = rows * cols
     perms = np.empty((rf, n), dtype=np.int64)
     for _ in range(replica * rf):
-        rng.permutation(n)
+        permutation(n, rng)
     for s in range(rf):
-        perms[s] = rng.permutation(n)
+        perms[s] = permutation(n, rng)
     return perms
 
 
-def _gram_upper(w: np.ndarray) -> np.ndarray:
-    """Upper triangle of the smaller Gram matrix of ``w`` (BLAS syrk, in w's precision)."""
-    from scipy.linalg.blas import dsyrk, ssyrk
-
-    syrk = ssyrk if w.dtype == np.float32 else dsyrk
-    wt = np.ascontiguousarray(w).T  # Fortran-ordered (cols, rows) view of the C-ordered w
-    return syrk(1.0, wt, trans=0 if w.shape[0] >= w.shape[1] else 1)
-
-
 def slice_evals(stack: np.ndarray) -> list[np.ndarray]:
-    """Ascending eigenvalues of each slice's smaller Gram matrix (in the stack's dtype), clipped at 0."""
-    from scipy.linalg import eigvalsh
+    """Ascending eigenvalues of each slice's smaller Gram matrix (in the stack's dtype), clipped at 0.
 
-    out = []
-    for w in stack:
-        ev = eigvalsh(_gram_upper(w), lower=False, overwrite_a=True, check_finite=False)
-        out.append(np.clip(ev, 0.0, None))
-    return out
+    numpy's matmul (a symmetric rank-k product for ``wᵀw``) and ``eigvalsh``
+    release the GIL, so the engine's other worker keeps running meanwhile.
+    Slices of one shape are solved as one batch.
+    """
+    from .esd import gram
+
+    ev = np.linalg.eigvalsh(gram(stack[0])[None] if stack.shape[0] == 1 else gram(stack))
+    return [np.clip(e, 0.0, None) for e in ev]
 
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
