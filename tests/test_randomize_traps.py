@@ -179,7 +179,9 @@ def test_mean_spike_near_the_bbp_threshold_is_no_trap(shape):
 def test_no_outlier_predicted_below_the_bbp_threshold():
     # θ̃² = m²·M/v = 0.5 < sqrt(c) = 1
     assert np.isnan(mean_outlier_eval(np.sqrt(0.5 / 100), 1.0, 100, 100))
-    assert np.isnan(mean_outlier_eval(0.5, 0.0, 10, 10))
+    assert np.isnan(mean_outlier_eval(0.0, 0.0, 10, 10))  # an all-zero matrix has no outlier
+    assert mean_outlier_eval(0.5, 0.0, 10, 10) == 25.0  # a constant one: its eigenvalue m²·N·M
+    assert mean_outlier_overlap(0.5, 0.0, 10, 10) == 1.0
 
 
 # ---------------------------------------------------------------- detection over seeds
