@@ -102,6 +102,34 @@ def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
     assert state["threads"] and all(name.startswith("htsr-read") for name in state["threads"])
 
 
+def test_a_slow_first_layer_does_not_stall_the_other_workers(monkeypatch):
+    """Layer 0 finishes only once the last layer has run: the other worker must go on meanwhile.
+
+    The former window (advance only when its oldest layer finished) waited here for ever; the
+    bound on tensors held and the plan order of the outputs stay.
+    """
+    plans, config, state, _ = _counting_plans(8)
+    real = engine._run_one
+    last_ran = threading.Event()
+
+    def run_one(p, array, cfg, esd_fn=compute_esd):
+        try:
+            if p.tensor.name == "l0":
+                assert last_ran.wait(timeout=20), "the other worker stalled behind layer 0"
+            return real(p, array, cfg, esd_fn)
+        finally:
+            if p.tensor.name == "l7":
+                last_ran.set()
+            with state["lock"]:
+                state["held"] -= 1
+
+    monkeypatch.setattr(engine, "_run_one", run_one)
+    outs = list(engine.run(plans, config.replace(workers=2)))
+    assert [o.rows[0]["name"] for o in outs] == [f"l{k}" for k in range(8)]
+    assert all(o.rows[0]["status"] == "success" for o in outs)
+    assert state["max"] <= 3  # workers + 1
+
+
 def _cpu_stand_in(stacks):
     """What the GPU computes, on the CPU: per-slice float64 Gram eigenvalues of every stack, concatenated."""
     w = np.concatenate([s.astype(np.float64) for s in stacks])
