@@ -319,6 +319,29 @@ def test_as_float_always_copies_and_checks():
         matrices.as_float(np.zeros((3, 3), dtype="datetime64[s]") + 1, "w")
 
 
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_as_float_checks_on_the_stored_dtype(dtype):
+    """NaN/Inf, all-zero and overflow are found before the float64 copy, whatever the stored float type."""
+    W = healthy(1, (30, 20)).astype(dtype)
+    out, _ = matrices.as_float(W, "w")
+    assert out.dtype == np.float64 and np.array_equal(out, W.astype(np.float64))
+    bad = W.copy()
+    bad[0, 0], bad[3, 1], bad[5, 2] = np.nan, -np.inf, np.nan
+    with pytest.raises(LayerError, match="2 NaN and 1 Inf"):
+        matrices.as_float(bad, "w")
+    with pytest.raises(LayerError, match="1 Inf"):
+        matrices.as_float(np.where(np.arange(W.size).reshape(W.shape) == 7, np.inf, W).astype(dtype), "w")
+    with pytest.raises(LayerError, match="all entries are zero"):
+        matrices.as_float(np.zeros_like(W), "w")
+    with pytest.raises(LayerError, match="all entries are zero"):
+        matrices.as_float(-np.zeros_like(W), "w")
+    if dtype == "float64":
+        with pytest.raises(LayerError, match="overflow"):
+            matrices.as_float(W * 1e160, "w")
+    neg = -np.abs(W)  # peak from the minimum
+    assert matrices.as_float(neg, "w")[0].min() == float(neg.min())
+
 # ---------------------------------------------------------------- 3. never execute code from a file
 
 class Payload:
