@@ -415,7 +415,7 @@ def params_bytes(model) -> dict:
 
 
 def test_model_parameters_are_bit_identical_after_every_call(tmp_path):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from test_sources import make_tiny
 
     model = make_tiny(1)
