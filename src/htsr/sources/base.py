@@ -31,7 +31,9 @@ class WeightTensor:
     key : str
         The key inside ``origin``.
     load : callable
-        ``load() -> np.ndarray`` reads the tensor (a fresh array the caller may modify).
+        ``load() -> np.ndarray`` reads the tensor. For in-memory sources it is a
+        read-only view of the user's tensor (no copy): consumers copy it
+        (``matrices.as_float``) and can never write through it.
     """
 
     layer_id: int

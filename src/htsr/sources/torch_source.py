@@ -31,8 +31,14 @@ def is_torch_tensor(obj: Any) -> bool:
     return torch is not None and isinstance(obj, torch.Tensor)
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def tensor_to_numpy(t: Any) -> np.ndarray:
-    """A fresh numpy copy of a torch tensor; the tensor itself is never changed.
+    """A read-only numpy view (or converted copy) of a torch tensor; the tensor itself is never changed.
 
     bfloat16/float8 are widened to float32, quantized tensors dequantized,
     sparse tensors made dense; complex stays complex (the layer is then
@@ -46,10 +52,10 @@ def tensor_to_numpy(t: Any) -> np.ndarray:
     if t.layout != torch.strided:
         t = t.to_dense()
     if t.is_complex():
-        return t.resolve_conj().cpu().numpy().copy()
+        return _read_only(t.resolve_conj().cpu().numpy())
     if t.dtype in (torch.bfloat16,) or "float8" in str(t.dtype):
         t = t.to(torch.float32)
-    return t.resolve_neg().cpu().numpy().copy()
+    return _read_only(t.resolve_neg().cpu().numpy())
 
 
 def _module_type(module: Any) -> LayerType:
@@ -248,7 +254,7 @@ def mapping_entries(mapping: dict, origin: str) -> list[Entry]:
             entry = Entry(key, tuple(int(s) for s in value.shape), str(value.dtype).replace("torch.", ""),
                           origin, (lambda v=value: tensor_to_numpy(v)))
         elif isinstance(value, np.ndarray):
-            entry = Entry(key, tuple(value.shape), value.dtype.name, origin, (lambda v=value: np.array(v, copy=True)))
+            entry = Entry(key, tuple(value.shape), value.dtype.name, origin, (lambda v=value: _read_only(v)))
         else:
             continue
         ident = _identity(value)
