@@ -105,17 +105,17 @@ def batched_esds(batch: list[Any], arrays: list[Any], config: Any) -> list[ESD |
     or it needs one ESD per conv slice (``pool=False``) — gets ``None`` and is
     computed (or reported) by the engine on its own.
     """
-    from .matrices import as_float, slices
+    from .matrices import check_weights, slices
 
     stacks: list[np.ndarray | None] = []
     for p, array in zip(batch, arrays):
         st = None
         if not isinstance(array, Exception):
             try:
-                W, _ = as_float(array, p.tensor.where)
+                src, _ = check_weights(array, p.tensor.where)  # no float64 copy: the engine makes its own
                 # a plain float matrix travels as stored (widened exactly on the GPU); others as float64
-                raw = array.ndim == 2 and array.dtype in (np.float16, np.float32, np.float64)
-                st = slices(array if raw else W, p.tensor.layer_type, config.conv2d_norm)
+                raw = src.ndim == 2 and src.dtype in (np.float16, np.float32, np.float64)
+                st = slices(src if raw else src.astype(np.float64), p.tensor.layer_type, config.conv2d_norm)
                 if st.shape[0] > 1 and not config.pool:
                     st = None
             except HtsrError:

@@ -198,10 +198,9 @@ class WeightWatcher:
         W, _ = as_float(p.tensor.load(), p.tensor.where)
         stack = slices(W, p.tensor.layer_type, config.conv2d_norm)
         if random:
-            from .spectral.randomize import shuffle_stack
+            from .spectral.randomize import layer_rng, shuffle_stack
 
-            rng = np.random.default_rng([seed, p.tensor.layer_id, 0])
-            stack = shuffle_stack(stack, rng)
+            stack = shuffle_stack(stack, layer_rng(seed, p.tensor.layer_id))  # the generator analyze() uses
         return compute_esd(stack, p.geometry.N).evals
 
     def SVDSmoothing(self, model: Any = None, percent: float = 0.8, pool: bool = True, layers: Any = (),

@@ -141,9 +141,7 @@ def _run_one(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig,
         # degenerate layers (underflowing, constant) make numpy warn; their rows say what happened
         with np.errstate(all="ignore"):
             return analyze_array(t, g, array, config, esd_fn)
-    except LayerError as exc:
-        return LayerOutput(rows=[_nan_row(_base_row(t, g), "invalid", str(exc))])
-    except HtsrError as exc:
+    except HtsrError as exc:  # LayerError (bad weights) or a read error
         return LayerOutput(rows=[_nan_row(_base_row(t, g), "invalid", str(exc))])
     except MemoryError:
         return LayerOutput(rows=[_nan_row(_base_row(t, g), "invalid", "out of memory computing this layer")])
@@ -163,19 +161,15 @@ def _load(p: Plan) -> np.ndarray | Exception:
 
 
 def _blas_single_thread():
-    """Context that pins the BLAS libraries to one thread each (threadpoolctl), or does nothing without it."""
-    import contextlib
-
+    """Context that pins the BLAS libraries to one thread each (threadpoolctl)."""
     # Load every BLAS the workers will call *before* limiting: threadpoolctl only pins the libraries
     # loaded when it is entered. scipy ships its own OpenBLAS; were it loaded later, inside a worker,
     # the first run in a process would use threaded BLAS and differ from later runs in the last bits.
     import scipy.linalg  # noqa: F401
     import scipy.linalg.blas  # noqa: F401
 
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
     return threadpool_limits(limits=1, user_api="blas")
 
 
@@ -216,10 +210,7 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
         esd_fn = functools.partial(compute_esd, fast=True)
     workers = _worker_count(config, len(todo))
     with _blas_single_thread():
-        if workers == 1:
-            yield from _run_serial(todo, config, progress, esd_fn)
-        else:
-            yield from _run_threads(todo, config, progress, esd_fn, workers)
+        yield from _run_threads(todo, config, progress, esd_fn, workers)
 
 
 def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None",
@@ -255,22 +246,6 @@ def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: "Progress |
             out = futures.pop(head).result()
             if progress is not None:
                 progress.update(todo[head].tensor.longname)
-            yield out
-
-
-def _run_serial(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None",
-                esd_fn: Callable[[np.ndarray, int], ESD]) -> Iterator[LayerOutput]:
-    """One layer at a time, the next tensor read ahead."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader:
-        pending = reader.submit(_load, todo[0])
-        for k, p in enumerate(todo):
-            array = pending.result()
-            if k + 1 < len(todo):
-                pending = reader.submit(_load, todo[k + 1])
-            out = _run_one(p, array, config, esd_fn)
-            del array
-            if progress is not None:
-                progress.update(p.tensor.longname)
             yield out
 
 

@@ -68,6 +68,15 @@ def not_a_matrix_reason(shape: tuple[int, ...], layer_type: LayerType) -> str | 
 def as_float(array: np.ndarray, where: str) -> tuple[np.ndarray, str]:
     """Float64 copy of ``array`` and a note on any conversion; LayerError when it cannot be analyzed.
 
+    The checks are :func:`check_weights`; the copy is made once, after they pass.
+    """
+    src, note = check_weights(array, where)
+    return np.array(src, dtype=np.float64, copy=True), note
+
+
+def check_weights(array: np.ndarray, where: str) -> tuple[np.ndarray, str]:
+    """``array`` (as stored, or widened to float32 for ml_dtypes) and a note, after checking it can be analyzed.
+
     ========================================  =========================================
     weights                                   outcome
     ========================================  =========================================
@@ -84,6 +93,8 @@ def as_float(array: np.ndarray, where: str) -> tuple[np.ndarray, str]:
 
     Examples
     --------
+    >>> check_weights(np.array([[1, 2], [3, 4]], dtype=np.int8), "w")[1]
+    'int8 weights analyzed as floats'
     >>> as_float(np.array([[1, 2], [3, 4]], dtype=np.int8), "w")
     (array([[1., 2.],
            [3., 4.]]), 'int8 weights analyzed as floats')
@@ -105,7 +116,6 @@ def as_float(array: np.ndarray, where: str) -> tuple[np.ndarray, str]:
     src = np.asarray(array)
     # One pass each for min and max on the stored dtype (no temporaries): NaN propagates into both,
     # ±Inf shows as an extreme, all-zero is max = min = 0, and the peak bounds the overflow check.
-    # The float64 copy is made once, after the checks pass.
     lo, hi = (float(src.min()), float(src.max())) if src.size else (0.0, 0.0)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         nan = int(np.count_nonzero(np.isnan(src)))
@@ -117,8 +127,7 @@ def as_float(array: np.ndarray, where: str) -> tuple[np.ndarray, str]:
     peak = max(abs(lo), abs(hi))
     if peak > np.sqrt(np.finfo(np.float64).max / max(src.size, 1)) * 1e-3:
         raise LayerError(f"invalid: entries up to {peak:.3g} overflow WᵀW in float64")
-    out = np.array(src, dtype=np.float64, copy=True)
-    return out, note
+    return src, note
 
 
 def work_bytes(shape: tuple[int, ...], itemsize: int = 8) -> int:
