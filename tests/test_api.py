@@ -29,7 +29,7 @@ def test_all_is_pinned():
     assert sorted(htsr.__all__) == sorted([
         "__version__", "analyze", "describe", "fit_powerlaw", "PowerLawFit", "WeightWatcher", "HtsrError",
         "SourceError", "UnsafeFileError", "LayerError", "OptionError", "UnknownOptionError",
-        "remove_traps", "SVDSmoothing", "SVDSharpness",
+        "remove_traps", "SVDSmoothing", "SVDSharpness", "Report", "LayerResult", "AnalysisConfig",
     ])
     for name in htsr.__all__:
         assert hasattr(htsr, name), name

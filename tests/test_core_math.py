@@ -92,8 +92,8 @@ def test_rank_deficient_slice_falls_back_to_exact_rank():
     esd = compute_esd(W[None], 200)
     assert esd.rank_loss == 75
     m = norm_metrics(esd.evals, 2.0, 200)
-    assert m["matrix_rank"] == 5
-    assert m["weak_rank_loss"] == 75
+    assert m.matrix_rank == 5
+    assert m.weak_rank_loss == 75
 
 
 def test_conv_pooled_esd_is_concatenation_of_slices():
@@ -127,13 +127,13 @@ def test_conv_layer_rows_pooled_and_per_slice():
 def test_metrics_formulas():
     ev = np.array([0.5, 1.0, 2.0, 8.0])
     m = norm_metrics(ev, 2.5, N=10)
-    assert m["norm"] == 11.5
-    assert m["log_norm"] == pytest.approx(np.log10(11.5))
-    assert m["spectral_norm"] == m["lambda_max"] == 8.0
-    assert m["alpha_weighted"] == pytest.approx(2.5 * np.log10(8.0))
-    assert m["log_alpha_norm"] == pytest.approx(np.log10(np.sum(ev**2.5)))
-    assert m["stable_rank"] == pytest.approx(11.5 / 8)
+    assert m.norm == 11.5
+    assert m.log_norm == pytest.approx(np.log10(11.5))
+    assert m.spectral_norm == m.lambda_max == 8.0
+    assert m.alpha_weighted == pytest.approx(2.5 * np.log10(8.0))
+    assert m.log_alpha_norm == pytest.approx(np.log10(np.sum(ev**2.5)))
+    assert m.stable_rank == pytest.approx(11.5 / 8)
     p = ev / ev.sum() + 1e-10
-    assert m["entropy"] == pytest.approx(-np.sum(p * np.log(p)) / np.log(4 + 1e-10))
+    assert m.entropy == pytest.approx(-np.sum(p * np.log(p)) / np.log(4 + 1e-10))
     nan = norm_metrics(ev, float("nan"), N=10)
-    assert np.isnan(nan["alpha_weighted"]) and np.isnan(nan["log_alpha_norm"])
+    assert np.isnan(nan.alpha_weighted) and np.isnan(nan.log_alpha_norm)

@@ -86,7 +86,7 @@ def _counting_plans(n: int, shape=(200, 100)):
 
 def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
     plans, config, state, _ = _counting_plans(12)
-    real = engine._run_one
+    real = engine.analyze_plan
 
     def run_one(p, array, cfg, esd_fn=compute_esd):
         try:
@@ -95,9 +95,9 @@ def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
             with state["lock"]:
                 state["held"] -= 1
 
-    monkeypatch.setattr(engine, "_run_one", run_one)
+    monkeypatch.setattr(engine, "analyze_plan", run_one)
     outs = list(engine.run(plans, config.replace(workers=2)))
-    assert [o.rows[0]["name"] for o in outs] == [f"l{k}" for k in range(12)]
+    assert [o[0].name for o in outs] == [f"l{k}" for k in range(12)]
     assert state["max"] <= 3  # workers + 1
     assert state["threads"] and all(name.startswith("htsr-read") for name in state["threads"])
 
@@ -109,7 +109,7 @@ def test_a_slow_first_layer_does_not_stall_the_other_workers(monkeypatch):
     bound on tensors held and the plan order of the outputs stay.
     """
     plans, config, state, _ = _counting_plans(8)
-    real = engine._run_one
+    real = engine.analyze_plan
     last_ran = threading.Event()
 
     def run_one(p, array, cfg, esd_fn=compute_esd):
@@ -123,10 +123,10 @@ def test_a_slow_first_layer_does_not_stall_the_other_workers(monkeypatch):
             with state["lock"]:
                 state["held"] -= 1
 
-    monkeypatch.setattr(engine, "_run_one", run_one)
+    monkeypatch.setattr(engine, "analyze_plan", run_one)
     outs = list(engine.run(plans, config.replace(workers=2)))
-    assert [o.rows[0]["name"] for o in outs] == [f"l{k}" for k in range(8)]
-    assert all(o.rows[0]["status"] == "success" for o in outs)
+    assert [o[0].name for o in outs] == [f"l{k}" for k in range(8)]
+    assert all(o[0].status == "success" for o in outs)
     assert state["max"] <= 3  # workers + 1
 
 
@@ -151,15 +151,15 @@ def test_cuda_batching_logic_with_a_cpu_stand_in(monkeypatch, pool):
     sd = _model(3)
     config = AnalysisConfig(device="cpu", pool=pool)
     plans = engine.plan(open_source(sd), config)
-    cpu = [r for o in engine.run(plans, config, device="cpu") for r in o.rows]
-    gpu = [r for o in engine.run(plans, config, device="cuda") for r in o.rows]
+    cpu = [r for o in engine.run(plans, config, device="cpu") for r in o]
+    gpu = [r for o in engine.run(plans, config, device="cuda") for r in o]
     assert len(cpu) == len(gpu)
     for a, b in zip(cpu, gpu):
-        assert a["longname"] == b["longname"] and a["status"] == b["status"]
-        if a["status"] == "success":
-            assert b["alpha"] == pytest.approx(a["alpha"], rel=1e-10)
-            assert b["sv_max"] == pytest.approx(a["sv_max"], rel=1e-10)
-            assert b["rank_loss"] == a["rank_loss"]
+        assert a.longname == b.longname and a.status == b.status
+        if a.status == "success":
+            assert b.fit.alpha == pytest.approx(a.fit.alpha, rel=1e-10)
+            assert b.esd.sv_max == pytest.approx(a.esd.sv_max, rel=1e-10)
+            assert b.esd.rank_loss == a.esd.rank_loss
     assert any(len(c) > 1 for c in calls)  # layers were batched
     assert all(len({s[1:] for s in c}) == 1 for c in calls)  # one shape per batch
 

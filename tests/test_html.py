@@ -163,19 +163,20 @@ def test_trap_section_shows_figure_and_entries(report, page):
         assert f"<td>{t.trap_eval:.4f}".rstrip("0") in section or f"<td>{t.trap_eval:.4g}" in section
 
 
-def test_report_without_randomize_or_kept_eigenvalues():
+def test_report_without_randomize():
     rng = np.random.default_rng(5)
     report = htsr.analyze({"fc.weight": rng.standard_normal((80, 40))})
     html = render_report(report)
-    assert "this run did not randomize" in html and "<img" not in html and 'id="esd"' not in html
+    assert "this run did not randomize" in html and html.count("<img") == 1 and 'id="esd"' in html
+    assert "<img" not in render_report(report, figures=False)
     assert "None: every weight matrix was analyzed." in html
-    # traps known but eigenvalues not kept: entries listed, figure explained
+    # traps known but no randomized ESD on the layer: entries listed, figure explained
     traps = pd.DataFrame([{"layer_id": 1, "name": "fc", "longname": "fc.weight", "slice_id": None,
                            "trap_eval": 9.0, "bulk_max": 3.0, "ratio": 3.0, "entries": [(4, 5, 6.5)]}],
                          columns=list(TRAP_COLUMNS))
     details = report.details.assign(num_traps=[1])
     html = render_report(dataclasses.replace(report, details=details, traps=traps))
-    assert "W[4, 5] = 6.5" in html and "keep_esd=True" in html
+    assert "W[4, 5] = 6.5" in html and "Figure not available" in html
 
 
 def test_to_html_returns_text_without_path(report):
@@ -231,4 +232,4 @@ def test_without_matplotlib_the_page_is_complete_without_figures(report, monkeyp
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     html = render_report(report)
     assert "<img" not in html and "<svg" in html and 'id="layers"' in html
-    assert "needs the eigenvalues kept" in html
+    assert "Figure not available" in html

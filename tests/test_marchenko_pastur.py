@@ -71,7 +71,6 @@ def test_fit_recovers_a_random_bulk(shape):
     assert fit.bulk_max == pytest.approx(lam_plus / fit.W_scale ** 2, rel=1e-12)
     assert fit.bulk_min == pytest.approx(lam_minus / fit.W_scale ** 2, rel=1e-12)
     assert fit.mp_softrank == pytest.approx(fit.bulk_max / ev.max(), rel=1e-12)
-    assert fit.columns("rand_")["rand_sigma_mp"] == fit.sigma_mp
 
 
 def test_fit_counts_planted_spikes():

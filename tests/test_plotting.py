@@ -8,12 +8,10 @@ import sys
 import types
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import htsr
 from htsr import plotting
-from htsr.report import TRAP_COLUMNS
 
 pytest.importorskip("matplotlib")
 
@@ -50,14 +48,14 @@ def test_savefig_writes_the_five_figures_per_layer(tmp_path):
     for p in out.iterdir():
         _png_ok(p.read_bytes())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figs"]
-    assert len(report.esds) == 2 and len(report.fits) == 2
+    assert all(r.esd is not None and r.fit.xmins.size for r in report.layers) and len(report.layers) == 2
 
 
 def test_loglog_figure_draws_the_fitted_power_law_and_xmin(rng):
     W = rng.standard_t(3, (400, 200))
     report = htsr.analyze({"t.weight": W}, keep_esd=True)
     row = report.details.iloc[0]
-    figs = dict(plotting.layer_figures(report, (1, None)))
+    figs = dict(plotting.layer_figures(report.layer(1)))
     assert set(figs) == set(FIVE)
     lines = _lines(figs["esd"])
     fit = next(ln for ln in lines if ln.get_linestyle() == "--")
@@ -75,7 +73,7 @@ def test_loglog_figure_draws_the_fitted_power_law_and_xmin(rng):
     xs = sorted(ln.get_xdata()[0] for ln in _lines(figs["esd3"]))
     np.testing.assert_allclose(xs, np.log10([row["xmin"], row["xmax"]]))
     # esd4 / esd5: the whole xmin search, minimum of D at the chosen xmin
-    fitobj = report.fits[(1, None)]
+    fitobj = report.layer(1).fit
     d_line = _lines(figs["esd4"])[0]
     np.testing.assert_array_equal(d_line.get_xdata(), fitobj.xmins)
     assert fitobj.xmins[np.argmin(d_line.get_ydata())] == pytest.approx(row["xmin"])
@@ -102,9 +100,9 @@ def test_randomize_and_mpfit_figures(tmp_path):
     trap = report.details.set_index("name").loc["trap"]
     assert trap["status"] == "success", trap["reason"]
     key = (int(trap["layer_id"]), None)
-    figs = dict(plotting.layer_figures(report, key))
+    figs = dict(plotting.layer_figures(report.layer(*key)))
     assert set(figs) == set(FIVE) | {"randesd", "mpfit"}
-    rand = np.asarray(report.rand_esds[key])
+    rand = np.asarray(report.layer(*key).randomized.evals)
     overlay = figs["randesd"].axes[0]
     orange = [ln for ln in overlay.get_lines() if ln.get_color() == "orange"]
     assert len(orange) == 1 and orange[0].get_xdata()[0] == pytest.approx(np.log10(rand.max()))
@@ -122,29 +120,32 @@ def test_randomize_and_mpfit_figures(tmp_path):
     assert len(written) == 14 and all(p.parent == tmp_path for p in written)
 
 
-def test_overlay_from_a_report_built_by_hand():
+def test_overlay_from_a_result_built_by_hand():
+    from htsr.spectral.randomize import RandomizedESD
+    from htsr.spectral.traps import Trap, TrapSearch
+
     report = htsr.analyze(_model(), keep_esd=True)
-    key = (1, None)
     rand = np.linspace(1.0, 50.0, 100)
-    details = report.details.copy()
-    details["num_traps"] = [1, 0]
-    traps = pd.DataFrame([{"layer_id": 1, "name": "fc1", "longname": "fc1.weight", "slice_id": None,
-                           "trap_eval": 50.0, "bulk_max": 30.0, "ratio": 50 / 30, "entries": [(1, 2, 3.0)]}],
-                         columns=list(TRAP_COLUMNS))
-    hand = dataclasses.replace(report, details=details, traps=traps, rand_esds={key: rand})
-    figs = dict(plotting.layer_figures(hand, key))
+    randomized = RandomizedESD(evals=rand, first=rand, slice_evals=(rand,), max_eval=50.0, distance=0.1,
+                               softrank=0.5, maxdist=1.0, fit=None, replicas=1)
+    traps = TrapSearch(num_traps=1, mean_spike=False, mean_eval=float("nan"),
+                       traps=(Trap(None, 50.0, ((1, 2, 3.0),), (2.0,)),), spikes_per_slice=(1,))
+    hand = dataclasses.replace(report.layer(1), randomized=randomized, traps=traps)
+    figs = dict(plotting.layer_figures(hand))
     assert "randesd" in figs and "mpfit" not in figs
     assert "correlation traps: 1" in figs["randesd"].axes[0].get_title()
-    _png_ok(plotting.overlay_png(hand, key))
-    assert plotting.overlay_png(hand, (2, None)) is None
+    _png_ok(plotting.overlay_png(hand))
+    assert plotting.overlay_png(report.layer(2)) is None
 
 
 def test_mp_density_is_a_probability_density():
     from scipy.integrate import quad
 
+    from htsr.spectral.marchenko_pastur import mp_density
+
     for Q, sigma in ((1.0, 1.0), (2.5, 1.0), (4.0, 0.7)):
         lp, lm = sigma ** 2 * (1 + Q ** -0.5) ** 2, sigma ** 2 * (1 - Q ** -0.5) ** 2
-        f = lambda x: float(plotting.mp_density(np.array([x]), Q, sigma)[0])  # noqa: E731
+        f = lambda x: float(mp_density(np.array([x]), Q, sigma)[0])  # noqa: E731
         assert quad(f, lm, lp, limit=200)[0] == pytest.approx(1.0, abs=2e-3)
         assert quad(lambda x: x * f(x), lm, lp, limit=200)[0] == pytest.approx(sigma ** 2, abs=2e-3)
     # a large random matrix's rescaled eigenvalues follow it
@@ -154,7 +155,7 @@ def test_mp_density_is_a_probability_density():
     ev = np.linalg.eigvalsh(X.T @ X / N)
     hist, edges = np.histogram(ev, bins=30, density=True)
     mids = (edges[1:] + edges[:-1]) / 2
-    np.testing.assert_allclose(hist, plotting.mp_density(mids, N / M, 1.0), atol=0.08)
+    np.testing.assert_allclose(hist, mp_density(mids, N / M, 1.0), atol=0.08)
 
 
 @pytest.mark.parametrize("name", ["../../x", "/etc/passwd", "..", "a/../../b", "C:\\evil\\x", "$x$y_{z}", "",
@@ -181,8 +182,7 @@ def test_failed_fit_still_plots(tmp_path):
     report = htsr.analyze(model, keep_esd=True)
     row = report.details.set_index("name").loc["ones"]
     assert row["status"] == "failed"
-    key = (int(row["layer_id"]), None)
-    figs = dict(plotting.layer_figures(report, key))
+    figs = dict(plotting.layer_figures(report.layer(int(row["layer_id"]))))
     assert "power-law fit failed" in figs["esd"].axes[0].get_title()
     for fig in figs.values():
         _png_ok(plotting.figure_png(fig))
@@ -207,7 +207,7 @@ def test_plot_true_shows_inline_in_a_notebook_and_saves_nothing(monkeypatch, tmp
 def test_plot_outside_a_notebook_shows_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     report = htsr.analyze(_model(), plot=True)
-    assert list(tmp_path.iterdir()) == [] and len(report.esds) == 2
+    assert list(tmp_path.iterdir()) == [] and len(report.layers) == 2
 
 
 def test_compat_plot_saves_into_ww_img(tmp_path, monkeypatch):

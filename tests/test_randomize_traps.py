@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import htsr
-from htsr.config import AnalysisConfig
-from htsr.matrices import Geometry
-from htsr.spectral.esd import compute_esd
-from htsr.spectral.extras import layer_extras
+from htsr.config import AnalysisConfig, LayerType
+from htsr.engine import analyze_array
+from htsr.matrices import geometry
+from htsr.report import SCHEMA, column_groups, trap_frame
+from htsr.sources import WeightTensor
 from htsr.spectral import randomize
 from htsr.spectral.randomize import jensen_shannon, layer_rng, permutation, permutations, shuffle_stack
 from htsr.spectral.traps import mean_outlier_eval, mean_outlier_overlap
@@ -31,11 +32,21 @@ def gaussian(seed: int, mean: float = 0.0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((N, N)) / np.sqrt(N) + mean
 
 
-def extras_of(W: np.ndarray, config: AnalysisConfig = RAND, layer_id: int = 1):
-    stack = W[None] if W.ndim == 2 else W
-    evals = compute_esd(stack, max(stack.shape[1:])).evals
-    g = Geometry(max(stack.shape[1:]), min(stack.shape[1:]), stack.shape[0])
-    return layer_extras(stack, evals, g, config, layer_key=(layer_id, 0))
+class Extras:
+    """One dense layer's report columns (Python values) and trap rows, as the engine computes them."""
+
+    def __init__(self, W: np.ndarray, config: AnalysisConfig, layer_id: int) -> None:
+        t = WeightTensor(layer_id, "fc", "fc", LayerType.DENSE, W.shape, str(W.dtype), "<test>", "fc.weight",
+                         lambda: W)
+        (result,) = analyze_array(t, geometry(W.shape), W, config)
+        groups = column_groups(config)
+        self.result = result
+        self.columns = {c.name: c.value(result) for c in SCHEMA if c.group in groups}
+        self.traps = trap_frame([result]).to_dict(orient="records")
+
+
+def extras_of(W: np.ndarray, config: AnalysisConfig = RAND, layer_id: int = 1) -> Extras:
+    return Extras(W, config, layer_id)
 
 
 # ---------------------------------------------------------------- shuffling
@@ -281,17 +292,19 @@ def test_analyze_trap_report_conv_slice_and_seeds():
 
 def test_small_layers_use_five_replicas_and_get_esd_replays_the_shuffle():
     W = np.random.default_rng(4).standard_normal((200, 50))
-    rep = htsr.analyze({"fc.weight": W}, randomize=True, keep_esd=True, seed=3)
-    (key, rand), = rep.rand_esds.items()
-    assert rand.size == 5 * 50
+    rep = htsr.analyze({"fc.weight": W}, randomize=True, seed=3)
+    (layer,) = rep.layers
+    rand = layer.randomized.evals
+    assert rand.size == 5 * 50 and layer.randomized.replicas == 5
     watcher = htsr.WeightWatcher(model={"fc.weight": W})
     first = watcher.get_ESD(layer=1, random=True, seed=3)
-    # the first replica of analyze is the shuffle get_ESD makes (float32 vs float64 eigenvalues)
+    # the first replica of analyze is the shuffle get_ESD makes: the same values, bit for bit
+    np.testing.assert_array_equal(first, layer.randomized.first)
     assert rep.details["rand_distance"].iloc[0] == pytest.approx(
         jensen_shannon(np.sort(np.linalg.svd(W, compute_uv=False) ** 2), first), rel=1e-4)
     assert first.size == 50
     nearest = np.min(np.abs(rand[None, :] - first[:, None]), axis=1) / first
-    assert nearest.max() < 1e-5
+    assert nearest.max() == 0.0
 
 
 def test_detx_columns():

@@ -12,18 +12,23 @@ Marchenko–Pastur and shuffles W to find correlation traps.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .api import analyze, describe
 from .compat import WeightWatcher
+from .config import AnalysisConfig
 from .errors import HtsrError, LayerError, OptionError, SourceError, UnknownOptionError, UnsafeFileError
 from .spectral.powerlaw import PowerLawFit, fit_powerlaw
+from .report import Report
+from .results import LayerResult
 from .transforms import SVDSharpness, SVDSmoothing, remove_traps
 
 __all__ = [
     "__version__",
     "analyze",
     "describe",
+    "Report",
+    "LayerResult",
+    "AnalysisConfig",
     "fit_powerlaw",
     "PowerLawFit",
     "WeightWatcher",

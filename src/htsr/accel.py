@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 import numpy as np
 
 from .config import Device
-from .errors import HtsrError, OptionError
+from .errors import OptionError
 from .spectral.esd import ESD, esd_from_slices
 
 GPU_BATCH_BYTES = 2 << 30
@@ -98,40 +97,32 @@ def compute_esd_cuda(stack: np.ndarray, N: int) -> ESD:
     return esd_from_slices(stack, gram_eigvalsh_cuda([stack]), N)
 
 
-def batched_esds(batch: list[Any], arrays: list[Any], config: Any) -> list[ESD | None]:
-    """ESDs of several same-shape layers (engine plans and their loaded arrays) from one GPU batch.
+def batched_esds(stacks: list[np.ndarray | None], Ns: list[int]) -> list[ESD | None]:
+    """ESDs of several same-shape layers from one GPU batch.
 
-    A layer that cannot be batched — its read failed, its weights are invalid,
-    or it needs one ESD per conv slice (``pool=False``) — gets ``None`` and is
-    computed (or reported) by the engine on its own.
+    Parameters
+    ----------
+    stacks : list of ndarray (rf, rows, cols) or None
+        Each layer's matrices; None for a layer the caller computes on its own.
+    Ns : list of int
+        Each layer's larger dimension (the rank tolerance).
+
+    Returns
+    -------
+    list of ESD or None
+        None where ``stacks`` held None.
     """
-    from .matrices import check_weights, slices
-
-    stacks: list[np.ndarray | None] = []
-    for p, array in zip(batch, arrays):
-        st = None
-        if not isinstance(array, Exception):
-            try:
-                src, _ = check_weights(array, p.tensor.where)  # no float64 copy: the engine makes its own
-                # a plain float matrix travels as stored (widened exactly on the GPU); others as float64
-                raw = src.ndim == 2 and src.dtype in (np.float16, np.float32, np.float64)
-                st = slices(src if raw else src.astype(np.float64), p.tensor.layer_type, config.conv2d_norm)
-                if st.shape[0] > 1 and not config.pool:
-                    st = None
-            except HtsrError:
-                st = None
-        stacks.append(st)
     ok = [s for s in stacks if s is not None]
     if not ok:
-        return [None] * len(batch)
+        return [None] * len(stacks)
     ev = gram_eigvalsh_cuda(ok)
     out: list[ESD | None] = []
     k = 0
-    for p, st in zip(batch, stacks):
+    for st, N in zip(stacks, Ns):
         if st is None:
             out.append(None)
             continue
         rf = st.shape[0]
-        out.append(esd_from_slices(st, ev[k:k + rf], p.geometry.N))
+        out.append(esd_from_slices(st, ev[k:k + rf], N))
         k += rf
     return out

@@ -6,16 +6,10 @@ import datetime as _dt
 import time
 from typing import Any
 
+from ._version import __version__
 from .config import AnalysisConfig
 from .errors import SourceError
-
-_PLOT_KEYS = ("plot", "savefig")
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
+from .report import Report, describe_frame
 
 
 def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask: Any = None, **options: Any):
@@ -41,7 +35,8 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     Returns
     -------
     Report
-        ``.details`` (one row per layer), ``.summary``, ``.skipped``, ``.traps``.
+        ``.details`` (one row per layer), ``.summary``, ``.skipped``, ``.traps``, and
+        ``.layers``: the typed :class:`~htsr.results.LayerResult` of each row.
 
     Examples
     --------
@@ -51,7 +46,7 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     >>> report.details[["name", "N", "M", "num_evals"]].values.tolist()
     [['fc', 300, 100, 100]]
     """
-    from . import engine, report as rpt
+    from . import engine
     from .sources import open_source
 
     start = time.perf_counter()
@@ -67,11 +62,7 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
         )
     todo = [p for p in plans if not p.reason]
     progress = engine.Progress(len(todo), config.progress)
-    rows: list[dict] = []
-    traps: list[dict] = []
-    esds: dict = {}
-    rand_esds: dict = {}
-    fits: dict = {}
+    results: list = []
     try:
         if dask is not None and dask is not False:
             from .cluster import run_dask
@@ -80,40 +71,23 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
         else:
             outputs = engine.run(plans, config, progress, device=_device(config))
         for out in outputs:
-            rows.extend(out.rows)
-            traps.extend(out.traps)
-            esds.update(out.esds)
-            rand_esds.update(out.rand_esds)
-            fits.update(out.fits)
+            results.extend(out)
     finally:
         progress.close()
-    groups = {"core", "htsr"}
-    if config.randomize:
-        groups.add("randomize")
-    if config.mp_fit:
-        groups.add("mp_fit")
-    if config.detX:
-        groups.add("detX")
-    details = rpt.make_details(rows, groups)
-    skipped = _skipped_frame(plans)
-    import pandas as pd
-
-    trap_frame = pd.DataFrame(traps, columns=list(rpt.TRAP_COLUMNS)) if traps else pd.DataFrame(columns=list(rpt.TRAP_COLUMNS))
     meta = {
-        "htsr_version": _version(),
+        "htsr_version": __version__,
         "source": source.description,
         "options": {k: (v.value if hasattr(v, "value") else v) for k, v in _options_dict(config).items()},
         "seed": config.seed,
         "elapsed_s": round(time.perf_counter() - start, 3),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    result = rpt.Report(details=details, summary=rpt.summarize(details), skipped=skipped, traps=trap_frame,
-                        meta=meta, esds=esds, rand_esds=rand_esds, fits=fits)
+    result = Report.from_results(results, plans, config, meta)
     if plot or savefig:
         from . import plotting
 
         plotting.plot_report(result, show=plot, savedir=savefig)
-    meta["elapsed_s"] = round(time.perf_counter() - start, 3)
+    result.meta["elapsed_s"] = round(time.perf_counter() - start, 3)
     return result
 
 
@@ -129,19 +103,6 @@ def _options_dict(config: AnalysisConfig) -> dict:
     d = asdict(config)
     d["layers"] = {"include": list(config.layers.include), "exclude": list(config.layers.exclude)}
     return d
-
-
-def _skipped_frame(plans: list) -> Any:
-    import pandas as pd
-
-    from .report import SKIPPED_COLUMNS
-
-    rows = [
-        {"layer_id": p.tensor.layer_id, "name": p.tensor.name, "longname": p.tensor.longname,
-         "layer_type": p.tensor.layer_type.value, "shape": str(tuple(p.tensor.shape)), "reason": p.reason}
-        for p in plans if p.reason and p.is_layer
-    ]
-    return pd.DataFrame(rows, columns=list(SKIPPED_COLUMNS))
 
 
 def describe(model: Any, **options: Any):
@@ -160,25 +121,8 @@ def describe(model: Any, **options: Any):
     >>> d[["name", "analyzed"]].values.tolist()
     [['fc', True], ['ln', False]]
     """
-    import pandas as pd
-
     from . import engine
     from .sources import open_source
 
     config = AnalysisConfig.from_kwargs(**options)
-    source = open_source(model)
-    rows = []
-    for p in engine.plan(source, config):
-        g = p.geometry
-        rows.append({
-            "layer_id": p.tensor.layer_id, "name": p.tensor.name, "longname": p.tensor.longname,
-            "layer_type": p.tensor.layer_type.value, "shape": str(tuple(p.tensor.shape)), "dtype": p.tensor.dtype,
-            "N": g.N if g else pd.NA, "M": g.M if g else pd.NA, "Q": g.Q if g else float("nan"),
-            "rf": g.rf if g else pd.NA, "num_evals": g.num_evals if g else pd.NA,
-            "analyzed": not p.reason, "reason": p.reason,
-        })
-    frame = pd.DataFrame(rows, columns=["layer_id", "name", "longname", "layer_type", "shape", "dtype", "N", "M",
-                                        "Q", "rf", "num_evals", "analyzed", "reason"])
-    for c in ("N", "M", "rf", "num_evals"):
-        frame[c] = frame[c].astype("Int64")
-    return frame
+    return describe_frame(engine.plan(open_source(model), config))

@@ -24,6 +24,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+from ._version import __version__
+from .files import is_missing as _missing
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 FAIL_ON = ("over-trained", "under-trained", "traps")
 FORMATS = ("table", "csv", "json")
@@ -43,12 +46,6 @@ def _fail_on(text: str) -> tuple[str, ...]:
     return items
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``htsr`` command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -60,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "of each layer's eigenvalue spectrum (about 2 to 6 for well-trained layers; below 2 "
                     "over-trained, above 6 under-trained), Marchenko-Pastur fits and correlation traps.",
         epilog="Exit codes: 0 done, 1 error, 2 usage, 3 when --fail-on finds what it names.")
-    parser.add_argument("--version", action="version", version=f"htsr {_version()}")
+    parser.add_argument("--version", action="version", version=f"htsr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     an = sub.add_parser("analyze", parents=[common], help="analyze a model file or folder",
@@ -112,15 +109,6 @@ def _clean(text: Any, limit: int | None = None, keep_tail: bool = True) -> str:
     if limit and len(s) > limit:
         s = "…" + s[-(limit - 1):] if keep_tail else s[:limit - 1] + "…"
     return s
-
-
-def _missing(v: Any) -> bool:
-    if v is None:
-        return True
-    try:
-        return bool(v != v)
-    except TypeError:
-        return True
 
 
 def _cell(v: Any, name: bool = True) -> str:
@@ -196,10 +184,10 @@ def report_table(report) -> str:
 def _frame_json(frame) -> str:
     import json
 
-    from .report import _json_safe
+    from .files import json_safe
 
     records = [{k: (None if _missing(v) else v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
-    return json.dumps(_json_safe(records), indent=1, default=str) + "\n"
+    return json.dumps(json_safe(records), indent=1, default=str) + "\n"
 
 
 def _choose_format(fmt: str | None, output: str | None, stream: TextIO) -> str:
@@ -220,7 +208,7 @@ def _isatty(stream: Any) -> bool:
 
 def _emit(text: str, output: str | None, stdout: TextIO) -> None:
     if output:
-        from .report import atomic_write
+        from .files import atomic_write
 
         atomic_write(output, text)
     else:

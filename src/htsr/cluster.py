@@ -13,15 +13,16 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from .config import AnalysisConfig
-from .engine import LayerOutput, Plan, Progress, _load, _run_one
+from .engine import Plan, Progress, analyze_plan, load_tensor
+from .results import LayerResult
 
 
-def _task(plan: Plan, config: AnalysisConfig) -> LayerOutput:
-    return _run_one(plan, _load(plan), config)
+def _task(plan: Plan, config: AnalysisConfig) -> list[LayerResult]:
+    return analyze_plan(plan, load_tensor(plan), config)
 
 
 def run_dask(plans: list[Plan], config: AnalysisConfig, client: Any, progress: Progress | None = None
-             ) -> Iterator[LayerOutput]:
+             ) -> Iterator[list[LayerResult]]:
     """Submit one task per planned layer to ``client`` (``True``: an embedded local cluster)."""
     todo = [p for p in plans if not p.reason]
     if not todo:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import HtsrError, UnknownOptionError
+from .errors import HtsrError, OptionError, UnknownOptionError
 
 DEF_SAVE_DIR = "ww-img"
 
@@ -37,7 +37,7 @@ _DIRECT = ("layers", "min_evals", "max_evals", "max_N", "randomize", "mp_fit", "
            "detX", "tolerance", "seed", "device", "workers", "progress", "start_ids")
 
 
-def _map_options(method: str, kwargs: dict, describe: bool = False) -> tuple[dict, dict]:
+def _map_options(method: str, kwargs: dict) -> tuple[dict, dict]:
     """Split compat keywords into htsr options and plot options; reject unknown/unbuilt ones."""
     opts: dict[str, Any] = {}
     plot_opts = {"plot": False, "savefig": DEF_SAVE_DIR}
@@ -99,7 +99,6 @@ class WeightWatcher:
         self.model = model
         self.framework = framework
         self.details = None
-        self.results = None
         self.report = None
         if log_level is not None:
             logging.getLogger("htsr").setLevel(log_level)
@@ -138,7 +137,7 @@ class WeightWatcher:
 
         from .api import describe
 
-        opts, _ = _map_options("describe", kwargs, describe=True)
+        opts, _ = _map_options("describe", kwargs)
         frame = describe(self._model(model), **opts)
         frame = frame[frame["analyzed"]].reset_index(drop=True)
         cols = ["layer_id", "name", "M", "N", "Q", "layer_type", "longname", "num_evals", "rf"]
@@ -162,46 +161,65 @@ class WeightWatcher:
         summary.pop("num_traps", None)
         return summary
 
-    def _one_layer(self, method: str, model: Any, layer: Any):
+    def _one_layer(self, method: str, model: Any, layer: Any, kwargs: dict) -> tuple[Any, Any]:
+        """The plan of one analyzable layer and the config, chosen and gated exactly as ``analyze`` does."""
         from .config import AnalysisConfig
         from .engine import plan
         from .sources import open_source
 
         if layer is None:
             raise HtsrError(f"WeightWatcher.{method}: give layer= (an id or a name).")
-        source = open_source(self._model(model))
-        plans = [p for p in plan(source, AnalysisConfig()) if not p.reason]
+        opts, plot_opts = _map_options(method, kwargs)
+        pointless = [k for k in ("randomize", "mp_fit", "detX", "layers") if k in opts] + \
+            [k for k in ("plot", "savefig") if k in kwargs]
+        if pointless:
+            raise OptionError(f"WeightWatcher.{method}: option {pointless[0]!r} has no meaning for one layer's "
+                              f"{'weights' if method == 'get_Weights' else 'eigenvalues'}.")
+        config = AnalysisConfig.from_kwargs(**opts)
+        plans = [p for p in plan(open_source(self._model(model)), config) if not p.reason]
         for p in plans:
             if (isinstance(layer, (int, np.integer)) and p.tensor.layer_id == layer) or layer in (p.tensor.name, p.tensor.longname):
-                return p
+                return p, config
         known = ", ".join(f"{p.tensor.layer_id}:{p.tensor.name}" for p in plans[:20])
         raise HtsrError(f"WeightWatcher.{method}: no analyzable layer {layer!r} (layers: {known}{' …' if len(plans) > 20 else ''}).")
 
     def get_Weights(self, model: Any = None, layer: Any = None, **kwargs: Any) -> list:
-        """The layer's matrices (one per conv kernel position), as float64 copies."""
+        """The layer's matrices (one per conv kernel position, unscaled), as float64 copies.
+
+        Takes the layer-gating options of ``analyze`` (``min_evals``, ``max_evals``, ``max_N``,
+        ``start_ids`` …): a layer ``analyze`` would skip is not found.
+        """
         from .matrices import as_float, slices
 
-        _map_options("get_Weights", kwargs)
-        p = self._one_layer("get_Weights", model, layer)
+        p, _ = self._one_layer("get_Weights", model, layer, kwargs)
         W, _ = as_float(p.tensor.load(), p.tensor.where)
         return list(slices(W, p.tensor.layer_type, conv2d_norm=False))
 
     def get_ESD(self, model: Any = None, layer: Any = None, random: bool = False, seed: int = 0, **kwargs: Any) -> np.ndarray:
-        """Sorted eigenvalues of the layer's ESD (``random=True``: of the shuffled matrices)."""
-        from .config import AnalysisConfig
+        """Sorted eigenvalues of the layer's ESD, pooled over conv slices as ``analyze`` pools them.
+
+        ``random=True``: the eigenvalues of the first shuffle that ``analyze(randomize=True,
+        seed=seed)`` makes of this layer (the same generator, the same values). Takes the
+        layer-gating options of ``analyze`` and ``conv2d_norm``; ``pool=False`` is refused
+        (one layer, one ESD).
+        """
         from .matrices import as_float, slices
         from .spectral.esd import compute_esd
 
-        opts, _ = _map_options("get_ESD", kwargs)
-        config = AnalysisConfig.from_kwargs(**{k: v for k, v in opts.items() if k in ("conv2d_norm",)})
-        p = self._one_layer("get_ESD", model, layer)
+        if "seed" in kwargs:
+            raise OptionError("WeightWatcher.get_ESD: give the seed once (seed=…).")
+        p, config = self._one_layer("get_ESD", model, layer, {**kwargs, "seed": seed})
+        if not config.pool:
+            raise OptionError("WeightWatcher.get_ESD: pool=False gives one ESD per slice; use analyze(pool=False).")
         W, _ = as_float(p.tensor.load(), p.tensor.where)
         stack = slices(W, p.tensor.layer_type, config.conv2d_norm)
-        if random:
-            from .spectral.randomize import layer_rng, shuffle_stack
+        evals = compute_esd(stack, p.geometry.N).evals
+        if not random:
+            return evals
+        from .spectral.randomize import randomized_esd, replica_count
 
-            stack = shuffle_stack(stack, layer_rng(seed, p.tensor.layer_id))  # the generator analyze() uses
-        return compute_esd(stack, p.geometry.N).evals
+        key = (config.seed, p.tensor.layer_id, 0)
+        return randomized_esd(stack, evals, p.geometry.Q, p.geometry.M, key, replica_count(p.geometry.M))[0].first
 
     def SVDSmoothing(self, model: Any = None, percent: float = 0.8, pool: bool = True, layers: Any = (),
                      method: str = "detX", fit: str = "PL", plot: bool = False, start_ids: int = 0,

@@ -1,9 +1,9 @@
-"""Runs the per-layer pipeline: load → matrices → ESD → fits → metrics.
+"""Runs the per-layer pipeline: load → matrices → ESD → fits → metrics → :class:`LayerResult`.
 
 One layer's tensor is held at a time per worker; the next tensor is read on a
 background thread while the current one is computed (reading and numpy's
 LAPACK calls release the GIL, so both cores stay busy). A layer that fails
-gets a row with ``status='invalid'`` (bad weights) or ``'failed'`` (the fit
+gets a result with ``status='invalid'`` (bad weights) or ``'failed'`` (the fit
 failed) and a ``reason``; it never stops the run.
 """
 
@@ -13,18 +13,23 @@ import functools
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .config import AnalysisConfig, LayerType
 from .errors import HtsrError, LayerError
-from .matrices import Geometry, as_float, available_memory, geometry, memory_reason, not_a_matrix_reason, slices
+from .matrices import (Geometry, as_float, available_memory, check_weights, geometry, memory_reason,
+                       not_a_matrix_reason, slices)
+from .results import LayerResult
 from .sources import Source, WeightTensor
 from .spectral.esd import ESD, compute_esd
+from .spectral.marchenko_pastur import DetX, detx, safe_fit_mp
 from .spectral.metrics import norm_metrics
 from .spectral.powerlaw import fit_powerlaw
+from .spectral.randomize import randomized_esd, replica_count
+from .spectral.traps import find_traps
 
 ANALYZED_TYPES = (LayerType.DENSE, LayerType.EMBEDDING, LayerType.CONV1D, LayerType.CONV2D)
 
@@ -71,68 +76,53 @@ def plan(source: Source, config: AnalysisConfig) -> list[Plan]:
     return out
 
 
-def _base_row(t: WeightTensor, g: Geometry) -> dict:
-    return {
-        "layer_id": t.layer_id, "name": t.name, "longname": t.longname, "layer_type": t.layer_type.value,
-        "N": g.N, "M": g.M, "Q": g.Q, "rf": g.rf, "num_evals": g.num_evals,
-    }
-
-
-def _nan_row(row: dict, status: str, reason: str) -> dict:
-    row.update(status=status, reason=reason, has_esd=False, warning="")
-    return row
-
-
-@dataclass
-class LayerOutput:
-    rows: list[dict]
-    esds: dict = field(default_factory=dict)  # key (layer_id, slice_id|None) -> evals
-    rand_esds: dict = field(default_factory=dict)
-    fits: dict = field(default_factory=dict)
-    traps: list = field(default_factory=list)
+def _identity(t: WeightTensor, g: Geometry, slice_id: int | None = None) -> dict:
+    """The identity fields of a :class:`LayerResult` (a per-slice row has rf = 1 and M eigenvalues)."""
+    ident = dict(t.identity(), N=g.N, M=g.M, rf=g.rf, num_evals=g.num_evals)
+    if slice_id is not None:
+        ident.update(slice_id=slice_id, rf=1, num_evals=g.M)
+    return ident
 
 
 def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray, config: AnalysisConfig,
-                  esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd) -> LayerOutput:
-    """All columns for one layer (one row, or one per slice with ``pool=False``)."""
+                  esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd) -> list[LayerResult]:
+    """The results of one layer: one, or one per conv slice with ``pool=False``."""
     W, note = as_float(array, t.where)
     stack = slices(W, t.layer_type, config.conv2d_norm)
     groups = [(None, stack)] if config.pool or stack.shape[0] == 1 else [(i, stack[i:i + 1]) for i in range(stack.shape[0])]
-    out = LayerOutput(rows=[])
+    out = []
     for slice_id, sub in groups:
-        row = _base_row(t, g)
-        if slice_id is not None:
-            row.update(slice_id=slice_id, rf=1, num_evals=g.M)
         esd = esd_fn(sub, g.N)
         evals = esd.evals
         fit = fit_powerlaw(evals, curves=config.keep_esd)
-        row.update(
-            has_esd=True, sv_max=esd.sv_max, sv_min=esd.sv_min, rank_loss=esd.rank_loss,
-            alpha=fit.alpha, xmin=fit.xmin, xmax=fit.xmax, D=fit.D, sigma=fit.sigma,
-            num_pl_spikes=fit.num_pl_spikes, warning=fit.warning, status=fit.status,
-        )
-        row.update(norm_metrics(evals, fit.alpha, g.N, tolerance=config.tolerance))
-        reasons = [r for r in (fit.reason, note) if r]
-        if config.mp_fit or config.randomize or config.detX:
-            from .spectral import extras
-
-            extra = extras.layer_extras(sub, evals, g, config, layer_key=(t.layer_id, slice_id or 0))
-            row.update(extra.columns)
-            for trap in extra.traps:
-                out.traps.append({"layer_id": t.layer_id, "name": t.name, "longname": t.longname,
-                                  "slice_id": slice_id, **trap})
-            if extra.rand_evals is not None:
-                out.rand_esds[(t.layer_id, slice_id)] = extra.rand_evals
-        row["reason"] = "; ".join(reasons)
-        out.rows.append(row)
-        if config.keep_esd:
-            out.esds[(t.layer_id, slice_id)] = evals
-            out.fits[(t.layer_id, slice_id)] = fit
+        randomized = traps = None
+        if config.randomize:
+            key = (config.seed, t.layer_id, slice_id or 0)
+            randomized, shuffled = randomized_esd(sub, evals, g.Q, g.M, key, replica_count(g.M))
+            traps = find_traps(sub, shuffled, randomized, key)
+            del shuffled
+        out.append(LayerResult(
+            **_identity(t, g, slice_id),
+            status=fit.status,
+            reason="; ".join(r for r in (fit.reason, note) if r),
+            esd=esd,
+            fit=fit,
+            metrics=norm_metrics(evals, fit.alpha, g.N, tolerance=config.tolerance),
+            mp=safe_fit_mp(evals, g.Q, g.M) if config.mp_fit else None,
+            randomized=randomized,
+            traps=traps,
+            detx=DetX(*detx(evals)) if config.detX else None,
+        ))
     return out
 
 
-def _run_one(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig,
-             esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd) -> LayerOutput:
+def analyze_plan(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig,
+                 esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd) -> list[LayerResult]:
+    """:func:`analyze_array` for a planned tensor whose read gave ``array`` (or the read's error).
+
+    Never raises for a bad layer: bad weights or a failed read give one ``invalid``
+    result, an unexpected error one ``failed`` result, each with the reason.
+    """
     t, g = p.tensor, p.geometry
     assert g is not None
     try:
@@ -142,14 +132,15 @@ def _run_one(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig,
         with np.errstate(all="ignore"):
             return analyze_array(t, g, array, config, esd_fn)
     except HtsrError as exc:  # LayerError (bad weights) or a read error
-        return LayerOutput(rows=[_nan_row(_base_row(t, g), "invalid", str(exc))])
+        return [LayerResult(**_identity(t, g), status="invalid", reason=str(exc))]
     except MemoryError:
-        return LayerOutput(rows=[_nan_row(_base_row(t, g), "invalid", "out of memory computing this layer")])
+        return [LayerResult(**_identity(t, g), status="invalid", reason="out of memory computing this layer")]
     except Exception as exc:  # a broken layer never stops the run
-        return LayerOutput(rows=[_nan_row(_base_row(t, g), "failed", f"{exc.__class__.__name__}: {exc}")])
+        return [LayerResult(**_identity(t, g), status="failed", reason=f"{exc.__class__.__name__}: {exc}")]
 
 
-def _load(p: Plan) -> np.ndarray | Exception:
+def load_tensor(p: Plan) -> np.ndarray | Exception:
+    """Read a planned tensor; a failure comes back as the exception (reported on the layer's row)."""
     try:
         return p.tensor.load()
     except HtsrError as exc:
@@ -181,7 +172,7 @@ def _worker_count(config: AnalysisConfig, n_layers: int) -> int:
 
 
 def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" = None,
-        device: str = "cpu") -> Iterator[LayerOutput]:
+        device: str = "cpu") -> Iterator[list[LayerResult]]:
     """Analyze the planned layers; yield their outputs in plan order.
 
     CPU: ``config.workers`` threads (0: one per core) each analyze a whole
@@ -214,7 +205,7 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
 
 
 def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None",
-                 esd_fn: Callable[[np.ndarray, int], ESD], workers: int) -> Iterator[LayerOutput]:
+                 esd_fn: Callable[[np.ndarray, int], ESD], workers: int) -> Iterator[list[LayerResult]]:
     """``workers`` layers at once; one reader thread keeps at most ``workers + 1`` tensors loaded.
 
     A layer is submitted whenever fewer than ``workers + 1`` layers are unfinished, so one
@@ -224,8 +215,8 @@ def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: "Progress |
     """
     from concurrent.futures import FIRST_COMPLETED, wait
 
-    def task(p: Plan, loading: Any) -> LayerOutput:
-        return _run_one(p, loading.result(), config, esd_fn)
+    def task(p: Plan, loading: Any) -> list[LayerResult]:
+        return analyze_plan(p, loading.result(), config, esd_fn)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="htsr-work") as pool:
@@ -236,7 +227,7 @@ def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: "Progress |
             while True:
                 unfinished = {f for f in unfinished if not f.done()}
                 while nxt < len(todo) and len(unfinished) < workers + 1:
-                    fut = pool.submit(task, todo[nxt], reader.submit(_load, todo[nxt]))
+                    fut = pool.submit(task, todo[nxt], reader.submit(load_tensor, todo[nxt]))
                     futures[nxt] = fut
                     unfinished.add(fut)
                     nxt += 1
@@ -264,13 +255,31 @@ def _batches(todo: list[Plan], budget: int) -> list[list[Plan]]:
     return out
 
 
-def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None") -> Iterator[LayerOutput]:
+def _gpu_stack(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig) -> np.ndarray | None:
+    """The matrices of a layer for a GPU batch, or None when it cannot be batched.
+
+    A failed read, invalid weights or a per-slice run (``pool=False``) are left to
+    :func:`analyze_plan`, which reports or computes them on their own.
+    """
+    if isinstance(array, Exception):
+        return None
+    try:
+        src, _ = check_weights(array, p.tensor.where)  # no float64 copy: analyze_plan makes its own
+    except HtsrError:
+        return None
+    # a plain float matrix travels as stored (widened exactly on the GPU); others as float64
+    raw = src.ndim == 2 and src.dtype in (np.float16, np.float32, np.float64)
+    stack = slices(src if raw else src.astype(np.float64), p.tensor.layer_type, config.conv2d_norm)
+    return None if stack.shape[0] > 1 and not config.pool else stack
+
+
+def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None") -> Iterator[list[LayerResult]]:
     from .accel import GPU_BATCH_BYTES, batched_esds, compute_esd_cuda
 
     batches = _batches(todo, GPU_BATCH_BYTES)
 
     def load_all(batch: list[Plan]) -> list:
-        return [_load(p) for p in batch]
+        return [load_tensor(p) for p in batch]
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader:
         pending = reader.submit(load_all, batches[0])
@@ -278,10 +287,13 @@ def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | No
             arrays = pending.result()
             if k + 1 < len(batches):
                 pending = reader.submit(load_all, batches[k + 1])
-            esds = batched_esds(batch, arrays, config) if len(batch) > 1 else [None]
+            esds: list[ESD | None] = [None]
+            if len(batch) > 1:
+                stacks = [_gpu_stack(p, a, config) for p, a in zip(batch, arrays)]
+                esds = batched_esds(stacks, [p.geometry.N if p.geometry else 0 for p in batch])
             for p, array, esd in zip(batch, arrays, esds):
                 esd_fn = compute_esd_cuda if esd is None else (lambda sub, N, _e=esd: _e)
-                out = _run_one(p, array, config, esd_fn)
+                out = analyze_plan(p, array, config, esd_fn)
                 if progress is not None:
                     progress.update(p.tensor.longname)
                 yield out

@@ -19,6 +19,8 @@ import math
 from html import escape
 from typing import Any, Iterable
 
+from .files import is_missing as _missing
+
 TABLE_COLUMNS = ("layer_id", "name", "layer_type", "N", "M", "num_evals", "alpha", "D", "xmin",
                  "num_pl_spikes", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank", "entropy",
                  "num_spikes", "mp_softrank", "sigma_mp", "num_traps", "rand_num_spikes", "ww_softrank",
@@ -78,15 +80,6 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 
 def _e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
-
-
-def _missing(v: Any) -> bool:
-    if v is None:
-        return True
-    try:
-        return bool(v != v)  # NaN, pd.NA raises TypeError
-    except TypeError:
-        return True
 
 
 def _fmt(v: Any) -> str:
@@ -281,6 +274,7 @@ def _traps_section(report, rows: list[dict], figures: bool) -> str:
     if not traps:
         return "<p>No correlation traps found.</p>"
     by_row = {_row_key(r): r for r in rows}
+    results = {r.key: r for r in report.layers}
     groups: dict[tuple, list[dict]] = {}
     for t in traps:
         sid = t.get("slice_id")
@@ -295,17 +289,18 @@ def _traps_section(report, rows: list[dict], figures: bool) -> str:
         if first.get("longname") and first.get("longname") != first.get("name"):
             out.append(f'<p class="note">{_e(first.get("longname"))}</p>')
         png = None
-        if figures and report.rand_esds and key in report.rand_esds and key in report.esds:
+        result = results.get(key)
+        if figures and result is not None:
             from .plotting import overlay_png
 
-            png = overlay_png(report, key)
+            png = overlay_png(result)
         if png:
             out.append(f"<figure>{_img(png, 'original vs randomized ESD of ' + title)}"
                        "<figcaption>Original ESD (green), randomized (red), largest randomized eigenvalue "
                        "(orange).</figcaption></figure>")
         else:
-            out.append('<p class="note">(Figure not available: it needs the eigenvalues kept, '
-                       '<code>keep_esd=True</code> with <code>randomize=True</code>, and matplotlib.)</p>')
+            out.append('<p class="note">(Figure not available: it needs the layer\'s randomized ESD and '
+                       'matplotlib, <code>pip install \'htsr[plot]\'</code>.)</p>')
         out.append('<table><thead><tr><th>trap eigenvalue</th><th>bulk edge</th><th>ratio</th>'
                    '<th class="s">entries responsible (row, column, value)</th></tr></thead><tbody>')
         for t in items:
@@ -319,17 +314,15 @@ def _traps_section(report, rows: list[dict], figures: bool) -> str:
     return "".join(out)
 
 
-def _esd_figures(report, rows: list[dict]) -> str:
-    from .plotting import _rows, figure_png, layer_figures
+def _esd_figures(report) -> str:
+    from .plotting import figure_png, layer_figures
 
     out = []
-    for key, row in _rows(report):
-        for kind, fig in layer_figures(report, key, row):
-            if kind != "esd":
-                fig.clear()
-                continue
-            label = f"layer {key[0]}" + (f" slice {key[1]}" if key[1] is not None else "") + f": {row.get('name', '')}"
-            alpha = _fmt(row.get("alpha"))
+    for result in report.layers:
+        for kind, fig in layer_figures(result):  # the log-log ESD comes first
+            label = f"layer {result.layer_id}" + (f" slice {result.slice_id}" if result.slice_id is not None else "") \
+                + f": {result.name}"
+            alpha = _fmt(result.fit.alpha if result.fit is not None else None)
             out.append(f"<details><summary>{_e(label)} (alpha {_e(alpha or 'n/a')})</summary>"
                        f"<figure>{_img(figure_png(fig), 'log-log ESD of ' + label)}</figure></details>")
             break
@@ -343,8 +336,7 @@ def render_report(report, figures: bool = True) -> str:
     ----------
     report : Report
     figures : bool
-        Embed figures (the trap overlays and, when the report kept the eigenvalues, every layer's
-        log-log ESD). Needs matplotlib.
+        Embed figures (the trap overlays and every layer's log-log ESD). Needs matplotlib.
 
     Returns
     -------
@@ -394,8 +386,8 @@ def render_report(report, figures: bool = True) -> str:
         "<h2 id=\"traps\">Correlation traps</h2>",
         _traps_section(report, rows, figures),
     ]
-    if figures and report.esds:
-        parts += ["<h2 id=\"esd\">Log-log ESD per layer</h2>", _esd_figures(report, rows)]
+    if figures and any(r.esd is not None for r in report.layers):
+        parts += ["<h2 id=\"esd\">Log-log ESD per layer</h2>", _esd_figures(report)]
     parts.append("<h2 id=\"skipped\">Skipped layers</h2>")
     if skipped:
         parts.append(_table(("layer_id", "name", "layer_type", "shape", "reason"),

@@ -216,3 +216,36 @@ def slices(array: np.ndarray, layer_type: LayerType, conv2d_norm: bool = True) -
             stack = stack * np.sqrt(0.5)  # not in place: for a 1×1 kernel ``stack`` is a view of ``array``
         return stack
     raise LayerError(f"invalid: {array.ndim}-D tensor")
+
+
+def unslice(stack: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`slices` (without the conv2d scale): the stored tensor of ``shape`` from its matrices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = np.arange(2 * 3 * 2 * 2.0).reshape(2, 3, 2, 2)
+    >>> bool(np.array_equal(unslice(slices(w, LayerType.CONV2D, conv2d_norm=False), w.shape), w))
+    True
+    """
+    if len(shape) == 2:
+        return stack[0]
+    if len(shape) == 3:
+        return np.moveaxis(stack, 0, 2)
+    out, inp, kh, kw = shape
+    return stack.reshape(kh, kw, out, inp).transpose(2, 3, 0, 1)
+
+
+def stored_index(shape: tuple[int, ...], s: int, r: int, c: int) -> tuple[int, ...]:
+    """Index in the stored tensor of entry (r, c) of slice ``s`` (the layout of :func:`slices`).
+
+    Examples
+    --------
+    >>> stored_index((8, 4, 3, 3), 5, 2, 1)
+    (2, 1, 1, 2)
+    """
+    if len(shape) == 2:
+        return (r, c)
+    if len(shape) == 3:
+        return (r, c, s)
+    return (r, c, s // shape[3], s % shape[3])

@@ -36,7 +36,6 @@ import numpy as np
 KINDS = ("esd", "esd2", "esd3", "esd4", "esd5", "randesd", "mpfit")
 _STYLE = {"figure.figsize": (7.0, 4.6), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
           "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 8.5, "text.usetex": False}
-_EVALS_THRESH = 1e-5  # the power-law fit's threshold (spectral.powerlaw.EVALS_THRESH)
 
 
 def _plain(text: Any, limit: int = 70) -> str:
@@ -71,30 +70,9 @@ def _isnan(v: Any) -> bool:
         return v is None
 
 
-def _rows(report) -> Iterator[tuple[tuple, dict]]:
-    """(key, row dict) for every details row whose eigenvalues the report kept."""
-    details = report.details
-    has_slice = "slice_id" in details.columns
-    for row in details.to_dict(orient="records"):
-        sid = row.get("slice_id") if has_slice else None
-        sid = None if sid is None or _isnan(sid) else int(sid)
-        key = (int(row["layer_id"]), sid)
-        if key in report.esds:
-            yield key, row
-
-
-def _num(row: dict, name: str) -> float:
-    v = row.get(name)
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def _label(row: dict) -> str:
-    sid = row.get("slice_id")
-    s = "" if sid is None or _isnan(sid) else f" slice {int(sid)}"
-    return f"layer {int(row['layer_id'])}{s}: {_plain(row.get('name', ''), 60)}"
+def _label(r) -> str:
+    s = "" if r.slice_id is None else f" slice {int(r.slice_id)}"
+    return f"layer {int(r.layer_id)}{s}: {_plain(r.name, 60)}"
 
 
 def _new_figure():
@@ -125,14 +103,16 @@ def figure_png(fig, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-def _fit_ok(fit, row: dict) -> bool:
-    return fit is not None and np.isfinite(_num(row, "alpha")) and np.isfinite(_num(row, "xmin"))
+def _fit_ok(fit) -> bool:
+    return fit is not None and bool(np.isfinite(fit.alpha)) and bool(np.isfinite(fit.xmin))
 
 
-def _esd_loglog(row: dict, evals: np.ndarray, fit) -> Any:
+def _esd_loglog(r, evals: np.ndarray, fit) -> Any:
+    from .spectral.powerlaw import EVALS_THRESH
+
     fig = _new_figure()
     ax = fig.add_subplot()
-    x = evals[evals > _EVALS_THRESH]
+    x = evals[evals > EVALS_THRESH]
     if x.size:
         lo, hi = x.min(), x.max()
         bins = np.logspace(np.log10(lo), np.log10(hi * 1.0001 if hi > lo else lo * 10), 101)
@@ -140,15 +120,15 @@ def _esd_loglog(row: dict, evals: np.ndarray, fit) -> Any:
     ax.set_xscale("log")
     ax.set_yscale("log")
     _no_minor_labels(ax)
-    title = f"Log-log ESD of {_label(row)}\n"
-    if _fit_ok(fit, row) and x.size:
-        alpha, xmin, xmax = _num(row, "alpha"), _num(row, "xmin"), _num(row, "xmax")
+    title = f"Log-log ESD of {_label(r)}\n"
+    if _fit_ok(fit) and x.size:
+        alpha, xmin, xmax = fit.alpha, fit.xmin, fit.xmax
         frac = np.count_nonzero(x >= xmin) / x.size
         grid = np.logspace(np.log10(xmin), np.log10(max(xmax, xmin * 1.0001)), 100)
         pdf = frac * (alpha - 1.0) / xmin * (grid / xmin) ** (-alpha)
         ax.plot(grid, pdf, "r--", lw=2, label=f"power law fit, α = {alpha:.3f}")
         ax.axvline(xmin, color="red", lw=1.2, label=f"xmin = {xmin:.4g}")
-        title += f"α = {alpha:.3f}, D = {_num(row, 'D'):.3f}, xmin = {xmin:.4g}, σ = {_num(row, 'sigma'):.3f}"
+        title += f"α = {alpha:.3f}, D = {fit.D:.3f}, xmin = {xmin:.4g}, σ = {fit.sigma:.3f}"
     else:
         title += "power-law fit failed"
     ax.set_title(title)
@@ -159,39 +139,39 @@ def _esd_loglog(row: dict, evals: np.ndarray, fit) -> Any:
     return fig
 
 
-def _esd_linlin(row: dict, evals: np.ndarray, fit) -> Any:
+def _esd_linlin(r, evals: np.ndarray, fit) -> Any:
     fig = _new_figure()
     ax = fig.add_subplot()
     ax.hist(evals, bins=100, density=True, histtype="stepfilled", color="tab:blue", alpha=0.7, label="ESD (histogram)")
-    if _fit_ok(fit, row):
-        ax.axvline(_num(row, "xmin"), color="red", label=f"xmin = {_num(row, 'xmin'):.4g}")
-    ax.set_title(f"Lin-lin ESD\n{_label(row)}")
+    if _fit_ok(fit):
+        ax.axvline(fit.xmin, color="red", label=f"xmin = {fit.xmin:.4g}")
+    ax.set_title(f"Lin-lin ESD\n{_label(r)}")
     ax.set_xlabel("eigenvalue λ of WᵀW")
     ax.set_ylabel("density")
     ax.legend(loc="upper right")
     return fig
 
 
-def _esd_log10(row: dict, evals: np.ndarray, fit) -> Any:
+def _esd_log10(r, evals: np.ndarray, fit) -> Any:
     fig = _new_figure()
     ax = fig.add_subplot()
     x = evals[evals > 0]
     if x.size:
         ax.hist(np.log10(x), bins=100, density=True, histtype="stepfilled", color="tab:blue", alpha=0.7,
                 label="ESD of log10 λ")
-    if _fit_ok(fit, row):
-        ax.axvline(np.log10(_num(row, "xmin")), color="red", label=f"xmin = {_num(row, 'xmin'):.4g}")
-    xmax = _num(row, "xmax")
+    if _fit_ok(fit):
+        ax.axvline(np.log10(fit.xmin), color="red", label=f"xmin = {fit.xmin:.4g}")
+    xmax = fit.xmax if fit is not None else float("nan")
     if np.isfinite(xmax) and xmax > 0:
         ax.axvline(np.log10(xmax), color="orange", label=f"xmax = {xmax:.4g}")
-    ax.set_title(f"Log-lin ESD (histogram of log10 λ)\n{_label(row)}")
+    ax.set_title(f"Log-lin ESD (histogram of log10 λ)\n{_label(r)}")
     ax.set_xlabel("log10 λ")
     ax.set_ylabel("density")
     ax.legend(loc="upper left")
     return fig
 
 
-def _curve(row: dict, fit, which: str) -> Any:
+def _curve(r, fit, which: str) -> Any:
     fig = _new_figure()
     ax = fig.add_subplot()
     ys = fit.Ds if which == "D" else fit.alphas
@@ -199,13 +179,13 @@ def _curve(row: dict, fit, which: str) -> Any:
         ax.plot(fit.xmins, ys, color="tab:blue", lw=1.2, label="KS distance D" if which == "D" else "α(xmin)")
         ax.set_xscale("log")
         _no_minor_labels(ax)
-    if _fit_ok(fit, row):
-        ax.axvline(_num(row, "xmin"), color="red", label=f"chosen xmin = {_num(row, 'xmin'):.4g}")
+    if _fit_ok(fit):
+        ax.axvline(fit.xmin, color="red", label=f"chosen xmin = {fit.xmin:.4g}")
     if which == "D":
-        ax.set_title(f"KS distance vs candidate xmin\n{_label(row)}")
+        ax.set_title(f"KS distance vs candidate xmin\n{_label(r)}")
         ax.set_ylabel("KS distance D")
     else:
-        ax.set_title(f"α vs candidate xmin\n{_label(row)}")
+        ax.set_title(f"α vs candidate xmin\n{_label(r)}")
         ax.set_ylabel("power-law exponent α")
         for level, colour, what in ((2.0, "tab:orange", "over-trained below"),
                                     (6.0, "tab:purple", "under-trained above")):
@@ -215,12 +195,15 @@ def _curve(row: dict, fit, which: str) -> Any:
     return fig
 
 
-def overlay_figure(row: dict, evals: np.ndarray, rand_evals: np.ndarray) -> Any:
-    """Original (green) vs randomized (red) ESD on a log10 axis; orange line at max randomized λ."""
+def overlay_figure(result) -> Any:
+    """Original (green) vs randomized (red) ESD on a log10 axis; orange line at max randomized λ.
+
+    ``result`` is a :class:`~htsr.results.LayerResult` of a ``randomize=True`` run.
+    """
     fig = _new_figure()
     ax = fig.add_subplot()
-    x = np.asarray(evals, dtype=float)
-    r = np.asarray(rand_evals, dtype=float)
+    x = np.asarray(result.evals, dtype=float)
+    r = np.asarray(result.randomized.evals, dtype=float)
     x, r = x[x > 0], r[r > 0]
     both = np.concatenate([np.log10(x), np.log10(r)]) if x.size + r.size else np.zeros(1)
     bins = np.linspace(both.min(), both.max() + 1e-9, 101)
@@ -229,38 +212,26 @@ def overlay_figure(row: dict, evals: np.ndarray, rand_evals: np.ndarray) -> Any:
     if r.size:
         ax.hist(np.log10(r), bins=bins, density=True, histtype="stepfilled", color="red", alpha=0.5, label="randomized")
         ax.axvline(np.log10(r.max()), color="orange", lw=2, label=f"max randomized λ = {r.max():.4g}")
-    edge = _num(row, "rand_bulk_max")
+    rfit = result.randomized.fit
+    edge = rfit.bulk_max if rfit is not None else float("nan")
     if np.isfinite(edge) and edge > 0:
         ax.axvline(np.log10(edge), color="darkred", ls="--", lw=1, label=f"randomized MP edge = {edge:.4g}")
-    traps = row.get("num_traps")
-    extra = "" if traps is None or _isnan(traps) else f" (correlation traps: {int(traps)})"
-    ax.set_title(f"Original vs randomized ESD{extra}\n{_label(row)}")
+    traps = result.traps.num_traps if result.traps is not None else None
+    extra = "" if traps is None else f" (correlation traps: {int(traps)})"
+    ax.set_title(f"Original vs randomized ESD{extra}\n{_label(result)}")
     ax.set_xlabel("log10 λ")
     ax.set_ylabel("density")
     ax.legend(loc="upper left")
     return fig
 
 
-def mp_density(x: np.ndarray, Q: float, sigma: float) -> np.ndarray:
-    """Marchenko–Pastur density of the eigenvalues of WᵀW/N-style matrices with ratio Q = N/M ≥ 1.
+def _mp(r, evals: np.ndarray) -> Any:
+    from .spectral.marchenko_pastur import mp_density
 
-    ρ(x) = Q·sqrt((λ+ − x)(x − λ−)) / (2π σ² x) on [λ−, λ+], λ± = σ²(1 ± 1/√Q)²;
-    zero elsewhere. Its mean is σ².
-    """
-    x = np.asarray(x, dtype=float)
-    lp = sigma ** 2 * (1 + 1 / np.sqrt(Q)) ** 2
-    lm = sigma ** 2 * (1 - 1 / np.sqrt(Q)) ** 2
-    out = np.zeros_like(x)
-    inside = (x > lm) & (x < lp) & (x > 0)
-    out[inside] = Q * np.sqrt((lp - x[inside]) * (x[inside] - lm)) / (2 * np.pi * sigma ** 2 * x[inside])
-    return out
-
-
-def _mp(row: dict, evals: np.ndarray) -> Any:
     fig = _new_figure()
     ax = fig.add_subplot()
-    Q, sigma, scale = _num(row, "Q"), _num(row, "sigma_mp"), _num(row, "W_scale")
-    edge = _num(row, "bulk_max")
+    mp = r.mp
+    Q, sigma, scale, edge = r.Q, mp.sigma_mp, mp.W_scale, mp.bulk_max
     ok = all(np.isfinite(v) and v > 0 for v in (Q, sigma, scale))
     top = float(evals.max()) if evals.size else 1.0
     right = top if not (ok and np.isfinite(edge)) else min(top, 3.0 * edge)
@@ -277,50 +248,45 @@ def _mp(row: dict, evals: np.ndarray) -> Any:
     if np.isfinite(edge):
         ax.axvline(edge, color="orange", lw=1.5, label=f"bulk edge λ+ = {edge:.4g}")
     beyond = int(np.count_nonzero(evals > right))
-    spikes = row.get("num_spikes")
-    sub = "" if spikes is None or _isnan(spikes) else f"; spikes: {int(spikes)}"
+    sub = f"; spikes: {int(mp.num_spikes)}"
     if beyond:
         sub += f"; {beyond} eigenvalue(s) beyond the axis (max {top:.4g})"
-    ax.set_title(f"Marchenko–Pastur fit of {_label(row)}\nmp_softrank = {_num(row, 'mp_softrank'):.3g}{sub}")
+    ax.set_title(f"Marchenko–Pastur fit of {_label(r)}\nmp_softrank = {mp.mp_softrank:.3g}{sub}")
     ax.set_xlabel("eigenvalue λ of WᵀW")
     ax.set_ylabel("share of eigenvalues per bin")
     ax.legend(loc="upper right")
     return fig
 
 
-def layer_figures(report, key: tuple, row: dict | None = None) -> Iterator[tuple[str, Any]]:
-    """Yield ``(kind, Figure)`` for one layer key ``(layer_id, slice_id | None)`` of ``report``."""
+def layer_figures(result) -> Iterator[tuple[str, Any]]:
+    """Yield ``(kind, Figure)`` for one :class:`~htsr.results.LayerResult` (nothing when it has no ESD)."""
     import matplotlib
 
-    if row is None:
-        row = dict(_rows(report)).get(key)
-        if row is None:
-            return
-    evals = np.sort(np.asarray(report.esds[key], dtype=float))
-    fit = report.fits.get(key)
+    if result.esd is None:
+        return
+    evals = np.asarray(result.evals, dtype=float)
+    fit = result.fit
     with matplotlib.rc_context(_STYLE):
-        yield "esd", _esd_loglog(row, evals, fit)
-        yield "esd2", _esd_linlin(row, evals, fit)
-        yield "esd3", _esd_log10(row, evals, fit)
+        yield "esd", _esd_loglog(result, evals, fit)
+        yield "esd2", _esd_linlin(result, evals, fit)
+        yield "esd3", _esd_log10(result, evals, fit)
         if fit is not None and fit.xmins.size:
-            yield "esd4", _curve(row, fit, "D")
-            yield "esd5", _curve(row, fit, "alpha")
-        rand = report.rand_esds.get(key) if report.rand_esds else None
-        if rand is not None:
-            yield "randesd", overlay_figure(row, evals, rand)
-        if "sigma_mp" in row and np.isfinite(_num(row, "sigma_mp")):
-            yield "mpfit", _mp(row, evals)
+            yield "esd4", _curve(result, fit, "D")
+            yield "esd5", _curve(result, fit, "alpha")
+        if result.randomized is not None:
+            yield "randesd", overlay_figure(result)
+        if result.mp is not None and np.isfinite(result.mp.sigma_mp):
+            yield "mpfit", _mp(result, evals)
 
 
-def overlay_png(report, key: tuple) -> bytes | None:
-    """PNG of one layer's original-vs-randomized overlay, or None when the report lacks it."""
+def overlay_png(result) -> bytes | None:
+    """PNG of one layer's original-vs-randomized overlay, or None when the result has no randomized ESD."""
     import matplotlib
 
-    row = dict(_rows(report)).get(key)
-    if row is None or not report.rand_esds or key not in report.rand_esds:
+    if result.esd is None or result.randomized is None:
         return None
     with matplotlib.rc_context(_STYLE):
-        return figure_png(overlay_figure(row, report.esds[key], report.rand_esds[key]))
+        return figure_png(overlay_figure(result))
 
 
 def _require_matplotlib() -> None:
@@ -349,7 +315,8 @@ def plot_report(report, show: bool = False, savedir: str | Path | None = None) -
     Parameters
     ----------
     report : Report
-        A report made with ``keep_esd=True`` (``htsr.analyze(..., plot=True)`` or ``savefig=``).
+        A report of :func:`htsr.analyze` (with ``plot=True`` or ``savefig=`` it keeps the fit curves
+        that the ``esd4``/``esd5`` figures show).
     show : bool
         Display each figure inline when running in a Jupyter kernel (outside one nothing is shown:
         htsr never opens GUI windows).
@@ -362,7 +329,7 @@ def plot_report(report, show: bool = False, savedir: str | Path | None = None) -
     list of Path
         The files written.
     """
-    from .report import atomic_write
+    from .files import atomic_write
 
     _require_matplotlib()
     folder = None
@@ -379,13 +346,13 @@ def plot_report(report, show: bool = False, savedir: str | Path | None = None) -
     written: list[Path] = []
     if folder is None and display is None:
         return written
-    for key, row in _rows(report):
-        for kind, fig in layer_figures(report, key, row):
+    for result in report.layers:
+        for kind, fig in layer_figures(result):
             png = figure_png(fig)
             if display is not None:
                 display(png)
             if folder is not None:
-                target = folder / safe_filename(key[0], row.get("name", ""), key[1], kind)
+                target = folder / safe_filename(result.layer_id, result.name, result.slice_id, kind)
                 if target.resolve().parent != root:  # defence in depth; safe_filename has no separators
                     raise ValueError(f"figure path {target} escapes {folder}")
                 atomic_write(target, png)

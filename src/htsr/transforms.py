@@ -93,29 +93,22 @@ def _layers(target: _Target, config) -> list:
     return [p for p in plan(target.source, config) if not p.reason]
 
 
+def _randomized(p, config, stack: np.ndarray, g):
+    """The layer's randomized ESD and trap search, exactly as ``analyze(randomize=True)`` computes them."""
+    from .spectral.esd import compute_esd
+    from .spectral.randomize import randomized_esd, replica_count
+    from .spectral.traps import find_traps
+
+    key = (config.seed, p.tensor.layer_id, 0)
+    evals = compute_esd(stack, g.N).evals
+    randomized, shuffled = randomized_esd(stack, evals, g.Q, g.M, key, replica_count(g.M))
+    return randomized, find_traps(stack, shuffled, randomized, key)
+
+
 def _scale(tensor, config) -> float:
     from .config import LayerType
 
     return math.sqrt(0.5) if (tensor.layer_type is LayerType.CONV2D and config.conv2d_norm) else 1.0
-
-
-def _raw_index(shape: tuple[int, ...], s: int, r: int, c: int) -> tuple[int, ...]:
-    """Index in the stored tensor of entry (r, c) of slice s (the layout of ``matrices.slices``)."""
-    if len(shape) == 2:
-        return (r, c)
-    if len(shape) == 3:
-        return (r, c, s)
-    return (r, c, s // shape[3], s % shape[3])
-
-
-def _unslice(stack: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of ``matrices.slices`` (without the conv2d scale)."""
-    if len(shape) == 2:
-        return stack[0]
-    if len(shape) == 3:
-        return np.moveaxis(stack, 0, 2)
-    out, inp, kh, kw = shape
-    return stack.reshape(kh, kw, out, inp).transpose(2, 3, 0, 1)
 
 
 def _per_layer(model: Any, inplace: bool, options: dict,
@@ -171,22 +164,20 @@ def remove_traps(model: Any, *, seed: int = 0, inplace: bool = False, **options:
     >>> int(htsr.analyze(clean, randomize=True).details["num_traps"][0]), W[3, 5]
     (0, np.float64(10.0))
     """
-    from .spectral.esd import compute_esd
-    from .spectral.extras import layer_extras
+    from .matrices import stored_index
 
     options = {**options, "seed": seed, "randomize": True}
 
     def change(p, config, raw, stack, g):
-        evals = compute_esd(stack, g.N).evals
-        extra = layer_extras(stack, evals, g, config, layer_key=(p.tensor.layer_id, 0))
-        if not extra.traps:
+        found = _randomized(p, config, stack, g)[1]
+        if not found.traps:
             return None
         scale = _scale(p.tensor, config)
         new = raw.copy()
-        for trap in extra.traps:
-            s = int(trap.get("slice_id", 0) or 0)
-            for (r, c, _value), comp in zip(trap["entries"], trap["components"]):
-                new[_raw_index(raw.shape, s, r, c)] -= comp / scale
+        for trap in found.traps:
+            s = trap.slice or 0
+            for (r, c, _value), comp in zip(trap.entries, trap.components):
+                new[stored_index(raw.shape, s, r, c)] -= comp / scale
         return new
 
     return _per_layer(model, inplace, options, change)
@@ -254,7 +245,7 @@ def SVDSmoothing(model: Any, percent: float = 0.8, method: str = "detX", *, inpl
     >>> int(np.linalg.matrix_rank(out["fc.weight"]))
     10
     """
-    from .matrices import slices
+    from .matrices import slices, unslice
     from .spectral.esd import compute_esd
 
     if method not in SMOOTHING_METHODS:
@@ -269,7 +260,7 @@ def SVDSmoothing(model: Any, percent: float = 0.8, method: str = "detX", *, inpl
         if k <= 0 or k >= g.M:
             return None
         raw_stack = slices(raw, p.tensor.layer_type, conv2d_norm=False)
-        return _unslice(np.stack([_keep_top(w, k) for w in raw_stack]), raw.shape)
+        return unslice(np.stack([_keep_top(w, k) for w in raw_stack]), raw.shape)
 
     return _per_layer(model, inplace, options, change)
 
@@ -298,30 +289,25 @@ def SVDSharpness(model: Any, *, seed: int = 0, inplace: bool = False, **options:
     The modified copy (or ``model`` with ``inplace=True``); layers without a
     randomized spike are unchanged.
     """
-    from .matrices import slices
-    from .spectral.marchenko_pastur import fit_mp
-    from .spectral.randomize import layer_rng, permutations, shuffle_stack, slice_evals
+    from .matrices import slices, unslice
+    from .spectral.randomize import layer_rng, permutations
 
     options = {**options, "seed": seed}
 
     def change(p, config, raw, stack, g):
-        rng_key = (config.seed, p.tensor.layer_id, 0)
-        shuffled = shuffle_stack(stack, layer_rng(*rng_key))
-        per_slice = slice_evals(shuffled)
-        fit = fit_mp(np.sort(np.concatenate(per_slice)), g.Q, g.M)
-        counts = [int(np.count_nonzero(ev > fit.edge)) for ev in per_slice]
+        counts = _randomized(p, config, stack, g)[1].spikes_per_slice
         if not any(counts):
             return None
-        perms = permutations(stack.shape, layer_rng(*rng_key))
+        perms = permutations(stack.shape, layer_rng(config.seed, p.tensor.layer_id, 0))
         raw_stack = slices(raw, p.tensor.layer_type, conv2d_norm=False).copy()
-        scale = _scale(p.tensor, config)
         for s, k in enumerate(counts):
             if k == 0:
                 continue
-            cleaned = _drop_top(shuffled[s], k).reshape(-1) / scale
+            shuffled = raw_stack[s].reshape(-1)[perms[s]].reshape(raw_stack[s].shape)  # the shuffle, in float64
+            cleaned = _drop_top(shuffled, k).reshape(-1)
             flat = np.empty_like(cleaned)
             flat[perms[s]] = cleaned  # shuffled.ravel() == original.ravel()[perm]
             raw_stack[s] = flat.reshape(raw_stack[s].shape)
-        return _unslice(raw_stack, raw.shape)
+        return unslice(raw_stack, raw.shape)
 
     return _per_layer(model, inplace, options, change)

@@ -47,6 +47,11 @@ class WeightTensor:
     load: Callable[[], np.ndarray] = field(repr=False, compare=False)
     note: str = ""
 
+    def identity(self) -> dict:
+        """``layer_id, name, longname, layer_type`` (the type's string value): the columns that name a layer."""
+        return {"layer_id": self.layer_id, "name": self.name, "longname": self.longname,
+                "layer_type": self.layer_type.value}
+
     @property
     def where(self) -> str:
         """'layer <longname> (key in file), shape (a, b)' for error messages."""

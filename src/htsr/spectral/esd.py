@@ -125,12 +125,6 @@ def eigvalsh_gram(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def slice_singular_values_sq(w: np.ndarray) -> np.ndarray:
-    """Squared singular values (ascending, float64) of one matrix: Gram route, SVD fallback."""
-    ev = eigvalsh_gram(gram(w.astype(np.float64, copy=False))[None])[0]
-    return _checked(w, ev)
-
-
 def _checked(w: np.ndarray, ev: np.ndarray, fast: bool = False) -> np.ndarray:
     """``ev`` as float64, or the float64 SVD's squares when the Gram route cannot resolve the slice.
 

@@ -58,14 +58,6 @@ class MPFit:
     bulk_min: float
     edge: float
 
-    def columns(self, prefix: str = "") -> dict:
-        """The report columns (``rand_``-prefixed for a randomized ESD)."""
-        return {
-            f"{prefix}sigma_mp": self.sigma_mp, f"{prefix}num_spikes": self.num_spikes,
-            f"{prefix}mp_softrank": self.mp_softrank, f"{prefix}W_scale": self.W_scale,
-            f"{prefix}bulk_max": self.bulk_max, f"{prefix}bulk_min": self.bulk_min,
-        }
-
 
 def triangular_kde(samples: np.ndarray, points: np.ndarray, bandwidth: float = BANDWIDTH) -> np.ndarray:
     """Exact triangular-kernel density estimate, O((n + p) log n).
@@ -222,6 +214,22 @@ def fit_mp(evals: np.ndarray, Q: float, M: int) -> MPFit:
     s2 = W_scale * W_scale
     return MPFit(sigma_mp=sigma, num_spikes=num_spikes, mp_softrank=bulk_max / lambda_max, W_scale=W_scale,
                  bulk_max=bulk_max / s2, bulk_min=bulk_min / s2, edge=float(edge) / s2)
+
+
+@dataclass(frozen=True)
+class DetX:
+    """The reference's detX constraint: ``num`` top eigenvalues, ``val`` the eigenvalue where it stops."""
+
+    num: int
+    val: float
+
+
+def safe_fit_mp(evals: np.ndarray, Q: float, M: int) -> MPFit | None:
+    """:func:`fit_mp`, or None when the spectrum cannot be fitted (all zero, overflowing, degenerate)."""
+    try:
+        return fit_mp(evals, Q, M)
+    except (ValueError, FloatingPointError, ArithmeticError):
+        return None
 
 
 def detx(evals: np.ndarray) -> tuple[int, float]:

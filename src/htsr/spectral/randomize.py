@@ -15,9 +15,15 @@ replays the same generator to recover which original element landed where
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from .marchenko_pastur import MPFit, safe_fit_mp
 
+#: Matrices with fewer eigenvalues than this get ``REPLICAS`` shuffles, as the reference.
+SMALL_LAYER = 100
+REPLICAS = 5
 
 def layer_rng(seed: int, layer_id: int, slice_id: int = 0) -> np.random.Generator:
     """The generator htsr uses for one layer: ``default_rng([seed, layer_id, slice_id])``.
@@ -137,6 +143,11 @@ def permutations(shape: tuple[int, ...], rng: np.random.Generator, replica: int 
     return perms
 
 
+def replica_count(M: int) -> int:
+    """Number of shuffles of a matrix with ``M`` eigenvalues: ``REPLICAS`` below ``SMALL_LAYER``, else 1."""
+    return REPLICAS if M < SMALL_LAYER else 1
+
+
 def slice_evals(stack: np.ndarray) -> list[np.ndarray]:
     """Ascending eigenvalues of each slice's smaller Gram matrix (in the stack's dtype), clipped at 0.
 
@@ -153,24 +164,106 @@ def slice_evals(stack: np.ndarray) -> list[np.ndarray]:
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
     """Jensen–Shannon distance (natural log) of two non-negative vectors taken as probability vectors.
 
-    As ``scipy.spatial.distance.jensenshannon``: both are normalized to sum 1,
-    ``m = (p + q)/2`` and the distance is ``sqrt((KL(p‖m) + KL(q‖m))/2)``.
+    ``scipy.spatial.distance.jensenshannon``, with a clear error for vectors of different lengths.
 
     Examples
     --------
     >>> round(jensen_shannon(np.array([1.0, 0.0]), np.array([0.0, 1.0])) ** 2, 6)  # ln 2
     0.693147
     """
+    from scipy.spatial.distance import jensenshannon
+
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
     if p.shape != q.shape:
         raise ValueError(f"jensen_shannon: shapes differ, {p.shape} and {q.shape}")
-    p = p / p.sum()
-    q = q / q.sum()
-    m = 0.5 * (p + q)
+    return float(jensenshannon(p, q))
 
-    def kl(a: np.ndarray) -> float:
-        nz = a > 0
-        return float(np.sum(a[nz] * np.log(a[nz] / m[nz])))
 
-    return float(np.sqrt(max(0.5 * (kl(p) + kl(q)), 0.0)))
+@dataclass(frozen=True)
+class RandomizedESD:
+    """The ESD of a layer's shuffled matrices and its Marchenko–Pastur fit.
+
+    Attributes
+    ----------
+    evals : ndarray
+        Sorted eigenvalues of all shuffles (``replicas`` of them), float64.
+    first : ndarray
+        Sorted eigenvalues of the first shuffle (the one traps are located in).
+    slice_evals : tuple of ndarray
+        The first shuffle's ascending eigenvalues per slice.
+    max_eval : float
+        Largest randomized eigenvalue (``max_rand_eval``).
+    distance : float
+        Jensen–Shannon distance of the sorted original and first-shuffle eigenvalues.
+    softrank, maxdist : float
+        ``max_eval / λmax`` and ``λmax − max_eval`` of the original ESD.
+    fit : MPFit or None
+        MP fit of ``evals`` (None when it fails).
+    replicas : int
+        Number of shuffles.
+    """
+
+    evals: np.ndarray
+    first: np.ndarray
+    slice_evals: tuple
+    max_eval: float
+    distance: float
+    softrank: float
+    maxdist: float
+    fit: MPFit | None
+    replicas: int
+
+
+def randomized_esd(stack: np.ndarray, evals: np.ndarray, Q: float, M: int, key: tuple[int, int, int],
+                   replicas: int = 1) -> tuple[RandomizedESD, np.ndarray]:
+    """Shuffle each matrix of ``stack`` (float32), compute the randomized ESD and fit MP to it.
+
+    The one randomization path of htsr: ``analyze(randomize=True)``, ``remove_traps``,
+    ``SVDSharpness`` and ``WeightWatcher.get_ESD(random=True)`` all call it.
+
+    Parameters
+    ----------
+    stack : ndarray, shape (rf, rows, cols)
+        The matrices as analyzed (conv slices scaled).
+    evals : ndarray
+        Sorted eigenvalues of ``stack`` (pooled).
+    Q : float
+        Aspect ratio N/M.
+    M : int
+        Smaller side of each matrix (the MP fit's Tracy–Widom margin).
+    key : (seed, layer_id, slice_id)
+        Seeds the generator (:func:`layer_rng`); :func:`permutations` replays it.
+    replicas : int
+        Number of shuffles pooled into ``evals`` (see :func:`replica_count`).
+
+    Returns
+    -------
+    (RandomizedESD, ndarray)
+        The result, and the first shuffled stack (float32; for :func:`htsr.spectral.traps.find_traps`).
+
+    Examples
+    --------
+    >>> W = np.random.default_rng(0).standard_normal((1, 300, 100))
+    >>> ev = np.sort(np.linalg.eigvalsh(W[0].T @ W[0]))
+    >>> rand, shuffled = randomized_esd(W, ev, 3.0, 100, key=(0, 1, 0))
+    >>> rand.fit.num_spikes, shuffled.dtype
+    (0, dtype('float32'))
+    """
+    rng = layer_rng(*key)
+    shuffled = shuffle_stack(stack, rng, dtype=np.float32)
+    per_slice = slice_evals(shuffled)
+    first = np.sort(np.concatenate(per_slice)).astype(np.float64)
+    pools = [first]
+    for _ in range(replicas - 1):
+        pools.append(np.concatenate(slice_evals(shuffle_stack(stack, rng, dtype=np.float32))).astype(np.float64))
+    all_evals = np.sort(np.concatenate(pools)) if len(pools) > 1 else first
+    max_rand = float(all_evals[-1])
+    lam_max = float(evals[-1])
+    distance = jensen_shannon(evals, first) if first.size == evals.size else float("nan")
+    result = RandomizedESD(
+        evals=all_evals, first=first, slice_evals=tuple(per_slice), max_eval=max_rand, distance=distance,
+        softrank=max_rand / lam_max if lam_max > 0 else float("nan"), maxdist=lam_max - max_rand,
+        fit=safe_fit_mp(all_evals, Q, M), replicas=max(replicas, 1),
+    )
+    return result, shuffled

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .esd import gram
+from .randomize import RandomizedESD, layer_rng, permutations
+
 MEAN_OVERLAP = 0.25  # observed / predicted overlap product that marks the mean's outlier
 MIN_OVERLAP = 0.01  # …and never below this (a trap's overlap is ~1/(rows·cols))
 MAX_ENTRIES = 10
@@ -113,8 +116,7 @@ def _top_vectors(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     rows, cols = w.shape
     small = min(rows, cols)
     k = min(k, small)
-    gram = w.T @ w if rows >= cols else w @ w.T
-    vals, vecs = eigh(gram, subset_by_index=(small - k, small - 1), check_finite=False)
+    vals, vecs = eigh(gram(w), subset_by_index=(small - k, small - 1), check_finite=False)
     vals, vecs = vals[::-1].astype(np.float64), vecs[:, ::-1].astype(np.float64)
     s = np.sqrt(np.clip(vals, 0.0, None))
     safe = np.where(s > 0, s, 1.0)
@@ -200,3 +202,94 @@ def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spik
             components.append(sigma * float(u[i, k]) * float(v[j, k]))
         out.traps.append({"trap_eval": float(vals[k]), "entries": entries, "components": components})
     return out
+
+
+@dataclass(frozen=True)
+class Trap:
+    """One correlation trap: a randomized spike localized on a few large elements.
+
+    Attributes
+    ----------
+    slice : int or None
+        Index of the slice in a pooled conv layer's stack (None for a single matrix).
+    eval : float
+        The spike's eigenvalue in the shuffled matrix.
+    entries : tuple of (row, col, value)
+        The elements responsible, in the analyzed matrix (largest contribution first).
+    components : tuple of float
+        The spike's rank-one component σ·uᵢ·vⱼ at each entry (used by ``remove_traps``).
+    """
+
+    slice: int | None
+    eval: float
+    entries: tuple
+    components: tuple
+
+
+@dataclass(frozen=True)
+class TrapSearch:
+    """The randomized spikes of a layer, classified.
+
+    Attributes
+    ----------
+    num_traps : int or None
+        Spikes that are traps (None when the randomized MP fit failed).
+    mean_spike : bool
+        One spike is the outlier of the weights' non-zero mean.
+    mean_eval : float
+        The largest predicted mean outlier over the slices (NaN when none leaves the bulk).
+    traps : tuple of Trap
+    spikes_per_slice : tuple of int
+        Eigenvalues of each slice's first shuffle above the randomized fit's edge.
+    """
+
+    num_traps: int | None
+    mean_spike: bool
+    mean_eval: float
+    traps: tuple
+    spikes_per_slice: tuple
+
+
+def find_traps(stack: np.ndarray, shuffled: np.ndarray, randomized: RandomizedESD,
+               key: tuple[int, int, int]) -> TrapSearch:
+    """Classify the first shuffle's spikes of every slice (see :func:`analyze_spikes`).
+
+    Parameters
+    ----------
+    stack : ndarray, shape (rf, rows, cols)
+        The matrices before shuffling.
+    shuffled : ndarray, shape (rf, rows, cols)
+        The first shuffle (from :func:`htsr.spectral.randomize.randomized_esd`).
+    randomized : RandomizedESD
+        Its result (the per-slice eigenvalues and the MP fit's edge).
+    key : (seed, layer_id, slice_id)
+        The generator key given to ``randomized_esd`` (replayed to map entries back).
+
+    Returns
+    -------
+    TrapSearch
+    """
+    fit = randomized.fit
+    if fit is None:
+        return TrapSearch(None, False, float("nan"), (), ())
+    mean_evals = []
+    mean_spike = False
+    traps: list[Trap] = []
+    counts = []
+    for s, ev in enumerate(randomized.slice_evals):
+        k = int(np.count_nonzero(ev.astype(np.float64) > fit.edge))
+        counts.append(k)
+
+        def perm_fn(s: int = s) -> np.ndarray:
+            return permutations(stack.shape, layer_rng(*key))[s]
+
+        spikes = analyze_spikes(shuffled[s], stack[s], perm_fn, k)
+        if np.isfinite(spikes.mean_eval):
+            mean_evals.append(spikes.mean_eval)
+        mean_spike = mean_spike or spikes.mean_spike
+        for t in spikes.traps:
+            traps.append(Trap(slice=s if stack.shape[0] > 1 else None, eval=t["trap_eval"],
+                              entries=tuple(t["entries"]), components=tuple(t["components"])))
+    return TrapSearch(num_traps=len(traps), mean_spike=mean_spike,
+                      mean_eval=max(mean_evals) if mean_evals else float("nan"),
+                      traps=tuple(traps), spikes_per_slice=tuple(counts))
