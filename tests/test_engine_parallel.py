@@ -10,9 +10,9 @@ import pytest
 
 import htsr
 from htsr import accel, engine
-from htsr.sources import open_source
 from htsr.config import AnalysisConfig, LayerType
 from htsr.errors import OptionError
+from htsr.sources import open_source
 from htsr.sources.base import WeightTensor
 from htsr.spectral.esd import compute_esd
 
@@ -203,3 +203,21 @@ def test_two_stage_solver_matches_eigvalsh(monkeypatch):
     np.testing.assert_allclose(esd.compute_esd(stack, 40).evals,
                                np.sort(np.concatenate([np.linalg.svd(s, compute_uv=False) ** 2 for s in stack])),
                                rtol=1e-9)
+
+
+def test_two_stage_self_check_rejects_a_wrong_or_failing_routine():
+    """The ctypes route is trusted only after it reproduces eigvalsh on a test matrix."""
+    from htsr.spectral import esd
+
+    def right(x, out):
+        out[:] = np.linalg.eigvalsh(x)
+
+    def wrong(x, out):
+        out[:] = np.linalg.eigvalsh(x) * (1 + 1e-6)
+
+    def failing(x, out):
+        raise np.linalg.LinAlgError("info=3")
+
+    assert esd._agrees_with_eigvalsh(right, "float64") and esd._agrees_with_eigvalsh(right, "float32")
+    assert not esd._agrees_with_eigvalsh(wrong, "float64")
+    assert not esd._agrees_with_eigvalsh(failing, "float64")

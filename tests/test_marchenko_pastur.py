@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA
 
 from htsr.spectral.marchenko_pastur import detx, fit_mp, mp_density, quarter_circle_density, triangular_kde
-
-from conftest import DATA
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -111,27 +110,28 @@ def test_detx_matches_the_plain_product():
 
 
 @pytest.fixture(scope="module")
-def minilm_report(minilm_model):
+def minilm_report(minilm_path):
+    """MiniLM read from its safetensors file (no torch needed), rows in the golden table's order."""
     import htsr
 
-    return htsr.analyze(minilm_model, randomize=True, mp_fit=True)
+    ref = pd.read_csv(DATA / "minilm_ww077_randomize_mpfit.csv")
+    report = htsr.analyze(str(minilm_path / "model.safetensors"), randomize=True, mp_fit=True)
+    return report, report.details.set_index("longname").loc[ref["longname"]].reset_index()
 
 
 def test_minilm_mp_fit_matches_the_reference(minilm_report):
+    """The MP fit is deterministic: sigma_mp and every column derived from it equal the reference's on every layer."""
     ref = pd.read_csv(DATA / "minilm_ww077_randomize_mpfit.csv")
-    d = minilm_report.details
-    assert list(d["longname"]) == list(ref["longname"])
-    close_sigma = np.abs(d["sigma_mp"] / ref["sigma_mp"] - 1) <= 0.02
-    close_spikes = np.abs(d["num_spikes"] - ref["num_spikes"]) <= 1
-    assert (close_sigma & close_spikes).mean() >= 0.9
-    # the deterministic columns follow from sigma_mp exactly as the reference computes them
-    for col in ("W_scale", "bulk_max", "bulk_min", "mp_softrank"):
-        np.testing.assert_allclose(d[col][close_sigma], ref[col][close_sigma], rtol=0.05)
+    _, d = minilm_report
+    assert len(d) == len(ref) == 39
+    for col in ("sigma_mp", "W_scale", "bulk_max", "bulk_min", "mp_softrank"):
+        np.testing.assert_allclose(d[col], ref[col], rtol=1e-12, err_msg=col)
+    assert d["num_spikes"].tolist() == ref["num_spikes"].tolist()
 
 
 def test_minilm_randomized_columns_agree_statistically(minilm_report):
     ref = pd.read_csv(DATA / "minilm_ww077_randomize_mpfit.csv")
-    d = minilm_report.details
+    report, d = minilm_report
     assert (np.abs(d["max_rand_eval"] / ref["max_rand_eval"] - 1) <= 0.10).mean() >= 0.9
     assert (np.abs(d["rand_sigma_mp"] / ref["rand_sigma_mp"] - 1) <= 0.01).mean() >= 0.9
     assert (np.abs(d["rand_distance"] / ref["rand_distance"] - 1) <= 0.05).mean() >= 0.9
@@ -140,4 +140,4 @@ def test_minilm_randomized_columns_agree_statistically(minilm_report):
     np.testing.assert_allclose(d["ww_maxdist"], d["lambda_max"] - d["max_rand_eval"], rtol=1e-12)
     # htsr's trap count never exceeds the reference's spike count
     assert (d["num_traps"] <= d["rand_num_spikes"]).all()
-    assert minilm_report.summary["num_traps"] == int(d["num_traps"].sum())
+    assert report.summary["num_traps"] == int(d["num_traps"].sum())

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA
 
 import htsr
-from conftest import DATA
 
 GOLDEN = DATA / "minilm_ww077_default.csv"
 DESCRIBE = DATA / "minilm_ww077_describe.csv"

@@ -23,12 +23,6 @@ from htsr.errors import HtsrError, LayerError, SourceError, UnsafeFileError
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
 def healthy(seed: int = 0, shape=(60, 30)) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape)
 
@@ -440,7 +434,6 @@ def test_model_parameters_are_bit_identical_after_every_call(tmp_path):
     assert model.training is False
 
 
-@pytest.mark.skipif(not _has("htsr.plotting"), reason="plots not built yet")
 def test_model_parameters_are_bit_identical_after_plotting(tmp_path):
     torch = pytest.importorskip("torch")
     model = torch.nn.Sequential(torch.nn.Linear(30, 20), torch.nn.Conv2d(12, 16, 3))
@@ -453,7 +446,6 @@ def test_model_parameters_are_bit_identical_after_plotting(tmp_path):
     assert params_bytes(model) == before
 
 
-@pytest.mark.skipif(not _has("htsr.transforms"), reason="transforms not built yet")
 @pytest.mark.parametrize("name", ["remove_traps", "SVDSmoothing", "SVDSharpness"])
 def test_transforms_return_copies_unless_inplace(name):
     torch = pytest.importorskip("torch")
@@ -479,7 +471,6 @@ def test_transforms_return_copies_unless_inplace(name):
     assert transform(model, inplace=True) is model
 
 
-@pytest.mark.skipif(not _has("htsr.plotting"), reason="plots not built yet")
 def test_figures_are_written_atomically(tmp_path, monkeypatch):
     figs = tmp_path / "figs"
 

@@ -17,9 +17,9 @@ from .api import analyze, describe
 from .compat import WeightWatcher
 from .config import AnalysisConfig
 from .errors import HtsrError, LayerError, OptionError, SourceError, UnknownOptionError, UnsafeFileError
-from .spectral.powerlaw import PowerLawFit, fit_powerlaw
 from .report import Report
 from .results import LayerResult
+from .spectral.powerlaw import PowerLawFit, fit_powerlaw
 from .transforms import SVDSharpness, SVDSmoothing, remove_traps
 
 __all__ = [

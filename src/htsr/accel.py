@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -36,12 +37,12 @@ def _nvidia_present() -> bool:
 
 def cuda_available() -> bool:
     """True when torch is installed and sees a CUDA device (torch is imported only if a driver exists)."""
-    torch = sys.modules.get("torch")
+    torch: Any = sys.modules.get("torch")
     if torch is None:
         if not _nvidia_present():
             return False
         try:
-            import torch  # noqa: F811
+            import torch
         except ImportError:
             return False
     try:

@@ -216,10 +216,13 @@ class WeightWatcher:
         evals = compute_esd(stack, p.geometry.N).evals
         if not random:
             return evals
+        from .engine import blas_single_thread
         from .spectral.randomize import randomized_esd, replica_count
 
         key = (config.seed, p.tensor.layer_id, 0)
-        return randomized_esd(stack, evals, p.geometry.Q, p.geometry.M, key, replica_count(p.geometry.M))[0].first
+        with blas_single_thread():  # as the engine computes it: the same bits
+            rand, _ = randomized_esd(stack, evals, p.geometry.Q, p.geometry.M, key, replica_count(p.geometry.M))
+        return rand.first
 
     def SVDSmoothing(self, model: Any = None, percent: float = 0.8, pool: bool = True, layers: Any = (),
                      method: str = "detX", fit: str = "PL", plot: bool = False, start_ids: int = 0,

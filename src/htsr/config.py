@@ -45,10 +45,6 @@ class LayerSelection:
     include: tuple[int | str, ...] = ()
     exclude: tuple[int | str, ...] = ()
 
-    @property
-    def everything(self) -> bool:
-        return not self.include and not self.exclude
-
     def selects(self, layer_id: int, name: str, longname: str, layer_type: str) -> bool:
         def hit(sel: int | str) -> bool:
             if isinstance(sel, int):

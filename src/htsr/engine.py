@@ -20,8 +20,7 @@ import numpy as np
 
 from .config import AnalysisConfig, LayerType
 from .errors import HtsrError, LayerError
-from .matrices import (Geometry, as_float, available_memory, check_weights, geometry, memory_reason,
-                       not_a_matrix_reason, slices)
+from .matrices import Geometry, as_float, available_memory, check_weights, geometry, memory_reason, not_a_matrix_reason, slices
 from .results import LayerResult
 from .sources import Source, WeightTensor
 from .spectral.esd import ESD, compute_esd
@@ -151,14 +150,13 @@ def load_tensor(p: Plan) -> np.ndarray | Exception:
         return LayerError(f"cannot read {p.tensor.where}: {exc.__class__.__name__}: {exc}")
 
 
-def _blas_single_thread():
+def blas_single_thread():
     """Context that pins the BLAS libraries to one thread each (threadpoolctl)."""
     # Load every BLAS the workers will call *before* limiting: threadpoolctl only pins the libraries
     # loaded when it is entered. scipy ships its own OpenBLAS; were it loaded later, inside a worker,
     # the first run in a process would use threaded BLAS and differ from later runs in the last bits.
     import scipy.linalg  # noqa: F401
     import scipy.linalg.blas  # noqa: F401
-
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
@@ -200,7 +198,7 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
     if config.fast:
         esd_fn = functools.partial(compute_esd, fast=True)
     workers = _worker_count(config, len(todo))
-    with _blas_single_thread():
+    with blas_single_thread():
         yield from _run_threads(todo, config, progress, esd_fn, workers)
 
 

@@ -128,6 +128,10 @@ def _numeric(v: Any) -> float | None:
         return None
 
 
+def _opt_int(v: Any) -> int | None:
+    return None if _missing(v) else int(v)
+
+
 def _records(frame) -> list[dict]:
     return [] if frame is None or len(frame) == 0 else frame.to_dict(orient="records")
 
@@ -136,13 +140,13 @@ def _trapped_keys(report) -> set:
     keys = set()
     for t in _records(report.traps):
         sid = t.get("slice_id")
-        keys.add((int(t["layer_id"]), None if _missing(sid) else int(sid)))
+        keys.add((int(t["layer_id"]), _opt_int(sid)))
     return keys
 
 
 def _row_key(row: dict) -> tuple:
     sid = row.get("slice_id")
-    return int(row["layer_id"]), (None if _missing(sid) else int(sid))
+    return int(row["layer_id"]), _opt_int(sid)
 
 
 def _layer_table(report, rows: list[dict], trapped: set) -> str:
@@ -215,7 +219,7 @@ def alpha_chart_svg(rows: list[dict], width: int = 1200, height: int = 320) -> s
                  f'<text x="{left + 6}" y="{pad_top + 14}" font-size="11" fill="#8a6d00">'
                  'α &gt; 6: under-trained</text>')
     pts = []
-    for i, (r, a) in enumerate(zip(rows, alphas)):
+    for i, a in enumerate(alphas):
         if a is None or not math.isfinite(a):
             continue
         pts.append(f"{x(i):.1f},{y(a):.1f}")
@@ -278,7 +282,7 @@ def _traps_section(report, rows: list[dict], figures: bool) -> str:
     groups: dict[tuple, list[dict]] = {}
     for t in traps:
         sid = t.get("slice_id")
-        groups.setdefault((int(t["layer_id"]), None if _missing(sid) else int(sid)), []).append(t)
+        groups.setdefault((int(t["layer_id"]), _opt_int(sid)), []).append(t)
     out = [f"<p>{len(traps)} correlation trap(s) in {len(groups)} layer(s): randomized eigenvalues right of the "
            "randomized Marchenko–Pastur bulk that the shuffle did not destroy.</p>"]
     for key, items in groups.items():
@@ -319,7 +323,7 @@ def _esd_figures(report) -> str:
 
     out = []
     for result in report.layers:
-        for kind, fig in layer_figures(result):  # the log-log ESD comes first
+        for _kind, fig in layer_figures(result):  # the log-log ESD comes first
             label = f"layer {result.layer_id}" + (f" slice {result.slice_id}" if result.slice_id is not None else "") \
                 + f": {result.name}"
             alpha = _fmt(result.fit.alpha if result.fit is not None else None)

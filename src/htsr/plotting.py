@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 
 KINDS = ("esd", "esd2", "esd3", "esd4", "esd5", "randesd", "mpfit")
-_STYLE = {"figure.figsize": (7.0, 4.6), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
+_STYLE: dict[str, Any] = {"figure.figsize": (7.0, 4.6), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
           "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 8.5, "text.usetex": False}
 
 
@@ -266,7 +266,7 @@ def layer_figures(result) -> Iterator[tuple[str, Any]]:
         return
     evals = np.asarray(result.evals, dtype=float)
     fit = result.fit
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]
         yield "esd", _esd_loglog(result, evals, fit)
         yield "esd2", _esd_linlin(result, evals, fit)
         yield "esd3", _esd_log10(result, evals, fit)
@@ -285,7 +285,7 @@ def overlay_png(result) -> bytes | None:
 
     if result.esd is None or result.randomized is None:
         return None
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]
         return figure_png(overlay_figure(result))
 
 
@@ -339,7 +339,8 @@ def plot_report(report, show: bool = False, savedir: str | Path | None = None) -
         root = folder.resolve()
     display = None
     if show and _in_notebook():
-        from IPython.display import Image, display as _display
+        from IPython.display import Image
+        from IPython.display import display as _display
 
         def display(png: bytes) -> None:
             _display(Image(data=png))

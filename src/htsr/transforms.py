@@ -116,15 +116,18 @@ def _per_layer(model: Any, inplace: bool, options: dict,
     """Run ``change(plan, config, raw, stack, geometry)`` on each layer; write back what it returns."""
     from .matrices import as_float, slices
 
+    from .engine import blas_single_thread
+
     config = _config(options)
     target = _Target(model, inplace)
-    for p in _layers(target, config):
-        t = p.tensor
-        raw, _ = as_float(t.load(), t.where)
-        stack = slices(raw, t.layer_type, config.conv2d_norm)
-        new = change(p, config, raw, stack, p.geometry)
-        if new is not None:
-            target.write(t, new)
+    with blas_single_thread():  # the engine's BLAS setting: the same shuffles give the same bits
+        for p in _layers(target, config):
+            t = p.tensor
+            raw, _ = as_float(t.load(), t.where)
+            stack = slices(raw, t.layer_type, config.conv2d_norm)
+            new = change(p, config, raw, stack, p.geometry)
+            if new is not None:
+                target.write(t, new)
     return target.obj
 
 

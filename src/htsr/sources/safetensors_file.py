@@ -15,7 +15,6 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -123,6 +122,7 @@ def _loader(path: Path, key: str, info: dict, start: int):
         storage = _SPECIAL[dtype][0] if dtype in _SPECIAL else _NUMPY[dtype]
         count = math.prod(shape)
         try:
+            raw: np.ndarray
             if count == 0:
                 raw = np.zeros(0, dtype=storage)
             else:
@@ -191,7 +191,3 @@ def folder_entries(folder: Path) -> list[Entry] | None:
         merged.extend(file_entries(f))
     keyed = {e.key: e for e in merged}
     return [keyed[k] for k in order_keys(keyed)]
-
-
-def iter_file(path: Path) -> Iterator[Entry]:
-    yield from file_entries(path)

@@ -8,6 +8,7 @@ refused, never executed.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from pathlib import Path
@@ -95,6 +96,7 @@ def module_tensors(model: Any) -> Iterator[WeightTensor]:
             continue
         ltype = _module_type(module)
         note = ""
+        ident: tuple
         try:
             ident = (weight.untyped_storage().data_ptr(), weight.storage_offset(), tuple(weight.shape))
         except Exception:  # meta tensors, exotic subclasses
@@ -113,7 +115,7 @@ def module_tensors(model: Any) -> Iterator[WeightTensor]:
             dtype=str(weight.dtype).replace("torch.", ""),
             origin="<module>",
             key=(longname + ".weight") if longname else "weight",
-            load=(lambda w=weight: tensor_to_numpy(w)),
+            load=functools.partial(tensor_to_numpy, weight),
             note=note,
         )
 
@@ -252,9 +254,9 @@ def mapping_entries(mapping: dict, origin: str) -> list[Entry]:
         value = mapping[key]
         if is_torch_tensor(value):
             entry = Entry(key, tuple(int(s) for s in value.shape), str(value.dtype).replace("torch.", ""),
-                          origin, (lambda v=value: tensor_to_numpy(v)))
+                          origin, functools.partial(tensor_to_numpy, value))
         elif isinstance(value, np.ndarray):
-            entry = Entry(key, tuple(value.shape), value.dtype.name, origin, (lambda v=value: _read_only(v)))
+            entry = Entry(key, tuple(value.shape), value.dtype.name, origin, functools.partial(_read_only, value))
         else:
             continue
         ident = _identity(value)

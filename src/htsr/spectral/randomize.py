@@ -107,12 +107,12 @@ def shuffle_stack(stack: np.ndarray, rng: np.random.Generator, dtype: type | Non
     (True, (1, 2, 3))
     """
     arr = np.asarray(stack)
-    dtype = np.dtype(dtype or arr.dtype)
+    dt = np.dtype(dtype or arr.dtype)
     view = arr.reshape((-1,) + arr.shape[-2:]) if arr.ndim >= 2 else arr[None, None, :]
-    out = np.empty(view.shape, dtype=dtype)
+    out = np.empty(view.shape, dtype=dt)
     n = view.shape[1] * view.shape[2]
     for k in range(view.shape[0]):
-        src = np.ascontiguousarray(view[k], dtype=dtype).reshape(-1)
+        src = np.ascontiguousarray(view[k], dtype=dt).reshape(-1)
         np.take(src, permutation(n, rng), out=out[k].reshape(-1), mode="clip")  # indices valid; no buffer
     return out.reshape(arr.shape)
 

@@ -136,7 +136,7 @@ def _locate(w: np.ndarray, u: np.ndarray, v: np.ndarray, sigma: float) -> list[t
     cj = np.argsort(-np.abs(v))[:TOP_LINES]
     block = u[ri, None] * w[np.ix_(ri, cj)].astype(np.float64) * v[None, cj]
     order = np.argsort(-block, axis=None)
-    out = []
+    out: list[tuple[int, int]] = []
     for flat in order[:MAX_ENTRIES]:
         a, b = divmod(int(flat), cj.size)
         if out and block[a, b] < ENTRY_SHARE * sigma:
