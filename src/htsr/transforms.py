@@ -114,9 +114,8 @@ def _scale(tensor, config) -> float:
 def _per_layer(model: Any, inplace: bool, options: dict,
                change: Callable[[Any, Any, np.ndarray, np.ndarray, Any], np.ndarray | None]) -> Any:
     """Run ``change(plan, config, raw, stack, geometry)`` on each layer; write back what it returns."""
-    from .matrices import as_float, slices
-
     from .engine import blas_single_thread
+    from .matrices import as_float, slices
 
     config = _config(options)
     target = _Target(model, inplace)
