@@ -1,8 +1,8 @@
 """Helpers shared by the benchmark scripts: timing, CPU utilization, the reference in a subprocess.
 
 The reference tool (weightwatcher 0.7.7) is never imported here: it runs in
-its own interpreter, ``$HTSR_BENCH_REF_PYTHON`` (default
-``/work/wwvenv/bin/python``), and reports its timings as JSON on stdout. When
+its own interpreter, ``$WW_PYTHON`` (a scratch virtualenv outside the
+repository, see tests/data/README.md), and reports its timings as JSON on stdout. When
 that interpreter or its ``weightwatcher`` is missing, the reference columns
 are skipped with a note.
 """
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-REF_PYTHON_DEFAULT = "/work/wwvenv/bin/python"
 
 
 @dataclass
@@ -71,9 +70,11 @@ def machine() -> str:
 
 def reference_python() -> tuple[str | None, str]:
     """(interpreter, note): the reference's interpreter if it imports weightwatcher, else None and why."""
-    exe = os.environ.get("HTSR_BENCH_REF_PYTHON", REF_PYTHON_DEFAULT)
+    exe = os.environ.get("WW_PYTHON", "")
+    if not exe:
+        return None, "reference skipped: set WW_PYTHON to an interpreter with weightwatcher==0.7.7"
     if not Path(exe).exists():
-        return None, f"reference skipped: {exe} not found (set HTSR_BENCH_REF_PYTHON)"
+        return None, f"reference skipped: {exe} not found (WW_PYTHON)"
     probe = subprocess.run([exe, "-c", "import weightwatcher"], capture_output=True, text=True)
     if probe.returncode != 0:
         return None, f"reference skipped: {exe} cannot import weightwatcher"

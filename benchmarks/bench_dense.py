@@ -2,7 +2,7 @@
 
 Usage::
 
-    /work/venv/bin/python benchmarks/bench_dense.py [--size 4096] [--layers 12] [--no-reference] [--svd-check]
+    python benchmarks/bench_dense.py [--size 4096] [--layers 12] [--no-reference] [--svd-check]
 
 The layers are written once to a temporary safetensors file (float32, seeded);
 htsr reads that file, the reference (in its own interpreter) loads the same

@@ -2,7 +2,7 @@
 
 Usage::
 
-    /work/venv/bin/python benchmarks/bench_minilm.py [--repeat 5] [--randomize] [--no-reference]
+    python benchmarks/bench_minilm.py [--repeat 5] [--randomize] [--no-reference]
 
 Workloads (each the best of ``--repeat`` runs after a warm-up, side by side in one run):
 

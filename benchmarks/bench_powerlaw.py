@@ -2,7 +2,7 @@
 
 Usage::
 
-    /work/venv/bin/python benchmarks/bench_powerlaw.py [--sizes 1000,5000,15000,50000] [--repeat 3]
+    python benchmarks/bench_powerlaw.py [--sizes 1000,5000,15000,50000] [--repeat 3]
 
 The loop is the definition (issue 5, item 4): for each candidate i, alpha from a
 suffix sum of logs and D = max |1 − exp((1−α)(log x_j − log x_i)) − j/n| over

@@ -207,3 +207,14 @@ def test_start_ids_shifts_module_ids():
     torch = pytest.importorskip("torch")
     model = torch.nn.Sequential(torch.nn.Linear(64, 128))
     assert list(htsr.WeightWatcher(model=model).analyze(start_ids=1)["layer_id"]) == [2]
+
+
+def test_columns_doc_is_generated_from_the_schema():
+    from pathlib import Path
+
+    from htsr.report import REGENERATE_COLUMNS_DOC, SCHEMA, columns_markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "columns.md"
+    assert doc.read_text(encoding="utf-8") == columns_markdown(), f"regenerate it: {REGENERATE_COLUMNS_DOC}"
+    assert len({c.name for c in SCHEMA}) == len(SCHEMA)  # each column declared once
+    assert {c.origin for c in SCHEMA} == {"reference", "htsr"}

@@ -95,7 +95,9 @@ class AnalysisConfig:
     progress
         Show a progress bar on stderr (None: only when stderr is a terminal).
     keep_esd
-        Keep every layer's eigenvalues and fit curves in the report (plots need them).
+        Also keep the power-law fit's whole search (alpha and D at every candidate
+        xmin) for the ``esd4``/``esd5`` figures; set by ``plot``/``savefig``. The
+        eigenvalues themselves are always kept on the report's ``layers``.
     tolerance
         Eigenvalues below this count as ``weak_rank_loss`` (reference: 1e-6).
     start_ids

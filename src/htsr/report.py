@@ -2,8 +2,8 @@
 
 Every column htsr can produce is declared once in :data:`SCHEMA` (name, dtype,
 meaning, group, origin, and the :class:`~htsr.results.LayerResult` attribute it
-reads); ``docs/columns.md`` is generated from it (``python -m htsr.report >
-docs/columns.md``). This module alone turns layer results into DataFrames.
+reads); ``docs/columns.md`` is generated from it (:func:`columns_markdown`;
+a test checks the file). This module alone turns layer results into DataFrames.
 Column order follows the reference: ``layer_id, name``, then the reference's
 columns in ASCII order, then htsr's own columns (``reason`` …).
 """
@@ -309,13 +309,13 @@ class Report:
         return None
 
 
-def _columns_markdown() -> str:
-    lines = ["# Output columns", "", "Generated from `htsr.report.SCHEMA` (`python -m htsr.report > docs/columns.md`).", "",
+REGENERATE_COLUMNS_DOC = 'python -c "import htsr.report as r; print(r.columns_markdown(), end=\'\')" > docs/columns.md'
+
+
+def columns_markdown() -> str:
+    """``docs/columns.md``: every column of :data:`SCHEMA` (a test keeps the file equal to this)."""
+    lines = ["# Output columns", "", f"Generated from `htsr.report.SCHEMA`: `{REGENERATE_COLUMNS_DOC}`.", "",
              "| column | type | group | origin | meaning |", "|---|---|---|---|---|"]
     for c in SCHEMA:
         lines.append(f"| `{c.name}` | {c.dtype} | {c.group} | {c.origin} | {c.meaning} |")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(_columns_markdown(), end="")
