@@ -16,10 +16,16 @@ input projections). Each of those layers then shows one trap, and counting
 them as independent signs of over-training is wrong: it is one structure seen
 several times. :func:`group_traps` finds them:
 
-* every trap contributes the indices of its located entries: (rows, i) for
-  entry row i and (cols, j) for entry column j, keyed by the *length* of the
-  axis and the index, not by which axis it is — a row of one layer and a
-  column of another meet when both axes have the same length;
+* every trap stands for one large element, its *principal entry*. Usually a
+  trap is located at a single entry; when two large elements of one matrix
+  are about equally large their spikes are nearly degenerate and the
+  singular vectors mix them, so both traps list both entries. The entries of
+  one matrix (layer and slice) are therefore matched one to one with its
+  traps, largest rank-one component first, and each trap keeps the entry it
+  is matched to (its top entry when none is left);
+* the principal entry (i, j) contributes two keys, (rows, i) and (cols, j):
+  the *length* of the axis and the index, not which axis it is — a row of one
+  layer and a column of another meet when both axes have the same length;
 * a key reached by traps of at least two different layers is a candidate;
   candidates are taken in order of more layers first (then the larger
   element) and each trap joins the first one it reaches (a trap belongs to
@@ -69,7 +75,7 @@ class TrapGroup:
     num_traps : int
         Number of traps in the group (a layer can have more than one).
     max_value : float
-        Largest |w| of the group's located entries on the shared index.
+        Largest |w| of the group's traps' principal entries.
     chance : float
         Expected number of indices shared by at least ``len(layers)`` layers
         if the trap entries had been placed at random (see the module docstring).
@@ -128,23 +134,76 @@ def _shape(trap: Mapping) -> tuple[int, int] | None:
     return (rows, cols) if rows > 0 and cols > 0 else None
 
 
-def _keys(trap: Mapping) -> dict[tuple[int, int], tuple[set[str], float]]:
-    """{(axis length, index): ({'row'|'col'}, max |value| there)} of one trap's located entries."""
-    shape = _shape(trap)
-    out: dict[tuple[int, int], tuple[set[str], float]] = {}
-    if shape is None or trap.get("kind") == MEAN:
-        return out
-    rows, cols = shape
-    for entry in trap.get("entries") or ():
+def _entries(trap: Mapping) -> list[tuple[int, int, float, float]]:
+    """(row, col, |value|, weight) of a trap's located entries; weight = |rank-one component| (else |value|)."""
+    if trap.get("kind") == MEAN or _shape(trap) is None:
+        return []
+    comps = trap.get("components")
+    entries = list(trap.get("entries") or ())
+    if comps is None or len(comps) != len(entries):
+        comps = None
+    out = []
+    for k, entry in enumerate(entries):
         try:
             r, c, value = int(entry[0]), int(entry[1]), abs(float(entry[2]))
+            weight = abs(float(comps[k])) if comps is not None else value
         except (TypeError, ValueError, IndexError):
             continue
-        for key, axis in (((rows, r), "row"), ((cols, c), "col")):
-            if 0 <= key[1] < key[0]:
-                axes, top = out.get(key, (set(), 0.0))
-                axes.add(axis)
-                out[key] = (axes, max(top, value))
+        if np.isfinite(value) and np.isfinite(weight):
+            out.append((r, c, value, weight))
+    return out
+
+
+def principal_entries(traps: Sequence[Mapping]) -> list[tuple[int, int, float] | None]:
+    """Each trap's principal entry ``(row, col, |value|)``: its entries matched one to one per matrix.
+
+    Within one matrix (``longname``, ``slice_id``), the (trap, entry) pairs are
+    taken by decreasing rank-one component; a pair is kept when neither its
+    trap nor its entry is taken yet. A trap left over keeps its top entry.
+    None for mean spikes and traps without a usable shape or entries.
+
+    Examples
+    --------
+    >>> principal_entries([  # two equal elements: the spikes mix them
+    ...     {"longname": "a", "shape": (8, 8), "entries": [(1, 2, 5.0), (3, 4, 5.0)], "components": [4.0, 3.0]},
+    ...     {"longname": "a", "shape": (8, 8), "entries": [(1, 2, 5.0), (3, 4, 5.0)], "components": [3.9, 3.5]},
+    ... ])
+    [(1, 2, 5.0), (3, 4, 5.0)]
+    """
+    entries = [_entries(t) for t in traps]
+    out: list[tuple[int, int, float] | None] = [None] * len(traps)
+    by_matrix: dict[tuple[str, str], list[int]] = {}
+    for i, t in enumerate(traps):
+        if entries[i]:
+            by_matrix.setdefault((str(t.get("longname", "")), repr(t.get("slice_id"))), []).append(i)
+    for members in by_matrix.values():
+        pairs = sorted((-e[3], i, k) for i in members for k, e in enumerate(entries[i]))
+        taken: set[tuple[int, int]] = set()
+        for _w, i, k in pairs:
+            r, c, value, _ = entries[i][k]
+            if out[i] is None and (r, c) not in taken:
+                out[i] = (r, c, value)
+                taken.add((r, c))
+        for i in members:
+            if out[i] is None:
+                r, c, value, _ = max(entries[i], key=lambda e: e[3])
+                out[i] = (r, c, value)
+    return out
+
+
+def _keys(trap: Mapping, entry: tuple[int, int, float] | None) -> dict[tuple[int, int], tuple[set[str], float]]:
+    """{(axis length, index): ({'row'|'col'}, |value|)} of a trap's principal entry."""
+    shape = _shape(trap)
+    out: dict[tuple[int, int], tuple[set[str], float]] = {}
+    if shape is None or entry is None:
+        return out
+    rows, cols = shape
+    r, c, value = entry
+    for key, axis in (((rows, r), "row"), ((cols, c), "col")):
+        if 0 <= key[1] < key[0]:
+            axes, top = out.get(key, (set(), 0.0))
+            axes.add(axis)
+            out[key] = (axes, max(top, value))
     return out
 
 
@@ -183,10 +242,11 @@ def group_traps(traps: Sequence[Mapping]) -> TrapGrouping:
     traps : sequence of mapping
         One per trap: ``longname`` (the layer), ``shape`` ((rows, cols) of the
         analyzed matrix), ``entries`` (``(row, col, value)`` triples as located
-        by :func:`htsr.spectral.traps.analyze_spikes`) and optionally ``kind``
-        (``'mean'`` for the mean's spike, which is never grouped). Other keys
-        (``slice_id`` …) are ignored: a conv layer's kernel position does not
-        change which channel an index names.
+        by :func:`htsr.spectral.traps.analyze_spikes`), optionally ``components``
+        (the rank-one component at each entry), ``slice_id`` (the conv kernel
+        position: it only separates matrices for :func:`principal_entries`; it
+        does not change which channel an index names) and ``kind`` (``'mean'``
+        for the mean's spike, which is never grouped).
 
     Returns
     -------
@@ -204,7 +264,7 @@ def group_traps(traps: Sequence[Mapping]) -> TrapGrouping:
     >>> g.kinds
     ('shared_dim', 'shared_dim', 'isolated')
     """
-    keys = [_keys(t) for t in traps]
+    keys = [_keys(t, e) for t, e in zip(traps, principal_entries(traps))]
     names = [str(t.get("longname", "")) for t in traps]
     # candidates: key -> layers that reach it
     reach: dict[tuple[int, int], dict[str, None]] = {}
