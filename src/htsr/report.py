@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .config import AnalysisConfig
     from .engine import Plan
     from .results import LayerResult
+    from .spectral.trap_groups import TrapGrouping
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,9 @@ SUMMARY_KEYS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_sp
 SKIPPED_COLUMNS = ("layer_id", "name", "longname", "layer_type", "shape", "reason")
 DESCRIBE_COLUMNS = ("layer_id", "name", "longname", "layer_type", "shape", "dtype", "N", "M", "Q", "rf", "num_evals",
                     "analyzed", "reason")
-TRAP_COLUMNS = ("layer_id", "name", "longname", "slice_id", "trap_eval", "bulk_max", "ratio", "entries")
+TRAP_COLUMNS = ("layer_id", "name", "longname", "slice_id", "trap_eval", "bulk_max", "ratio", "entries",
+                "shape", "kind", "group", "shared_index")
+TRAP_GROUP_COLUMNS = ("axis", "index", "size", "num_layers", "layers", "axes", "num_traps", "max_value", "chance")
 
 
 def column_groups(config: "AnalysisConfig") -> set[str]:
@@ -180,9 +183,17 @@ def summarize(details: Any) -> dict:
     return out
 
 
-def trap_frame(results: Sequence["LayerResult"]) -> Any:
-    """One row per correlation trap: the layer, slice, eigenvalue, randomized bulk edge, ratio and entries."""
+def trap_tables(results: Sequence["LayerResult"]) -> tuple[Any, Any, "TrapGrouping"]:
+    """``Report.traps``, ``Report.trap_groups`` and the grouping they come from.
+
+    One row per correlation trap: the layer, slice, eigenvalue, randomized bulk edge, ratio, entries,
+    the analyzed matrix's shape, and its ``kind``: 'shared_dim' (``group`` = its row in the groups
+    table, ``shared_index`` = the shared index) or 'isolated'. One row per outlier dimension in the
+    groups table (see :mod:`htsr.spectral.trap_groups` and ``docs/traps.md``).
+    """
     import pandas as pd
+
+    from .spectral.trap_groups import group_traps
 
     rows = []
     for r in results:
@@ -193,8 +204,24 @@ def trap_frame(results: Sequence["LayerResult"]) -> Any:
             rows.append({"layer_id": r.layer_id, "name": r.name, "longname": r.longname,
                          "slice_id": t.slice if t.slice is not None else r.slice_id,
                          "trap_eval": t.eval, "bulk_max": edge,
-                         "ratio": t.eval / edge if edge > 0 else float("nan"), "entries": list(t.entries)})
-    return pd.DataFrame(rows, columns=list(TRAP_COLUMNS))
+                         "ratio": t.eval / edge if edge > 0 else float("nan"), "entries": list(t.entries),
+                         "shape": t.shape, "components": t.components})
+    grouping = group_traps(rows)
+    for row, kind, g in zip(rows, grouping.kinds, grouping.group_of):
+        row.update(kind=kind, group=g, shared_index=None if g is None else grouping.groups[g].index)
+    traps = pd.DataFrame(rows, columns=list(TRAP_COLUMNS))
+    for name in ("group", "shared_index"):
+        traps[name] = pd.array([row[name] for row in rows], dtype="Int64")
+    groups = pd.DataFrame([{"axis": g.axis, "index": g.index, "size": g.size, "num_layers": g.num_layers,
+                            "layers": list(g.layers), "axes": list(g.axes), "num_traps": g.num_traps,
+                            "max_value": g.max_value, "chance": g.chance} for g in grouping.groups],
+                          columns=list(TRAP_GROUP_COLUMNS))
+    return traps, groups, grouping
+
+
+def trap_frame(results: Sequence["LayerResult"]) -> Any:
+    """One row per correlation trap (``Report.traps``; see :func:`trap_tables`)."""
+    return trap_tables(results)[0]
 
 
 def skipped_frame(plans: Sequence["Plan"]) -> Any:
@@ -238,7 +265,11 @@ class Report:
     skipped : pandas.DataFrame
         Layers left out by the gates, filters or as duplicates, with the reason.
     traps : pandas.DataFrame
-        One row per correlation trap (with ``randomize=True``).
+        One row per correlation trap (with ``randomize=True``); ``kind`` says whether it lies on an
+        outlier dimension shared with other layers ('shared_dim') or is 'isolated'.
+    trap_groups : pandas.DataFrame
+        One row per outlier dimension: an index that the traps of two or more layers share
+        (columns :data:`TRAP_GROUP_COLUMNS`; ``docs/traps.md``).
     meta : dict
         htsr version, source, options, seed, elapsed seconds, date.
     layers : tuple of LayerResult
@@ -250,6 +281,7 @@ class Report:
     summary: dict
     skipped: Any
     traps: Any = None
+    trap_groups: Any = None
     meta: dict = field(default_factory=dict)
     layers: tuple = field(default=(), repr=False)
 
@@ -258,8 +290,12 @@ class Report:
                      meta: dict | None = None) -> "Report":
         """The report of a run: tables derived from ``results`` and the ``plans`` that left layers out."""
         details = make_details(results, column_groups(config))
-        return cls(details=details, summary=summarize(details), skipped=skipped_frame(plans),
-                   traps=trap_frame(results), meta=dict(meta or {}), layers=tuple(results))
+        traps, trap_groups, grouping = trap_tables(results)
+        summary = summarize(details)
+        if config.randomize:
+            summary.update(num_outlier_dims=len(grouping.groups), num_isolated_traps=grouping.num_isolated)
+        return cls(details=details, summary=summary, skipped=skipped_frame(plans),
+                   traps=traps, trap_groups=trap_groups, meta=dict(meta or {}), layers=tuple(results))
 
     def layer(self, layer_id: int, slice_id: int | None = None) -> "LayerResult":
         """The :class:`~htsr.results.LayerResult` of one row (``KeyError`` when absent)."""
@@ -284,13 +320,14 @@ class Report:
         return None
 
     def to_json(self, path: str | os.PathLike | None = None) -> str | None:
-        """Summary, details, skipped, traps and metadata as one JSON document (NaN → null)."""
+        """Summary, details, skipped, traps, trap groups and metadata as one JSON document (NaN → null)."""
         doc = {
             "meta": self.meta,
             "summary": self.summary,
             "details": self.details.to_dict(orient="records"),
             "skipped": self.skipped.to_dict(orient="records"),
             "traps": [] if self.traps is None else self.traps.to_dict(orient="records"),
+            "trap_groups": [] if self.trap_groups is None else self.trap_groups.to_dict(orient="records"),
         }
         text = json.dumps(json_safe(doc), indent=1, sort_keys=False, default=str)
         if path is None:

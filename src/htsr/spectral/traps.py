@@ -218,12 +218,16 @@ class Trap:
         The elements responsible, in the analyzed matrix (largest contribution first).
     components : tuple of float
         The spike's rank-one component σ·uᵢ·vⱼ at each entry (used by ``remove_traps``).
+    shape : tuple of int or None
+        (rows, cols) of the analyzed matrix: which axis an entry's row and column index
+        (used to group traps of different layers, :mod:`htsr.spectral.trap_groups`).
     """
 
     slice: int | None
     eval: float
     entries: tuple
     components: tuple
+    shape: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -289,7 +293,8 @@ def find_traps(stack: np.ndarray, shuffled: np.ndarray, randomized: RandomizedES
         mean_spike = mean_spike or spikes.mean_spike
         for t in spikes.traps:
             traps.append(Trap(slice=s if stack.shape[0] > 1 else None, eval=t["trap_eval"],
-                              entries=tuple(t["entries"]), components=tuple(t["components"])))
+                              entries=tuple(t["entries"]), components=tuple(t["components"]),
+                              shape=(int(stack.shape[1]), int(stack.shape[2]))))
     return TrapSearch(num_traps=len(traps), mean_spike=mean_spike,
                       mean_eval=max(mean_evals) if mean_evals else float("nan"),
                       traps=tuple(traps), spikes_per_slice=tuple(counts))
