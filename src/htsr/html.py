@@ -269,6 +269,37 @@ def _entries(value: Any) -> str:
     return "<ul>" + "".join(f"<li>{s}</li>" for s in shown) + more + "</ul>"
 
 
+def _kind_text(trap: dict) -> str:
+    kind = trap.get("kind")
+    if kind == "shared_dim" and not _missing(trap.get("shared_index")):
+        return f"outlier dimension {int(trap['shared_index'])}"
+    return "" if _missing(kind) else str(kind)
+
+
+def _trap_groups_section(report, traps: list[dict]) -> str:
+    """The outlier dimensions (one index shared by the traps of several layers), before the layers' traps."""
+    groups = _records(getattr(report, "trap_groups", None))
+    if not groups:
+        if traps and "kind" in traps[0]:
+            return "<p>No outlier dimension: no index is shared by the traps of two or more layers.</p>"
+        return ""
+    shared = sum(1 for t in traps if t.get("kind") == "shared_dim")
+    intro = (f"<p>{len(groups)} outlier dimension(s) hold {shared} of the {len(traps)} trap(s): one index of "
+             "axes of the same length (a neuron, channel or residual-stream coordinate) carries a large element "
+             "in several layers. That is one structure of the model seen in each of those layers, not a sign that "
+             "each of them is over-trained on its own; the isolated traps below are private to their layer.</p>")
+    out = ['<section class="trap-groups"><h3>Outlier dimensions</h3>', intro, "<ul>"]
+    for g in groups:
+        out.append(f"<li><b>outlier dimension {_e(g['index'])}: {_e(g['num_layers'])} layers, "
+                   f"max |w| {_e(format(float(g['max_value']), '.3g'))}</b> ({_e(g['num_traps'])} traps; "
+                   f"{_e(g['axis'])} of length {_e(g['size'])}; expected by chance "
+                   f"{_e(format(float(g['chance']), '.2g'))})<br><span class=\"note\">"
+                   + ", ".join(f"{_e(name)} ({_e(axis)})" for name, axis in zip(g["layers"], g["axes"]))
+                   + "</span></li>")
+    out.append("</ul></section>")
+    return "".join(out)
+
+
 def _traps_section(report, rows: list[dict], figures: bool) -> str:
     options = report.meta.get("options", {}) if report.meta else {}
     if not options.get("randomize") and "num_traps" not in report.details.columns:
@@ -285,7 +316,12 @@ def _traps_section(report, rows: list[dict], figures: bool) -> str:
         groups.setdefault((int(t["layer_id"]), _opt_int(sid)), []).append(t)
     out = [f"<p>{len(traps)} correlation trap(s) in {len(groups)} layer(s): randomized eigenvalues right of the "
            "randomized Marchenko–Pastur bulk that the shuffle did not destroy.</p>"]
-    for key, items in groups.items():
+    out.append(_trap_groups_section(report, traps))
+    isolated = {k for k, items in groups.items() if any(t.get("kind", "isolated") == "isolated" for t in items)}
+    if isolated and len(isolated) < len(groups):
+        out.append("<p>Layers with isolated traps first, then the layers whose traps all lie on an outlier "
+                   "dimension.</p>")
+    for key, items in sorted(groups.items(), key=lambda kv: kv[0] not in isolated):
         row = by_row.get(key, {})
         first = items[0]
         title = f"layer {key[0]}" + (f" slice {key[1]}" if key[1] is not None else "") + f": {first.get('name', '')}"
@@ -295,9 +331,9 @@ def _traps_section(report, rows: list[dict], figures: bool) -> str:
         png = None
         result = results.get(key)
         if figures and result is not None:
-            from .plotting import overlay_png
+            from .plotting import overlay_png, trap_note
 
-            png = overlay_png(result)
+            png = overlay_png(result, trap_note(report, key))
         if png:
             out.append(f"<figure>{_img(png, 'original vs randomized ESD of ' + title)}"
                        "<figcaption>Original ESD (green), randomized (red), largest randomized eigenvalue "
@@ -306,10 +342,11 @@ def _traps_section(report, rows: list[dict], figures: bool) -> str:
             out.append('<p class="note">(Figure not available: it needs the layer\'s randomized ESD and '
                        'matplotlib, <code>pip install \'htsr[plot]\'</code>.)</p>')
         out.append('<table><thead><tr><th>trap eigenvalue</th><th>bulk edge</th><th>ratio</th>'
-                   '<th class="s">entries responsible (row, column, value)</th></tr></thead><tbody>')
+                   '<th class="s">kind</th><th class="s">entries responsible (row, column, value)</th></tr></thead><tbody>')
         for t in items:
             out.append(f"<tr><td>{_e(_fmt(t.get('trap_eval')))}</td><td>{_e(_fmt(t.get('bulk_max')))}</td>"
-                       f"<td>{_e(_fmt(t.get('ratio')))}</td><td class=\"s\">{_entries(t.get('entries'))}</td></tr>")
+                       f"<td>{_e(_fmt(t.get('ratio')))}</td><td class=\"s\">{_e(_kind_text(t))}</td>"
+                       f"<td class=\"s\">{_entries(t.get('entries'))}</td></tr>")
         out.append("</tbody></table>")
         if row and "max_rand_eval" in row:
             out.append(f'<p class="note">max randomized eigenvalue {_e(_fmt(row.get("max_rand_eval")))}, '

@@ -195,10 +195,42 @@ def _curve(r, fit, which: str) -> Any:
     return fig
 
 
-def overlay_figure(result) -> Any:
+def trap_note(report, key: tuple) -> str:
+    """What the traps of one row ``(layer_id, slice_id)`` are: ``outlier dimension 99 (5 layers); 1 isolated``.
+
+    Read from ``report.traps`` (``kind``, ``group``) and ``report.trap_groups``; '' when the row has no trap.
+    """
+    traps = getattr(report, "traps", None)
+    groups = getattr(report, "trap_groups", None)
+    if traps is None or len(traps) == 0 or "kind" not in traps.columns:
+        return ""
+    parts: list[str] = []
+    isolated = 0
+    for t in traps.to_dict(orient="records"):
+        sid = t.get("slice_id")
+        if (int(t["layer_id"]), None if sid is None or _isnan(sid) else int(sid)) != tuple(key):
+            continue
+        try:
+            g = int(t.get("group"))  # <NA> / None for traps in no group
+        except (TypeError, ValueError):
+            g = -1
+        if t.get("kind") == "shared_dim" and groups is not None and 0 <= g < len(groups):
+            grp = groups.iloc[g]
+            text = f"outlier dimension {int(grp['index'])} ({int(grp['num_layers'])} layers)"
+            if text not in parts:
+                parts.append(text)
+        elif t.get("kind") == "isolated":
+            isolated += 1
+    if isolated:
+        parts.append(f"{isolated} isolated")
+    return "; ".join(parts)
+
+
+def overlay_figure(result, note: str = "") -> Any:
     """Original (green) vs randomized (red) ESD on a log10 axis; orange line at max randomized λ.
 
-    ``result`` is a :class:`~htsr.results.LayerResult` of a ``randomize=True`` run.
+    ``result`` is a :class:`~htsr.results.LayerResult` of a ``randomize=True`` run; ``note``
+    (:func:`trap_note`) names the outlier dimension its traps belong to, as a third title line.
     """
     fig = _new_figure()
     ax = fig.add_subplot()
@@ -218,7 +250,7 @@ def overlay_figure(result) -> Any:
         ax.axvline(np.log10(edge), color="darkred", ls="--", lw=1, label=f"randomized MP edge = {edge:.4g}")
     traps = result.traps.num_traps if result.traps is not None else None
     extra = "" if traps is None else f" (correlation traps: {int(traps)})"
-    ax.set_title(f"Original vs randomized ESD{extra}\n{_label(result)}")
+    ax.set_title(f"Original vs randomized ESD{extra}\n{_label(result)}" + (f"\ntraps: {note}" if note else ""))
     ax.set_xlabel("log10 λ")
     ax.set_ylabel("density")
     ax.legend(loc="upper left")
@@ -258,8 +290,11 @@ def _mp(r, evals: np.ndarray) -> Any:
     return fig
 
 
-def layer_figures(result) -> Iterator[tuple[str, Any]]:
-    """Yield ``(kind, Figure)`` for one :class:`~htsr.results.LayerResult` (nothing when it has no ESD)."""
+def layer_figures(result, trap_text: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``(kind, Figure)`` for one :class:`~htsr.results.LayerResult` (nothing when it has no ESD).
+
+    ``trap_text`` (:func:`trap_note`) is shown on the randomized-ESD figure.
+    """
     import matplotlib
 
     if result.esd is None:
@@ -274,19 +309,19 @@ def layer_figures(result) -> Iterator[tuple[str, Any]]:
             yield "esd4", _curve(result, fit, "D")
             yield "esd5", _curve(result, fit, "alpha")
         if result.randomized is not None:
-            yield "randesd", overlay_figure(result)
+            yield "randesd", overlay_figure(result, trap_text)
         if result.mp is not None and np.isfinite(result.mp.sigma_mp):
             yield "mpfit", _mp(result, evals)
 
 
-def overlay_png(result) -> bytes | None:
+def overlay_png(result, trap_text: str = "") -> bytes | None:
     """PNG of one layer's original-vs-randomized overlay, or None when the result has no randomized ESD."""
     import matplotlib
 
     if result.esd is None or result.randomized is None:
         return None
     with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]
-        return figure_png(overlay_figure(result))
+        return figure_png(overlay_figure(result, trap_text))
 
 
 def _require_matplotlib() -> None:
@@ -348,7 +383,7 @@ def plot_report(report, show: bool = False, savedir: str | Path | None = None) -
     if folder is None and display is None:
         return written
     for result in report.layers:
-        for kind, fig in layer_figures(result):
+        for kind, fig in layer_figures(result, trap_note(report, result.key)):
             png = figure_png(fig)
             if display is not None:
                 display(png)
