@@ -82,6 +82,14 @@ def test_traps_without_shape_or_entries_are_isolated():
     assert g.groups == () and g.kinds == ("isolated",) * 3
 
 
+def test_malformed_entries_are_left_out_not_raised():
+    g = group_traps([trap("a", (64, 32), (5, 1, float("nan")), ("x", 1, 2.0), (70, 1, 3.0)),  # nothing usable
+                     trap("b", (64, 32), (5, 4, 1.0)), trap("c", (64, 32), (5, 2, 2.0)),
+                     trap("d", (64, 32), (5, 3, 2.0), components=[1.0, 2.0])])  # components of the wrong length
+    assert g.kinds == ("isolated", "shared_dim", "shared_dim", "shared_dim")
+    assert g.groups[0].layers == ("b", "c", "d")
+
+
 def test_more_layers_first_and_each_trap_in_one_group():
     traps = [trap("a", (64, 64), (5, 9, 3.0)), trap("b", (64, 64), (5, 40, 3.0)),
              trap("c", (64, 64), (40, 5, 3.0)), trap("d", (64, 64), (9, 33, 8.0)), trap("e", (64, 64), (33, 50, 1.0))]
