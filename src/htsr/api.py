@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from ._version import __version__
@@ -64,7 +65,11 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     progress = engine.Progress(len(todo), config.progress)
     results: list = []
     try:
-        if dask is not None and dask is not False:
+        if config.stacked or config.intra:  # rows built from several layers (htsr/combined.py)
+            from .combined import run_intra, run_stacked
+
+            outputs: Iterable[list] = run_stacked(plans, config) if config.stacked else run_intra(plans, config)
+        elif dask is not None and dask is not False:
             from .cluster import run_dask
 
             outputs = run_dask(plans, config, dask, progress)

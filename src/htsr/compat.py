@@ -21,29 +21,55 @@ import numpy as np
 
 from .errors import HtsrError, OptionError, UnknownOptionError
 
+_log = logging.getLogger("htsr")
+
 DEF_SAVE_DIR = "ww-img"
 
 # reference options accepted only at their default value (anything else is not built)
 _ONLY_DEFAULT = {
-    "min_size": None, "max_size": None, "glorot_fix": False, "conv2d_fft": False, "fft": False,
-    "deltas": False, "intra": False, "vectors": False, "channels": None, "stacked": False,
-    "fix_fingers": False, "xmin_max": None, "max_fingers": None, "finger_thresh": None,
-    "fit": "PL", "ERG": False, "xmax": None, "peft": False, "inverse": False, "pl_package": "ww",
+    "min_size": None, "max_size": None, "conv2d_fft": False,
+    "peft": False,
     "base_model": None,
 }
+# options whose reference result is itself broken in 0.7.7: refused, with the reference's own error
+_BROKEN = {
+    "fft": "weightwatcher 0.7.7 raises AttributeError: 'WWLayer' object has no attribute 'skippe' for fft=True",
+    "channels": "weightwatcher 0.7.7 raises TypeError: 'str' object is not callable for channels='first'/'last'",
+}
 # accepted and without effect on the numbers: htsr always computes exactly (documented in docs/compat.md)
-_ACCEPTED = {"svd_method": ("accurate", "fast"), "sparsify": (True, False)}
+_ACCEPTED = {"svd_method": ("accurate", "fast")}
 _DIRECT = ("layers", "min_evals", "max_evals", "max_N", "randomize", "mp_fit", "conv2d_norm", "pool",
-           "detX", "tolerance", "seed", "device", "workers", "progress", "start_ids")
+           "detX", "tolerance", "seed", "device", "workers", "progress", "start_ids", "inverse", "vectors", "intra", "sparsify", "stacked")
+# tail-fit options (htsr.spectral.fitting); finger parameters only count with fix_fingers
+_FIT_KEYS = ("fit", "pl_package", "xmax", "fix_fingers")
+_FINGER_KEYS = {"xmin_max": None, "max_fingers": 10, "finger_thresh": 1.0}
 
 
 def _map_options(method: str, kwargs: dict) -> tuple[dict, dict]:
     """Split compat keywords into htsr options and plot options; reject unknown/unbuilt ones."""
     opts: dict[str, Any] = {}
-    plot_opts = {"plot": False, "savefig": DEF_SAVE_DIR}
+    plot_opts: dict[str, Any] = {"plot": False, "savefig": DEF_SAVE_DIR}
     for key, value in kwargs.items():
         if key in _DIRECT:
             opts[key] = value
+        elif key == "ERG":
+            if value:
+                opts["detX"] = True  # the reference's alias
+        elif key == "glorot_fix":
+            if value:
+                _log.info("glorot_fix=True changes nothing, as in weightwatcher 0.7.7 (its flag is never read).")
+        elif key == "deltas":
+            if value:
+                opts["deltas"] = True  # only the plots change
+        elif key in _BROKEN:
+            if value not in (None, False):
+                raise NotImplementedError(f"WeightWatcher.{method}: option {key}={value!r} is refused: {_BROKEN[key]} "
+                                          "(see docs/compat.md).")
+        elif key in _FIT_KEYS:
+            opts[key] = value
+        elif key in _FINGER_KEYS:
+            if kwargs.get("fix_fingers") or str(kwargs.get("fit", "")).upper() == "E_TPL":
+                opts[key] = _FINGER_KEYS[key] if value is None else value
         elif key in ("plot", "savefig"):
             plot_opts[key] = value
         elif key == "ww2x":
@@ -52,6 +78,8 @@ def _map_options(method: str, kwargs: dict) -> tuple[dict, dict]:
         elif key in _ACCEPTED:
             if value not in _ACCEPTED[key]:
                 raise NotImplementedError(f"WeightWatcher.{method}: option {key}={value!r} is not implemented in htsr.")
+            if key == "svd_method":
+                _log.info("svd_method=%r: htsr computes every eigenvalue exactly (float64) with either method.", value)
         elif key in _ONLY_DEFAULT:
             default = _ONLY_DEFAULT[key]
             same = value == default or (key == "fit" and str(value).upper() in ("PL", "POWER_LAW"))
@@ -64,6 +92,8 @@ def _map_options(method: str, kwargs: dict) -> tuple[dict, dict]:
                 )
         else:
             raise UnknownOptionError(f"WeightWatcher.{method}() got an unexpected keyword argument {key!r}.")
+    if any(k in opts for k in _FIT_KEYS):
+        opts.setdefault("pl_package", "ww")  # the reference's default: TPL/'force' without 'powerlaw' are refused
     if "layers" in opts and isinstance(opts["layers"], (list, tuple)) and len(opts["layers"]) == 0:
         opts["layers"] = None
     return opts, plot_opts
@@ -145,6 +175,98 @@ class WeightWatcher:
         for c in ("M", "N", "num_evals", "rf"):
             out[c] = out[c].astype("int64")
         return pd.DataFrame(out)
+
+    def analyze_vectors(self, model: Any = None, layers: Any = (), min_evals: Any = None, max_evals: Any = None,
+                        plot: bool = True, savefig: Any = DEF_SAVE_DIR, channels: Any = None):
+        """Eigenvector metrics of every layer: the 12 ``vectors=True`` columns, and their figures.
+
+        The reference's ``analyze_vectors`` (0.7.7) raises ``AttributeError`` ('frameword_layer')
+        before doing anything; htsr returns the per-layer table (``layer_id, name`` and the
+        ``{bulk,tail}_{mean,var}_{vec_entropy,loc_ratio,part_ratio}`` columns) and, with
+        ``plot=True``, draws the ``vector_metrics`` and ``vector_hists`` figures of each layer
+        (saved into ``savefig``, shown inline in Jupyter). ``self.details`` is not changed.
+        """
+        import pandas as pd
+
+        from .api import analyze
+        from .config import AnalysisConfig
+        from .engine import plan
+        from .matrices import as_float, slices
+        from .sources import open_source
+        from .spectral.vectors import COLUMNS, vector_metrics
+
+        if channels is not None:
+            raise NotImplementedError(f"WeightWatcher.analyze_vectors: option channels={channels!r} is refused: "
+                                      f"{_BROKEN['channels']}.")
+        kwargs: dict[str, Any] = {"layers": list(layers) if layers is not None else []}
+        if min_evals is not None:
+            kwargs["min_evals"] = min_evals
+        if max_evals is not None:
+            kwargs["max_evals"] = max_evals
+        opts, _ = _map_options("analyze_vectors", kwargs)
+        source_model = self._model(model)
+        report = analyze(source_model, vectors=True, **opts)
+        details = report.details
+        table = pd.DataFrame(details[["layer_id", "name"] + sorted(COLUMNS)]).reset_index(drop=True)
+        folder = savefig if plot and savefig not in (False, None, "") else None
+        if plot:
+            from pathlib import Path
+
+            from .files import atomic_write
+            from .option_plots import vector_figures
+            from .plotting import _in_notebook, _require_matplotlib, figure_png, safe_filename
+
+            _require_matplotlib()
+            folder = DEF_SAVE_DIR if folder is True else folder
+            results = {r.layer_id: r for r in report.layers}
+            config = AnalysisConfig.from_kwargs(**{k: v for k, v in opts.items() if k in ("layers", "min_evals", "max_evals")})
+            for p in plan(open_source(source_model), config):
+                result = results.get(p.tensor.layer_id)
+                if p.reason or result is None or result.fit is None:
+                    continue
+                W, _ = as_float(p.tensor.load(), p.tensor.where)
+                vm = vector_metrics(slices(W, p.tensor.layer_type, config.conv2d_norm))
+                tail = int(result.fit.num_pl_spikes) if np.isfinite(result.fit.xmin) else None
+                for kind, fig in vector_figures(result, vm, tail):
+                    png = figure_png(fig)
+                    if _in_notebook():
+                        from IPython.display import Image, display
+
+                        display(Image(data=png))
+                    if folder:
+                        Path(folder).mkdir(parents=True, exist_ok=True)
+                        atomic_write(Path(folder) / safe_filename(p.tensor.layer_id, result.name, None, kind), png)
+        return table
+
+    def vector_metrics(self, vectors: Any = None):
+        """Metrics of arbitrary vectors: ``length, entropy, discrete_entropy, localization_ratio, participation_ratio``.
+
+        ``vectors`` is one 1-D array, a list of them, or a 2-D array (one vector per row).
+        ``entropy`` is the reference's Porter–Thomas value exp(−‖u‖/2)/√(2π). (The reference
+        writes the discrete entropy into a misspelt ``discete_entropy`` column and leaves
+        ``discrete_entropy`` empty; htsr fills ``discrete_entropy``.)
+        """
+        import pandas as pd
+
+        from .spectral.vectors import discrete_entropy, localization_ratio, participation_ratio
+
+        if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+            items = list(vectors)
+        elif isinstance(vectors, (list, tuple)) and all(isinstance(v, np.ndarray) for v in vectors):
+            items = list(vectors)
+        elif isinstance(vectors, np.ndarray):
+            items = [vectors]
+        else:
+            raise HtsrError("WeightWatcher.vector_metrics: give a numpy vector, a list of them or a 2-D array; "
+                            f"got {type(vectors).__name__}.")
+        rows = []
+        for v in items:
+            v = np.asarray(v, dtype=np.float64).ravel()
+            rows.append({"length": v.size, "entropy": float(np.exp(-np.linalg.norm(v) / 2) / np.sqrt(2 * np.pi)),
+                         "discrete_entropy": discrete_entropy(v), "localization_ratio": float(localization_ratio(v)),
+                         "participation_ratio": float(participation_ratio(v))})
+        return pd.DataFrame(rows, columns=["length", "entropy", "discrete_entropy", "localization_ratio",
+                                           "participation_ratio"])
 
     def get_details(self):
         """The details of the last ``analyze`` call (None before)."""

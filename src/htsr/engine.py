@@ -9,6 +9,7 @@ failed) and a ``reason``; it never stops the run.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 import time
@@ -18,17 +19,20 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .config import AnalysisConfig, LayerType
+from .config import AnalysisConfig, LayerType, fit_options
 from .errors import HtsrError, LayerError
 from .matrices import Geometry, as_float, available_memory, check_weights, geometry, memory_reason, not_a_matrix_reason, slices
 from .results import LayerResult
 from .sources import Source, WeightTensor
 from .spectral.esd import ESD, compute_esd
-from .spectral.marchenko_pastur import DetX, detx, safe_fit_mp
+from .spectral.fitting import TailFit, fit_tail
+from .spectral.inverse import inverse_evals
+from .spectral.marchenko_pastur import detx_result, safe_fit_mp
 from .spectral.metrics import norm_metrics
-from .spectral.powerlaw import fit_powerlaw
+from .spectral.powerlaw import PowerLawFit, fit_powerlaw
 from .spectral.randomize import randomized_esd, replica_count
 from .spectral.traps import find_traps
+from .spectral.vectors import vector_columns
 
 ANALYZED_TYPES = (LayerType.DENSE, LayerType.EMBEDDING, LayerType.CONV1D, LayerType.CONV2D)
 
@@ -92,8 +96,15 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray, config: Analy
     out = []
     for slice_id, sub in groups:
         esd = esd_fn(sub, g.N)
+        if config.inverse:  # the reference's inverse ESD (spectral/inverse.py); sv columns stay those of W
+            esd = dataclasses.replace(esd, evals=inverse_evals([esd_fn(sub[k:k + 1], g.N).evals
+                                                                for k in range(sub.shape[0])]))
         evals = esd.evals
-        fit = fit_powerlaw(evals, curves=config.keep_esd)
+        fit: PowerLawFit | TailFit
+        if config.fit == "PL" and config.pl_package == "ww" and config.xmax is None and not config.fix_fingers:
+            fit = fit_powerlaw(evals, curves=config.keep_esd)
+        else:  # the reference's other fits: TPL, the powerlaw package's method, xmax, fix_fingers
+            fit = fit_tail(evals, **fit_options(config))
         randomized = traps = None
         if config.randomize:
             key = (config.seed, t.layer_id, slice_id or 0)
@@ -110,7 +121,9 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray, config: Analy
             mp=safe_fit_mp(evals, g.Q, g.M) if config.mp_fit else None,
             randomized=randomized,
             traps=traps,
-            detx=DetX(*detx(evals)) if config.detX else None,
+            detx=detx_result(evals) if config.detX else None,
+            vectors=(vector_columns(sub, fit.num_pl_spikes if np.isfinite(fit.xmin) else None)
+                     if config.vectors else None),
         ))
     return out
 

@@ -14,6 +14,8 @@ esd5       alpha of the fit against every candidate xmin
 randesd    (``randomize``) original (green) and randomized (red) ESD, orange line at the largest
            randomized eigenvalue
 mpfit      (``mp_fit``) ESD with the fitted Marchenko–Pastur density and its bulk edge λ+
+deltaEs    (``deltas``) log10 gaps between consecutive eigenvalues, and ``level-stats`` their
+           histogram (:mod:`htsr.option_plots`; ``rand-`` versions with ``randomize``)
 =========  ====================================================================================
 
 Figures are plain :class:`matplotlib.figure.Figure` objects rendered with the Agg canvas: pyplot is
@@ -25,6 +27,7 @@ names built from the layer id and a sanitized layer name.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import re
 import sys
@@ -382,8 +385,11 @@ def plot_report(report, show: bool = False, savedir: str | Path | None = None) -
     written: list[Path] = []
     if folder is None and display is None:
         return written
+    from .option_plots import option_figures  # deltas=True: level-spacing figures
+
     for result in report.layers:
-        for kind, fig in layer_figures(result, trap_note(report, result.key)):
+        figures = itertools.chain(layer_figures(result, trap_note(report, result.key)), option_figures(report, result))
+        for kind, fig in figures:
             png = figure_png(fig)
             if display is not None:
                 display(png)

@@ -30,7 +30,9 @@ class Column:
     """One output column, declared once.
 
     ``group`` says when it is present (``core`` and ``htsr`` always; ``randomize``,
-    ``mp_fit``, ``detX`` with those options; ``slice`` when a row is a conv slice);
+    ``mp_fit``, ``detX``, ``vectors`` with those options; ``tpl`` with ``fit='TPL'/'E_TPL'``,
+    ``fingers`` with ``fix_fingers='clip_xmax'``, ``intra`` with ``intra=True``; ``slice``
+    when a row is a conv slice);
     ``origin`` whether the reference tool has the column (``reference``: sorted in
     ASCII order after ``layer_id, name``, as the reference orders them) or it is
     htsr's own (``htsr``: after them, in declared order); ``path`` the attribute
@@ -41,7 +43,7 @@ class Column:
     name: str
     dtype: str  # 'int', 'float', 'str', 'bool'
     meaning: str
-    group: str  # 'core', 'randomize', 'mp_fit', 'detX', 'htsr', 'slice'
+    group: str  # 'core', 'randomize', 'mp_fit', 'detX', 'tpl', 'fingers', 'vectors', 'intra', 'htsr', 'slice'
     origin: str  # 'reference' or 'htsr'
     path: str
 
@@ -60,16 +62,26 @@ SCHEMA: tuple[Column, ...] = (
     _C("layer_id", "int", "Module index in model.modules() (modules) or 1-based count of .weight keys (files, dicts).", "core", "reference", "layer_id"),
     _C("name", "str", "Short name: the attribute name (modules) or the key without .weight.", "core", "reference", "name"),
     _C("D", "float", "Kolmogorov–Smirnov distance of the power-law fit at the chosen xmin.", "core", "reference", "fit.D"),
+    _C("ERG_gap", "int", "detX: num_ERG_spikes − num_pl_spikes.", "detX", "reference", "erg_gap"),
+    _C("Lambda", "float", "fit='TPL'/'E_TPL': exponential cut-off Λ of the truncated power law x^(−alpha)·e^(−Λx).", "tpl", "reference", "fit.Lambda"),
     _C("M", "int", "Smaller dimension of each matrix (slice).", "core", "reference", "M"),
     _C("N", "int", "Larger dimension of each matrix (slice).", "core", "reference", "N"),
     _C("Q", "float", "Aspect ratio N/M.", "core", "reference", "Q"),
     _C("W_scale", "float", "sqrt(n / Σλ): the factor that rescales the eigenvalues to mean 1 for the MP fit.", "mp_fit", "reference", "mp.W_scale"),
+    _C("Xflag", "bool", "intra: True on a row of the product of two consecutive layers (name 'i X j ').", "intra", "reference", "xflag"),
     _C("alpha", "float", "Power-law exponent of the ESD tail (≈2 well trained, <2 over-trained, >6 under-trained); NaN if the fit failed.", "core", "reference", "fit.alpha"),
     _C("alpha_weighted", "float", "alpha · log10(lambda_max).", "core", "reference", "metrics.alpha_weighted"),
     _C("bulk_max", "float", "Marchenko–Pastur bulk edge λ+ of the fit, in the original units.", "mp_fit", "reference", "mp.bulk_max"),
     _C("bulk_min", "float", "Marchenko–Pastur lower edge λ− of the fit, in the original units.", "mp_fit", "reference", "mp.bulk_min"),
+    _C("bulk_mean_loc_ratio", "float", "vectors: mean of the eigenvectors' localization ratio ‖v‖₁/‖v‖∞ (eigenvalue < xmin).", "vectors", "reference", "vectors.bulk_mean_loc_ratio"),
+    _C("bulk_var_loc_ratio", "float", "vectors: variance of the eigenvectors' localization ratio ‖v‖₁/‖v‖∞ (eigenvalue < xmin).", "vectors", "reference", "vectors.bulk_var_loc_ratio"),
+    _C("bulk_mean_part_ratio", "float", "vectors: mean of the eigenvectors' participation ratio ‖v‖₂/‖v‖₄ (eigenvalue < xmin).", "vectors", "reference", "vectors.bulk_mean_part_ratio"),
+    _C("bulk_var_part_ratio", "float", "vectors: variance of the eigenvectors' participation ratio ‖v‖₂/‖v‖₄ (eigenvalue < xmin).", "vectors", "reference", "vectors.bulk_var_part_ratio"),
+    _C("bulk_mean_vec_entropy", "float", "vectors: mean of the eigenvectors' discrete entropy (100-bin histogram of |v| − mean) (eigenvalue < xmin).", "vectors", "reference", "vectors.bulk_mean_vec_entropy"),
+    _C("bulk_var_vec_entropy", "float", "vectors: variance of the eigenvectors' discrete entropy (100-bin histogram of |v| − mean) (eigenvalue < xmin).", "vectors", "reference", "vectors.bulk_var_vec_entropy"),
     _C("detX_num", "int", "detX: number of top rescaled eigenvalues whose product stays ≥ 1.", "detX", "reference", "detx.num"),
     _C("detX_val", "float", "detX: the eigenvalue (original units) at which the product of the larger rescaled ones drops below 1.", "detX", "reference", "detx.val"),
+    _C("detX_val_unrescaled", "float", "detX: the same eigenvalue on the rescaled (mean 1) scale (the reference's name, kept).", "detX", "reference", "detx.val_rescaled"),
     _C("entropy", "float", "Matrix entropy −Σ p ln p / ln(matrix_rank), p = λ/Σλ.", "core", "reference", "metrics.entropy"),
     _C("has_esd", "bool", "True when the eigenvalues were computed.", "core", "reference", "has_esd"),
     _C("lambda_max", "float", "Largest eigenvalue of WᵀW.", "core", "reference", "metrics.lambda_max"),
@@ -83,6 +95,8 @@ SCHEMA: tuple[Column, ...] = (
     _C("mp_softrank", "float", "bulk_max / lambda_max.", "mp_fit", "reference", "mp.mp_softrank"),
     _C("norm", "float", "Squared Frobenius norm Σλ.", "core", "reference", "metrics.norm"),
     _C("num_evals", "int", "Number of eigenvalues, M·rf.", "core", "reference", "num_evals"),
+    _C("num_ERG_spikes", "int", "detX: the same count as detX_num (the reference's ERG name).", "detX", "reference", "detx.num"),
+    _C("num_fingers", "int", "fix_fingers='clip_xmax': number of top eigenvalues clipped off as fingers (0: none).", "fingers", "reference", "fit.num_fingers"),
     _C("num_pl_spikes", "int", "#{λ ≥ xmin}: eigenvalues in the power-law tail.", "core", "reference", "fit.num_pl_spikes"),
     _C("num_spikes", "int", "Eigenvalues above the MP bulk edge plus its Tracy–Widom margin.", "mp_fit", "reference", "mp.num_spikes"),
     _C("num_traps", "int", "htsr: randomized spikes left once the mean's rank-one outlier is accounted for (correlation traps).", "randomize", "reference", "traps.num_traps"),
@@ -94,6 +108,7 @@ SCHEMA: tuple[Column, ...] = (
     _C("rand_num_spikes", "int", "Randomized eigenvalues above the randomized MP edge (+TW): the reference's trap count.", "randomize", "reference", "randomized.fit.num_spikes"),
     _C("rand_sigma_mp", "float", "MP sigma fitted to the randomized ESD.", "randomize", "reference", "randomized.fit.sigma_mp"),
     _C("rank_loss", "int", "Σ over slices of (#singular values − rank).", "core", "reference", "esd.rank_loss"),
+    _C("raw_alpha", "float", "fix_fingers='clip_xmax': alpha of the unclipped fit.", "fingers", "reference", "fit.raw_alpha"),
     _C("rf", "int", "Receptive field: number of slices (kernel positions) pooled.", "core", "reference", "rf"),
     _C("sigma", "float", "Standard error of alpha, (alpha − 1)/sqrt(n tail).", "core", "reference", "fit.sigma"),
     _C("sigma_mp", "float", "MP sigma fitted to the rescaled (mean 1) ESD.", "mp_fit", "reference", "mp.sigma_mp"),
@@ -102,11 +117,17 @@ SCHEMA: tuple[Column, ...] = (
     _C("status", "str", "success, failed (the fit failed: alpha NaN) or invalid (bad weights).", "core", "reference", "status"),
     _C("sv_max", "float", "Largest singular value.", "core", "reference", "esd.sv_max"),
     _C("sv_min", "float", "Smallest singular value (conv: the largest of the slices' minima).", "core", "reference", "esd.sv_min"),
+    _C("tail_mean_loc_ratio", "float", "vectors: mean of the eigenvectors' localization ratio ‖v‖₁/‖v‖∞ (eigenvalue ≥ xmin).", "vectors", "reference", "vectors.tail_mean_loc_ratio"),
+    _C("tail_var_loc_ratio", "float", "vectors: variance of the eigenvectors' localization ratio ‖v‖₁/‖v‖∞ (eigenvalue ≥ xmin).", "vectors", "reference", "vectors.tail_var_loc_ratio"),
+    _C("tail_mean_part_ratio", "float", "vectors: mean of the eigenvectors' participation ratio ‖v‖₂/‖v‖₄ (eigenvalue ≥ xmin).", "vectors", "reference", "vectors.tail_mean_part_ratio"),
+    _C("tail_var_part_ratio", "float", "vectors: variance of the eigenvectors' participation ratio ‖v‖₂/‖v‖₄ (eigenvalue ≥ xmin).", "vectors", "reference", "vectors.tail_var_part_ratio"),
+    _C("tail_mean_vec_entropy", "float", "vectors: mean of the eigenvectors' discrete entropy (100-bin histogram of |v| − mean) (eigenvalue ≥ xmin).", "vectors", "reference", "vectors.tail_mean_vec_entropy"),
+    _C("tail_var_vec_entropy", "float", "vectors: variance of the eigenvectors' discrete entropy (100-bin histogram of |v| − mean) (eigenvalue ≥ xmin).", "vectors", "reference", "vectors.tail_var_vec_entropy"),
     _C("warning", "str", "over-trained (alpha < 2), under-trained (alpha > 6) or empty.", "core", "reference", "warning"),
     _C("weak_rank_loss", "int", "#{λ < tolerance (1e-6)}.", "core", "reference", "metrics.weak_rank_loss"),
     _C("ww_maxdist", "float", "lambda_max − max_rand_eval.", "randomize", "reference", "randomized.maxdist"),
     _C("ww_softrank", "float", "max_rand_eval / lambda_max.", "randomize", "reference", "randomized.softrank"),
-    _C("xmax", "float", "Largest eigenvalue used in the fit.", "core", "reference", "fit.xmax"),
+    _C("xmax", "float", "Largest eigenvalue used in the fit (pl_package='powerlaw': the xmax cut-off, empty without one).", "core", "reference", "fit.xmax"),
     _C("xmin", "float", "Start of the power-law tail chosen by the fit.", "core", "reference", "fit.xmin"),
     _C("slice_id", "int", "Kernel position of this row when pool=False.", "slice", "reference", "slice_id"),
     _C("rand_mean_spike", "bool", "htsr: one randomized spike (usually the largest) is the outlier a non-zero mean of W produces, not a trap.", "randomize", "htsr", "traps.mean_spike"),
@@ -126,9 +147,15 @@ TRAP_GROUP_COLUMNS = ("axis", "index", "size", "num_layers", "layers", "axes", "
 def column_groups(config: "AnalysisConfig") -> set[str]:
     """The column groups a run with ``config`` produces."""
     groups = {"core", "htsr"}
-    for option in ("randomize", "mp_fit", "detX"):
+    for option in ("randomize", "mp_fit", "detX", "vectors"):
         if getattr(config, option):
             groups.add(option)
+    if config.fit in ("TPL", "E_TPL"):
+        groups.add("tpl")
+    if config.fix_fingers == "clip_xmax":
+        groups.add("fingers")
+    if config.intra and not config.stacked:
+        groups.add("intra")
     return groups
 
 

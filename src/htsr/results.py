@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .spectral.esd import ESD
+from .spectral.fitting import TailFit
 from .spectral.marchenko_pastur import DetX, MPFit
 from .spectral.metrics import NormMetrics
 from .spectral.powerlaw import PowerLawFit
 from .spectral.randomize import RandomizedESD
 from .spectral.traps import TrapSearch
+from .spectral.vectors import VectorColumns
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,9 @@ class LayerResult:
         ``success``, ``failed`` (the fit failed) or ``invalid`` (bad weights), and why.
     esd : ESD or None
         Sorted eigenvalues of WᵀW and the singular-value numbers (None when invalid).
-    fit : PowerLawFit or None
-        The power-law fit of the tail.
+    fit : PowerLawFit, TailFit or None
+        The power-law fit of the tail (a :class:`~htsr.spectral.fitting.TailFit` when the
+        options ask for another fit: ``fit``, ``pl_package``, ``xmax``, ``fix_fingers``).
     metrics : NormMetrics or None
         Norms, ranks, entropy.
     mp : MPFit or None
@@ -51,6 +54,10 @@ class LayerResult:
         The randomized spikes classified: mean outlier, located traps (``randomize=True``).
     detx : DetX or None
         The detX constraint (``detX=True``).
+    vectors : VectorColumns or None
+        Eigenvector localization statistics (``vectors=True``).
+    xflag : bool or None
+        True on an ``intra=True`` row (the product of two consecutive layers).
     """
 
     layer_id: int
@@ -65,12 +72,14 @@ class LayerResult:
     status: str = "success"
     reason: str = ""
     esd: ESD | None = None
-    fit: PowerLawFit | None = None
+    fit: PowerLawFit | TailFit | None = None
     metrics: NormMetrics | None = None
     mp: MPFit | None = None
     randomized: RandomizedESD | None = None
     traps: TrapSearch | None = None
     detx: DetX | None = None
+    vectors: VectorColumns | None = None
+    xflag: bool | None = None
 
     @property
     def Q(self) -> float:
@@ -95,3 +104,10 @@ class LayerResult:
     def warning(self) -> str:
         """``over-trained`` (alpha < 2), ``under-trained`` (alpha > 6) or empty."""
         return "" if self.fit is None else self.fit.warning
+
+    @property
+    def erg_gap(self) -> int | None:
+        """``num_ERG_spikes − num_pl_spikes`` (the reference's ``ERG_gap``; None without detX or a fit)."""
+        if self.detx is None or self.fit is None:
+            return None
+        return int(self.detx.num) - int(self.fit.num_pl_spikes)

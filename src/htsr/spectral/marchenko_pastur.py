@@ -218,10 +218,23 @@ def fit_mp(evals: np.ndarray, Q: float, M: int) -> MPFit:
 
 @dataclass(frozen=True)
 class DetX:
-    """The reference's detX constraint: ``num`` top eigenvalues, ``val`` the eigenvalue where it stops."""
+    """The reference's detX constraint: ``num`` top eigenvalues, ``val`` the eigenvalue where it stops.
+
+    ``val_rescaled`` is ``val`` on the rescaled scale (× n/Σλ; the reference's ``detX_val_unrescaled``).
+    """
 
     num: int
     val: float
+    val_rescaled: float = float("nan")
+
+
+def detx_result(evals: np.ndarray) -> DetX:
+    """:func:`detx` with the rescaled value too (the reference's ERG columns)."""
+    num, val = detx(evals)
+    ev = np.asarray(evals, dtype=np.float64)
+    total = float(np.sum(ev))
+    scale = np.sqrt(ev.size) / np.sqrt(total) if total > 0 else 1.0
+    return DetX(num, val, float(val * (scale * scale)))
 
 
 def safe_fit_mp(evals: np.ndarray, Q: float, M: int) -> MPFit | None:
