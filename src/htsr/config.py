@@ -196,6 +196,9 @@ class AnalysisConfig:
             raise OptionError(f"The 'tolerance' option must be a positive number; got {self.tolerance!r}.")
         if self.intra and (self.randomize or self.vectors):
             raise OptionError("The 'intra' option cannot be combined with 'randomize' or 'vectors' (as in the reference).")
+        if self.inverse and self.randomize:
+            raise OptionError("The 'inverse' option is not built together with 'randomize' (the randomized ESD "
+                              "would have to be inverted too).")
         if self.inverse and self.vectors:
             raise OptionError("The 'vectors' option is not available with 'inverse' (as in the reference).")
         if self.min_evals > self.max_evals:
