@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MODELS = ("mlp_t", "conv_t")
+MODELS = ("mlp_t", "conv_t", "conv_wide")
 
 
 def _student_t(module, seed: int, df: float = 3.0, scale: float = 0.05):
@@ -36,4 +36,8 @@ def build(name: str):
         m = nn.Sequential(nn.Conv2d(4, 16, 3), nn.ReLU(), nn.Conv2d(16, 24, 3), nn.ReLU(), nn.Flatten(),
                           nn.Linear(24 * 4 * 4, 40))
         return _student_t(m, 12)
+    if name == "conv_wide":  # a conv layer with fewer outputs than inputs (slices transposed)
+        m = nn.Sequential(nn.Conv2d(4, 32, 3), nn.ReLU(), nn.Conv2d(32, 12, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(12 * 4 * 4, 36))
+        return _student_t(m, 13)
     raise KeyError(name)
