@@ -190,3 +190,16 @@ def test_analyze_tpl_columns_on_a_dict():
     assert "Lambda" in d and d["Lambda"].iloc[0] > 0 and np.isnan(d["sigma"].iloc[0])
     d = htsr.analyze(W, fix_fingers="clip_xmax").details
     assert {"num_fingers", "raw_alpha"} <= set(d.columns)
+
+
+@pytest.mark.parametrize("x", [np.array([]), np.ones(30), np.array([1.0, 2.0]), np.r_[np.zeros(5), 1.0, 2.0, 3.0],
+                               np.r_[np.ones(20), 1e6], np.logspace(-8, 8, 40)])
+def test_fit_tail_degenerate_spectra_give_a_status_not_an_exception(x):
+    for opts in ({}, {"fit": "TPL", "pl_package": "powerlaw"}, {"fit": "E_TPL", "pl_package": "powerlaw"},
+                 {"xmax": "force", "pl_package": "powerlaw"}, {"xmax": -3}, {"xmax": -50}, {"fix_fingers": "clip_xmax"},
+                 {"fix_fingers": "clip_xmax", "pl_package": "powerlaw", "xmax": "force"},
+                 {"fix_fingers": "xmin_peak", "pl_package": "powerlaw"},
+                 {"fix_fingers": "clip_xmax", "fit": "TPL", "pl_package": "powerlaw"}):
+        f = fit_tail(x, **opts)
+        assert f.status in ("success", "failed")
+        assert (f.status == "failed") == bool(np.isnan(f.alpha))
