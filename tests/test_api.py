@@ -27,7 +27,7 @@ def tiny(seed=0):
 
 def test_all_is_pinned():
     assert sorted(htsr.__all__) == sorted([
-        "__version__", "analyze", "describe", "fit_powerlaw", "PowerLawFit", "WeightWatcher", "HtsrError",
+        "__version__", "analyze", "describe", "compare", "Monitor", "fit_powerlaw", "PowerLawFit", "WeightWatcher", "HtsrError",
         "SourceError", "UnsafeFileError", "LayerError", "OptionError", "UnknownOptionError",
         "remove_traps", "SVDSmoothing", "SVDSharpness", "Report", "LayerResult", "AnalysisConfig",
     ])

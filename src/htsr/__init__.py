@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from ._version import __version__
 from .api import analyze, describe
+from .compare import compare
 from .compat import WeightWatcher
 from .config import AnalysisConfig
 from .errors import HtsrError, LayerError, OptionError, SourceError, UnknownOptionError, UnsafeFileError
+from .monitor import Monitor
 from .report import Report
 from .results import LayerResult
 from .spectral.powerlaw import PowerLawFit, fit_powerlaw
@@ -29,6 +31,8 @@ __all__ = [
     "Report",
     "LayerResult",
     "AnalysisConfig",
+    "compare",
+    "Monitor",
     "fit_powerlaw",
     "PowerLawFit",
     "WeightWatcher",

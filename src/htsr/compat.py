@@ -305,6 +305,30 @@ class WeightWatcher:
         known = ", ".join(f"{p.tensor.layer_id}:{p.tensor.name}" for p in plans[:20])
         raise HtsrError(f"WeightWatcher.{method}: no analyzable layer {layer!r} (layers: {known}{' …' if len(plans) > 20 else ''}).")
 
+    def distances(self, model_1: Any, model_2: Any, method: str = "raw", layers: Any = (), start_ids: int = 0,
+                  pool: bool = True, channels: Any = None):
+        """Layer-by-layer distances between two models: ``(avg_dW, avg_db, details)``, as the reference.
+
+        ``method``: ``'raw'`` (‖W1 − W2‖_F of the stored tensors, and of dense layers' biases),
+        ``'euclidean'`` (the same over the layer's matrices; a conv layer averages its kernel
+        positions) or ``'cka'`` (the reference's uncentered overlap ‖W1ᵀW2‖ / √(‖W1ᵀW1‖‖W2W2ᵀ‖)).
+        ``details`` is indexed by ``layer_id`` with columns ``method, name, delta_W, delta_b, M, N,
+        b_shape, longname`` (and ``slice_id`` with ``pool=False``). The models must have the
+        same layers (an ``HtsrError`` says so otherwise); for models whose layers differ,
+        use :func:`htsr.compare`, which matches layers by name.
+        """
+        from .compare import reference_distances
+        from .config import AnalysisConfig
+
+        m = "raw" if method is None else str(method).lower()
+        if m not in ("raw", "euclidean", "cka"):
+            raise OptionError(f"WeightWatcher.distances: method must be 'raw', 'euclidean' or 'cka'; got {method!r}.")
+        if channels is not None:
+            raise NotImplementedError("WeightWatcher.distances: option channels is not implemented in htsr.")
+        opts, _ = _map_options("distances", {"layers": list(layers) if isinstance(layers, (list, tuple)) else layers,
+                                             "pool": pool, "start_ids": start_ids})
+        return reference_distances(model_1, model_2, m, AnalysisConfig.from_kwargs(**opts))
+
     def get_Weights(self, model: Any = None, layer: Any = None, **kwargs: Any) -> list:
         """The layer's matrices (one per conv kernel position, unscaled), as float64 copies.
 

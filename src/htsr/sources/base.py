@@ -30,6 +30,9 @@ class WeightTensor:
         The file (or ``<module>`` / ``<dict>``) the tensor comes from; named in errors.
     key : str
         The key inside ``origin``.
+    bias : callable or None
+        ``bias() -> np.ndarray`` reads the layer's bias (the module's ``bias`` or the
+        ``<name>.bias`` key) when there is one; used by :func:`htsr.compare`.
     load : callable
         ``load() -> np.ndarray`` reads the tensor. For in-memory sources it is a
         read-only view of the user's tensor (no copy): consumers copy it
@@ -46,6 +49,7 @@ class WeightTensor:
     key: str
     load: Callable[[], np.ndarray] = field(repr=False, compare=False)
     note: str = ""
+    bias: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def identity(self) -> dict:
         """``layer_id, name, longname, layer_type`` (the type's string value): the columns that name a layer."""

@@ -46,6 +46,7 @@ def weight_tensors(entries: Iterable[Entry]) -> Iterator[WeightTensor]:
     """
     entries = list(entries)
     chosen = [e for e in entries if is_weight_key(e.key)]
+    biases = {e.key[: -len("bias")]: e.load for e in entries if e.key == "bias" or e.key.endswith(".bias")}
     if not chosen:
         chosen = entries
     for layer_id, e in enumerate(chosen, start=1):
@@ -61,4 +62,5 @@ def weight_tensors(entries: Iterable[Entry]) -> Iterator[WeightTensor]:
             key=e.key,
             load=e.load,
             note=e.note,
+            bias=biases.get(e.key[: -len("weight")]) if is_weight_key(e.key) else None,
         )

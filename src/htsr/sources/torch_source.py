@@ -106,6 +106,10 @@ def module_tensors(model: Any) -> Iterator[WeightTensor]:
         else:
             seen[ident] = longname
         name = longname.split(".")[-1] if longname else type(module).__name__
+        try:
+            bias = getattr(module, "bias", None)
+        except Exception:
+            bias = None
         yield WeightTensor(
             layer_id=layer_id,
             name=name,
@@ -117,6 +121,7 @@ def module_tensors(model: Any) -> Iterator[WeightTensor]:
             key=(longname + ".weight") if longname else "weight",
             load=functools.partial(tensor_to_numpy, weight),
             note=note,
+            bias=(lambda b=bias: tensor_to_numpy(b)) if isinstance(bias, torch.Tensor) else None,
         )
 
 

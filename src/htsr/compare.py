@@ -1,0 +1,316 @@
+"""Compare two models layer by layer: how far each weight matrix moved, and how its spectrum changed.
+
+:func:`compare` reads any two sources htsr reads (modules, state dicts, files,
+folders), matches their layers by ``longname`` and returns one row per layer
+name found in either model. :func:`reference_distances` is the computation
+behind the compat ``WeightWatcher.distances``.
+
+The distance between the two ESDs is the Wasserstein-1 (earth mover's)
+distance between the empirical distributions of log10 eigenvalues. It was
+chosen over the Jensen–Shannon distance because it needs no histogram bins
+(JS on binned ESDs changes with the binning), it stays informative when the two
+spectra do not overlap at all (JS then saturates at its maximum), it accepts
+two ESDs with different numbers of eigenvalues, and its unit is readable: the
+mean shift, in decades, needed to turn one spectrum into the other (a layer
+whose weights were all scaled by c moves by exactly 2·|log10 c|).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import HtsrError, OptionError
+
+COLUMNS = (
+    "longname", "layer_type", "status", "shape_a", "shape_b", "delta_W", "rel_delta_W", "delta_bias", "cka",
+    "alpha_a", "alpha_b", "delta_alpha", "log_norm_a", "log_norm_b", "delta_log_norm", "esd_distance", "reason",
+)
+STATUSES = ("ok", "only_a", "only_b", "shape_mismatch", "invalid")
+ESD_FLOOR = 1e-10  # eigenvalues at or below this are left out of the log10 ESD distance
+
+
+def linear_cka(A: np.ndarray, B: np.ndarray) -> float:
+    """Centered linear CKA of two matrices with the same number of rows (rows are the samples).
+
+    ``CKA = ‖ÃᵀB̃‖²_F / (‖ÃᵀÃ‖_F ‖B̃ᵀB̃‖_F)`` with column-centered Ã, B̃
+    (Kornblith et al., 2019); 1 for identical matrices and for matrices that
+    differ by an orthogonal transform or an isotropic scale, 0 for unrelated
+    ones; NaN when either centered matrix is zero (a constant matrix).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A = np.random.default_rng(0).standard_normal((50, 8))
+    >>> round(linear_cka(A, 3 * A), 12)
+    1.0
+    """
+    A = np.asarray(A, dtype=np.float64).reshape(A.shape[0], -1)
+    B = np.asarray(B, dtype=np.float64).reshape(B.shape[0], -1)
+    A = A - A.mean(axis=0)
+    B = B - B.mean(axis=0)
+    if A.shape[0] <= min(A.shape[1], B.shape[1]):  # the n×n Gram matrices are the smaller ones
+        K, L = A @ A.T, B @ B.T
+        cross = float(np.sum(K * L))
+        den = float(np.linalg.norm(K) * np.linalg.norm(L))
+    else:
+        cross = float(np.linalg.norm(A.T @ B) ** 2)
+        den = float(np.linalg.norm(A.T @ A) * np.linalg.norm(B.T @ B))
+    return cross / den if den > 0 else float("nan")
+
+
+def esd_distance(evals_a: np.ndarray, evals_b: np.ndarray) -> float:
+    """Wasserstein-1 distance between the distributions of log10 eigenvalues (in decades).
+
+    Eigenvalues ≤ 1e-10 are left out; NaN when either side has none left.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ev = np.array([1.0, 10.0, 100.0])
+    >>> esd_distance(ev, 100 * ev)
+    2.0
+    """
+    from scipy.stats import wasserstein_distance
+
+    a = np.asarray(evals_a, dtype=np.float64)
+    b = np.asarray(evals_b, dtype=np.float64)
+    a, b = a[a > ESD_FLOOR], b[b > ESD_FLOOR]
+    if a.size == 0 or b.size == 0:
+        return float("nan")
+    return float(wasserstein_distance(np.log10(a), np.log10(b)))
+
+
+def _layers(source: Any, config: Any) -> dict[str, Any]:
+    """longname -> Plan for every weight matrix (analyzed or not); the first of tied duplicates."""
+    from .engine import plan
+
+    out: dict[str, Any] = {}
+    for p in plan(source, config):
+        if p.is_layer and p.tensor.longname not in out:
+            out[p.tensor.longname] = p
+    return out
+
+
+def _spectra(source: Any, options: dict) -> dict[str, tuple[float, float, np.ndarray | None]]:
+    """longname -> (alpha, log_norm, eigenvalues) of the analyzed layers."""
+    from .api import analyze
+
+    report = analyze(source, keep_esd=True, **options)
+    out = {}
+    for row in report.details.to_dict("records"):
+        evals = report.esds.get((row["layer_id"], None))
+        out.setdefault(row["longname"], (float(row.get("alpha", math.nan)), float(row.get("log_norm", math.nan)), evals))
+    return out
+
+
+def _read(p: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    from .matrices import as_float
+
+    W, _ = as_float(p.tensor.load(), p.tensor.where)
+    b = None
+    if p.tensor.bias is not None:
+        b = np.asarray(p.tensor.bias(), dtype=np.float64)
+    return W, b
+
+
+def compare(a: Any, b: Any, **options: Any):
+    """Per-layer differences between two models, matched by layer name.
+
+    Parameters
+    ----------
+    a, b
+        Anything :func:`htsr.analyze` reads (``torch.nn.Module``, state dict, dict of
+        numpy arrays, ``.safetensors`` / ``.npz`` / ``.pt`` file, Hugging Face folder).
+        ``a`` is the reference side: ``delta_* = b − a`` and ``rel_delta_W`` is relative to ``a``.
+    **options
+        :func:`htsr.analyze` options for the spectral columns (``layers``, ``min_evals``,
+        ``seed`` …). ``pool=False`` is not supported here.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per layer name found in either model (``a``'s order, then names only in ``b``):
+
+        ``status``
+            ``ok``; ``only_a`` / ``only_b`` (the layer exists in one model only);
+            ``shape_mismatch``; ``invalid`` (weights unreadable, NaN/Inf …; ``reason`` says why).
+        ``delta_W``, ``rel_delta_W``
+            ``‖W_b − W_a‖_F`` and that divided by ``‖W_a‖_F``.
+        ``delta_bias``
+            ``‖b_b − b_a‖_2`` when both layers have a bias of the same shape, else NaN.
+        ``cka``
+            centered linear CKA of the two weight matrices (rows: output units), see :func:`linear_cka`.
+        ``alpha_a, alpha_b, delta_alpha``, ``log_norm_a, log_norm_b, delta_log_norm``
+            from the usual analysis (NaN for a layer the analysis skips: too small, not selected …).
+        ``esd_distance``
+            Wasserstein-1 distance of the log10 eigenvalues, in decades (see :func:`esd_distance`).
+
+    Examples
+    --------
+    >>> import numpy as np, htsr
+    >>> rng = np.random.default_rng(0)
+    >>> a = {"fc.weight": rng.standard_normal((100, 40))}
+    >>> b = {"fc.weight": a["fc.weight"] + 0.1, "head.weight": np.ones((10, 40))}
+    >>> d = htsr.compare(a, b)
+    >>> d[["longname", "status"]].values.tolist()
+    [['fc', 'ok'], ['head', 'only_b']]
+    >>> round(float(d.loc[0, "delta_W"]), 6)
+    6.324555
+    """
+    import pandas as pd
+
+    from .config import AnalysisConfig
+    from .sources import open_source
+
+    if options.get("pool") is False:
+        raise OptionError("compare: pool=False is not supported (layers are compared whole).")
+    config = AnalysisConfig.from_kwargs(**options)
+    src_a, src_b = open_source(a), open_source(b)
+    layers_a, layers_b = _layers(src_a, config), _layers(src_b, config)
+    if not layers_a and not layers_b:
+        raise HtsrError(f"compare: no weight matrices in {src_a.description} or {src_b.description}.")
+    spec_a = _spectra(src_a, options) if any(not p.reason for p in layers_a.values()) else {}
+    spec_b = _spectra(src_b, options) if any(not p.reason for p in layers_b.values()) else {}
+    names = list(layers_a) + [n for n in layers_b if n not in layers_a]
+    rows = []
+    nan = float("nan")
+    for name in names:
+        pa, pb = layers_a.get(name), layers_b.get(name)
+        p = pa or pb
+        row: dict[str, Any] = {c: nan for c in COLUMNS}
+        row.update(longname=name, layer_type=p.tensor.layer_type.value, reason="",
+                   shape_a=str(tuple(pa.tensor.shape)) if pa else "", shape_b=str(tuple(pb.tensor.shape)) if pb else "")
+        sa, sb = spec_a.get(name), spec_b.get(name)
+        if sa:
+            row.update(alpha_a=sa[0], log_norm_a=sa[1])
+        if sb:
+            row.update(alpha_b=sb[0], log_norm_b=sb[1])
+        row["delta_alpha"] = row["alpha_b"] - row["alpha_a"]
+        row["delta_log_norm"] = row["log_norm_b"] - row["log_norm_a"]
+        if sa and sb and sa[2] is not None and sb[2] is not None:
+            row["esd_distance"] = esd_distance(sa[2], sb[2])
+        if pa is None or pb is None:
+            row["status"] = "only_a" if pb is None else "only_b"
+            row["reason"] = f"no layer {name!r} in {(src_b if pb is None else src_a).description}"
+        elif pa.tensor.shape != pb.tensor.shape:
+            row["status"] = "shape_mismatch"
+            row["reason"] = f"shapes differ: {tuple(pa.tensor.shape)} vs {tuple(pb.tensor.shape)}"
+        else:
+            try:
+                (Wa, ba), (Wb, bb) = _read(pa), _read(pb)
+                with np.errstate(all="ignore"):
+                    row["delta_W"] = float(np.linalg.norm(Wb - Wa))
+                    norm_a = float(np.linalg.norm(Wa))
+                    row["rel_delta_W"] = row["delta_W"] / norm_a if norm_a > 0 else nan
+                    if ba is not None and bb is not None and ba.shape == bb.shape:
+                        row["delta_bias"] = float(np.linalg.norm(bb - ba))
+                    row["cka"] = linear_cka(Wa, Wb) if Wa.ndim >= 2 else nan
+                row["status"] = "ok"
+                if pa.reason:
+                    row["reason"] = f"not analyzed: {pa.reason}"
+            except HtsrError as exc:
+                row["status"] = "invalid"
+                row["reason"] = str(exc)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame.attrs["a"], frame.attrs["b"] = src_a.description, src_b.description
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference's distances(): what WeightWatcher.distances returns
+
+
+def _ref_cka(W1: np.ndarray, W2: np.ndarray) -> float:
+    """The reference's overlap: ‖W1ᵀW2‖_F / sqrt(‖W1ᵀW1‖_F ‖W2W2ᵀ‖_F) (uncentered, not squared)."""
+    num = float(np.linalg.norm(W1.T @ W2))
+    den = math.sqrt(float(np.linalg.norm(W1.T @ W1)) * float(np.linalg.norm(W2 @ W2.T)))
+    if den < 1e-6:
+        den += 1e-6
+    return num / den
+
+
+def _ref_mats(W: np.ndarray, conv2d: bool) -> list[np.ndarray]:
+    """The matrices the reference compares: the weight as stored, or one (rows ≥ cols) matrix per kernel position."""
+    if not conv2d:
+        return [W]
+    kh, kw = W.shape[2], W.shape[3]
+    mats = []
+    for i in range(kh):
+        for j in range(kw):
+            m = W[:, :, i, j]
+            mats.append(m.T if m.shape[0] < m.shape[1] else m)
+    return mats
+
+
+def reference_distances(model_1: Any, model_2: Any, method: str, config: Any):
+    """``(avg_dW, avg_db, details)`` as the reference's ``distances`` computes them.
+
+    ``method``: 'raw' (whole tensors, and dense layers' biases), 'euclidean' (the
+    layer's matrices; a conv layer averages its kernel positions) or 'cka' (the
+    reference's uncentered overlap, averaged likewise). Layers are paired in
+    order; both models must have the same analyzable layers.
+    """
+    import pandas as pd
+
+    from .config import LayerType
+    from .engine import plan
+    from .sources import open_source
+
+    def chosen(model: Any) -> list:
+        out = []
+        for p in plan(open_source(model), config):
+            if p.reason:
+                continue
+            g = p.geometry
+            if not config.pool and p.tensor.layer_type is LayerType.CONV2D and not (
+                    config.min_evals <= g.M <= config.max_evals):
+                continue  # unpooled, each kernel position is its own layer of M eigenvalues
+            out.append(p)
+        return out
+
+    plans_1, plans_2 = chosen(model_1), chosen(model_2)
+    if len(plans_1) != len(plans_2):
+        raise HtsrError(
+            f"WeightWatcher.distances: the models have {len(plans_1)} and {len(plans_2)} analyzable layers; "
+            "they must have the same layers (htsr.compare matches layers by name)."
+        )
+    rows = []
+    for p1, p2 in zip(plans_1, plans_2):
+        t = p1.tensor
+        (W1, b1), (W2, b2) = _read(p1), _read(p2)
+        conv2d = t.layer_type is LayerType.CONV2D
+        base = {"layer_id": t.layer_id, "name": t.name, "longname": t.longname, "method": method}
+        same = W1.shape == W2.shape
+        if method == "raw":
+            dW = float(np.linalg.norm(W1 - W2)) if same else float("nan")
+            row = dict(base, M=int(min(W1.shape)), N=int(max(W1.shape)), delta_W=dW, b_shape="unknown", delta_b=0.0)
+            if t.layer_type is LayerType.DENSE and b1 is not None and b2 is not None and b1.shape == b2.shape:
+                row.update(b_shape=int(b1.shape[0]), delta_b=float(np.linalg.norm(b1 - b2)))
+            if config.pool or not conv2d:
+                rows.append(row if config.pool else dict(row, slice_id=0))
+            else:
+                rows.extend(dict(row, slice_id=k) for k in range(W1.shape[2] * W1.shape[3]))
+            continue
+        fn = _ref_cka if method == "cka" else (lambda x, y: float(np.linalg.norm(x - y)))
+        m1, m2 = _ref_mats(W1, conv2d), _ref_mats(W2, conv2d)
+        dists = [fn(x, y) if x.shape == y.shape else float("nan") for x, y in zip(m1, m2)]
+        row = dict(base, M=int(min(m1[0].shape)), N=int(max(m1[0].shape)), b_shape="unknown", delta_b=0.0)
+        if config.pool:
+            rows.append(dict(row, delta_W=float(np.mean(dists)) if same else float("nan")))
+        else:
+            rows.extend(dict(row, delta_W=d if same else float("nan"), slice_id=k) for k, d in enumerate(dists))
+    lead = ["method", "layer_id", "name", "delta_W", "delta_b", "M", "N", "b_shape", "longname"]
+    if not config.pool:
+        lead.append("slice_id")
+    frame = pd.DataFrame(rows, columns=lead)
+    frame["delta_W"] = frame["delta_W"].astype(float)
+    frame["delta_b"] = frame["delta_b"].astype(float)
+    frame["b_shape"] = frame["b_shape"].astype(object)
+    frame = frame.set_index("layer_id")
+    avg_dW = float(np.mean(frame["delta_W"].to_numpy())) if len(frame) else float("nan")
+    avg_db = float(np.mean(frame["delta_b"].to_numpy())) if len(frame) else float("nan")
+    return avg_dW, avg_db, frame
