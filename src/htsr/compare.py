@@ -106,13 +106,24 @@ def _spectra(source: Any, options: dict) -> dict[str, tuple[float, float, np.nda
     return out
 
 
-def _read(p: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    from .matrices import as_float
+def as_float64(array: Any, where: str) -> np.ndarray:
+    """A float64 copy of a real tensor (zeros allowed); ``LayerError`` for complex, non-numeric or non-finite ones."""
+    from .errors import LayerError
 
-    W, _ = as_float(p.tensor.load(), p.tensor.where)
+    a = np.asarray(array)
+    if np.iscomplexobj(a) or a.dtype.kind not in "fiub":
+        raise LayerError(f"{where}: not a real-valued tensor (dtype {a.dtype}).")
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise LayerError(f"{where}: holds NaN or Inf values.")
+    return a
+
+
+def _read(p: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    W = as_float64(p.tensor.load(), p.tensor.where)
     b = None
     if p.tensor.bias is not None:
-        b = np.asarray(p.tensor.bias(), dtype=np.float64)
+        b = as_float64(p.tensor.bias(), f"the bias of {p.tensor.where}")
     return W, b
 
 

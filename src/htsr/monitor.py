@@ -171,7 +171,7 @@ class Monitor:
         if not (force or self._calls == 1 and not self.history or int(step) % self.every == 0):
             return None
         from .api import analyze
-        from .matrices import as_float
+        from .compare import as_float64
 
         start = time.perf_counter()
         report = analyze(model, randomize=self.randomize, seed=self.seed, **self.options)
@@ -185,8 +185,11 @@ class Monitor:
                 name = f"{name}:{int(row['slice_id'])}"
             rel = None
             w = weights.get(row["longname"])
+            try:
+                w = None if w is None else as_float64(w, row["longname"])
+            except HtsrError:
+                w = None
             if w is not None:
-                w = as_float(w, row["longname"])[0]
                 if row["longname"] not in self.w0:
                     self.w0[row["longname"]] = w.copy()
                     new_w0 = True
