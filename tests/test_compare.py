@@ -172,3 +172,40 @@ def test_distances_known_answer_and_errors():
         htsr.WeightWatcher().distances(MAKE.build(0), linear(0.0))
     with pytest.raises(NotImplementedError, match="channels"):
         htsr.WeightWatcher().distances(linear(1.0), linear(0.0), channels="first")
+
+
+# ---------------------------------------------------------------- CLI
+def _files(tmp_path):
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    a = {"enc.weight": rng.standard_normal((60, 30)).astype(np.float32), "old.weight": rng.standard_normal((40, 20)).astype(np.float32)}
+    b = {"enc.weight": a["enc.weight"] * 2, "new.weight": rng.standard_normal((40, 20)).astype(np.float32)}
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file(b, str(tmp_path / "b.safetensors"))
+    return tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+
+
+def test_cli_compare_formats_and_report(tmp_path):
+    import io
+
+    from htsr.cli import main
+
+    a, b = _files(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["compare", str(a), str(b), "--format", "json", "--report", str(tmp_path / "c.html")], out, err) == 0
+    rows = json.loads(out.getvalue())
+    assert [(r["longname"], r["status"]) for r in rows] == [("enc", "ok"), ("old", "only_a"), ("new", "only_b")]
+    assert rows[0]["rel_delta_W"] == pytest.approx(1.0)
+    page = (tmp_path / "c.html").read_text()
+    assert "<svg" in page and page.count("<rect") >= 4 and "only_b" in page
+    out = io.StringIO()
+    assert main(["compare", str(a), str(b), "--format", "csv"], out, io.StringIO()) == 0
+    frame = pd.read_csv(io.StringIO(out.getvalue()))
+    assert list(frame["status"]) == ["ok", "only_a", "only_b"]
+    out = io.StringIO()
+    assert main(["compare", str(a), str(b), "--format", "table"], out, io.StringIO()) == 0
+    assert "new: only_b" in out.getvalue()
+    err = io.StringIO()
+    assert main(["compare", str(a), str(tmp_path / "missing.safetensors")], io.StringIO(), err) == 1
+    assert "missing.safetensors" in err.getvalue()

@@ -6,6 +6,7 @@
                       [--report FILE.html] [--format table|csv|json] [-o FILE]
                       [--fail-on over-trained,under-trained,traps,outlier-dims] [--device auto|cpu|cuda] [--debug]
     htsr describe PATH [--layers SPEC] [--format table|csv|json] [-o FILE]
+    htsr compare A B [--layers SPEC] [--format table|csv|json] [-o FILE] [--report FILE.html]
     htsr demo [--report FILE.html]
     htsr --version | --help
 
@@ -97,7 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
                                     "downloaded), print the table and write an HTML report.")
     dm.add_argument("--report", metavar="FILE.html", default=DEMO_REPORT,
                     help=f"where to write the report (default ./{DEMO_REPORT})")
+    _add_compare_parser(sub, common)
     return parser
+
+
+def _add_compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    cp = sub.add_parser("compare", parents=[common], help="compare two models layer by layer",
+                        description="Match the layers of A and B by name and print, per layer, how far the weights "
+                                    "moved (Frobenius norm, relative, bias, CKA) and how alpha, log_norm and the "
+                                    "eigenvalue spectrum changed (B - A). Layers in one model only are listed.")
+    cp.add_argument("a", metavar="A", help="the first model (file or folder); deltas are B - A")
+    cp.add_argument("b", metavar="B", help="the second model")
+    cp.add_argument("--layers", metavar="SPEC", help="as for analyze")
+    cp.add_argument("--format", choices=FORMATS, help="output format (as for analyze)")
+    cp.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    cp.add_argument("--report", metavar="FILE.html", help="write an HTML page with a side-by-side alpha chart")
 
 
 # ----------------------------------------------------------------------------------------------- output
@@ -345,6 +360,35 @@ def _cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 _COMMANDS = {"analyze": _cmd_analyze, "describe": _cmd_describe, "demo": _cmd_demo}
 
 
+def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from .compare import render_html
+    from .compare import compare as run_compare
+
+    frame = run_compare(args.a, args.b, **({} if args.layers is None else {"layers": args.layers}))
+    fmt = _choose_format(args.format, args.output, stdout)
+    if fmt == "csv":
+        text = frame.to_csv(index=False, lineterminator="\n")
+    elif fmt == "json":
+        text = _frame_json(frame)
+    else:
+        text = fixed_width(frame.to_dict(orient="records"),
+                           ["longname", "status", "delta_W", "rel_delta_W", "cka", "alpha_a", "alpha_b",
+                            "delta_alpha", "esd_distance"])
+        odd = frame[frame["status"] != "ok"]
+        for r in odd.to_dict(orient="records"):
+            text += f"{r['longname']}: {r['status']} ({r['reason']})\n"
+    _emit(text, args.output, stdout)
+    if args.report:
+        from .report import atomic_write
+
+        atomic_write(args.report, render_html(frame))
+        stderr.write(f"htsr: wrote {args.report}\n")
+    return EXIT_OK
+
+
+_COMMANDS["compare"] = _cmd_compare
+
+
 def _dash_values(argv: list[str]) -> list[str]:
     """Let ``--layers -embedding`` through argparse, which would take ``-embedding`` for an option."""
     out: list[str] = []
@@ -390,7 +434,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     debug = bool(getattr(args, "debug", False)) or "--debug" in argv
     if args.command is None:
         parser.print_usage(stderr)
-        stderr.write("htsr: error: a command is required (analyze, describe, demo)\n")
+        stderr.write("htsr: error: a command is required (analyze, describe, compare, demo)\n")
         return EXIT_USAGE
     try:
         return _COMMANDS[args.command](args, stdout, stderr)

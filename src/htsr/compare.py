@@ -325,3 +325,74 @@ def reference_distances(model_1: Any, model_2: Any, method: str, config: Any):
     avg_dW = float(np.mean(frame["delta_W"].to_numpy())) if len(frame) else float("nan")
     avg_db = float(np.mean(frame["delta_b"].to_numpy())) if len(frame) else float("nan")
     return avg_dW, avg_db, frame
+
+
+# ---------------------------------------------------------------------------------------------
+# the HTML page of ``htsr compare A B --report FILE.html``
+
+
+def alpha_chart_svg(frame: Any, width: int = 900, bar_h: int = 12) -> str:
+    """Side-by-side horizontal bars of alpha in A and B for each layer (an inline SVG)."""
+    import html
+
+    rows = [r for r in frame.to_dict("records")
+            if not (math.isnan(r["alpha_a"]) and math.isnan(r["alpha_b"]))]
+    vals = [v for r in rows for v in (r["alpha_a"], r["alpha_b"]) if not math.isnan(v)]
+    top = max(vals + [6.5]) * 1.05
+    label_w, pad = 220, 8
+    plot_w = width - label_w - 2 * pad
+    height = len(rows) * (2 * bar_h + 6) + 40
+
+    def x(v: float) -> float:
+        return label_w + plot_w * max(v, 0.0) / top
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" '
+             'font-family="sans-serif">']
+    for ref, color in ((2.0, "#c00"), (6.0, "#888")):
+        parts.append(f'<line x1="{x(ref):.1f}" x2="{x(ref):.1f}" y1="0" y2="{height - 30}" stroke="{color}" '
+                     f'stroke-dasharray="4,3"/><text x="{x(ref):.1f}" y="{height - 18}" text-anchor="middle">'
+                     f'alpha={ref:g}</text>')
+    y = 4
+    for r in rows:
+        parts.append(f'<text x="{label_w - 6}" y="{y + bar_h + 3}" text-anchor="end">{html.escape(str(r["longname"]))[:40]}</text>')
+        for side, color in (("alpha_a", "#4477aa"), ("alpha_b", "#ee7733")):
+            v = r[side]
+            if not math.isnan(v):
+                parts.append(f'<rect x="{label_w}" y="{y}" width="{x(v) - label_w:.1f}" height="{bar_h - 1}" '
+                             f'fill="{color}"><title>{side[-1].upper()}: {v:.3f}</title></rect>')
+            y += bar_h
+        y += 6
+    parts.append(f'<rect x="{label_w}" y="{height - 12}" width="10" height="10" fill="#4477aa"/>'
+                 f'<text x="{label_w + 14}" y="{height - 3}">A</text>'
+                 f'<rect x="{label_w + 40}" y="{height - 12}" width="10" height="10" fill="#ee7733"/>'
+                 f'<text x="{label_w + 54}" y="{height - 3}">B</text></svg>')
+    return "".join(parts)
+
+
+def render_html(frame: Any) -> str:
+    """A self-contained HTML page: what was compared, the alpha chart, and the per-layer table."""
+    import html
+
+    e = html.escape
+    cols = [c for c in COLUMNS if c != "reason"] + ["reason"]
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.4g}"
+        return e(str(v))
+
+    body = "".join("<tr>" + "".join(f"<td>{cell(r[c])}</td>" for c in cols) + "</tr>"
+                   for r in frame.to_dict("records"))
+    counts = frame["status"].value_counts().to_dict()
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>htsr compare</title><style>"
+        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:2px 5px}</style></head><body><h1>htsr compare</h1>"
+        f"<p>A: {e(str(frame.attrs.get('a', 'A')))}<br>B: {e(str(frame.attrs.get('b', 'B')))}</p>"
+        f"<p>{len(frame)} layers: " + ", ".join(f"{v} {e(k)}" for k, v in counts.items()) + ".</p>"
+        "<p>delta columns are B − A; <code>esd_distance</code> is the Wasserstein-1 distance between the "
+        "two layers' log10 eigenvalue distributions, in decades.</p>"
+        f"<h2>alpha per layer</h2>{alpha_chart_svg(frame)}"
+        "<h2>Layers</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + f"</tr>{body}</table>"
+        "</body></html>"
+    )
