@@ -181,3 +181,32 @@ def test_lightning_callback_with_a_fake_trainer():
             return
     assert hasattr(m.lightning_callback(), "on_train_batch_end")
     assert not math.isnan(m.history[0]["mean_alpha"])
+
+
+def test_default_time_budget_keeps_overhead_within_bound():
+    """every=None: with a fake clock, the monitor analyzes only while its time stays ≤ 5 % of training time."""
+    now = [0.0]
+    m = htsr.Monitor(randomize=False)
+    m._clock = lambda: now[0]
+    w = weights(0.0)
+    from htsr import monitor as mon
+
+    real = mon.Monitor._analyze
+
+    def slow_analyze(self, *a):
+        now[0] += 1.0  # every analysis costs one (fake) second
+        return real(self, *a)
+
+    mon.Monitor._analyze = slow_analyze
+    try:
+        analyzed = []
+        for step in range(400):
+            if m.step(w, step) is not None:
+                analyzed.append(step)
+            now[0] += 0.5  # half a second of training per step
+    finally:
+        mon.Monitor._analyze = real
+    # 200 s of training allow 10 s of monitoring: the first analysis, then one whenever the budget allows
+    assert analyzed[0] == 0 and 8 <= len(analyzed) <= 10
+    assert m.overhead <= 0.05 + 1e-9
+    assert all(b - a >= 40 for a, b in zip(analyzed[1:], analyzed[2:]))  # spaced ≥ 20 s of training apart

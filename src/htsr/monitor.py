@@ -54,8 +54,14 @@ class Monitor:
 
     Parameters
     ----------
-    every : int
-        Analyze when ``step % every == 0`` (and at the first call). Default 100.
+    every : int or None
+        Analyze when ``step % every == 0`` (and at the first call). Default None: a time
+        budget instead: the first call is analyzed, and later ones only while the
+        monitor's own time stays within ``max_overhead`` of the training time measured
+        between calls (so the steps analyzed depend on the machine's speed; give an
+        integer for fixed, reproducible steps).
+    max_overhead : float
+        The budget of ``every=None``: monitor time / training time. Default 0.05.
     randomize : bool
         Also shuffle each matrix to count correlation traps (``num_traps``,
         ``rand_mean_spike``). Default True.
@@ -80,16 +86,24 @@ class Monitor:
     ['alpha', 'log_norm', 'num_traps', 'rand_mean_spike', 'rel_change']
     """
 
-    def __init__(self, every: int = 100, randomize: bool = True, path: str | os.PathLike | None = None,
-                 patience: int = 3, seed: int = 0, **options: Any) -> None:
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise OptionError(f"The 'every' option must be a positive integer; got {every!r}.")
+    def __init__(self, every: int | None = None, randomize: bool = True, path: str | os.PathLike | None = None,
+                 patience: int = 3, seed: int = 0, max_overhead: float = 0.05, **options: Any) -> None:
+        if every is not None and (isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1):
+            raise OptionError(f"The 'every' option must be a positive integer or None; got {every!r}.")
+        if isinstance(max_overhead, bool) or not isinstance(max_overhead, (int, float)) or not 0 < max_overhead <= 1:
+            raise OptionError(f"The 'max_overhead' option must be a number in (0, 1]; got {max_overhead!r}.")
         if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 2:
             raise OptionError(f"The 'patience' option must be an integer of at least 2; got {patience!r}.")
         from .config import AnalysisConfig
 
         AnalysisConfig.from_kwargs(randomize=randomize, seed=seed, **options)  # a bad option fails now
-        self.every = int(every)
+        self.every = None if every is None else int(every)
+        self.max_overhead = float(max_overhead)
+        self._clock = time.perf_counter
+        self._train_s = 0.0  # time between calls (the caller's training)
+        self._monitor_s = 0.0  # time inside step()
+        self._last_cost = 0.0  # the last analysis
+        self._left_at: float | None = None
         self.randomize = bool(randomize)
         self.patience = int(patience)
         self.seed = seed
@@ -167,13 +181,30 @@ class Monitor:
         force : bool
             Analyze even when ``step`` is not a multiple of ``every``.
         """
+        start = self._clock()
         self._calls += 1
-        if not (force or self._calls == 1 and not self.history or int(step) % self.every == 0):
+        if self._left_at is not None:
+            self._train_s += start - self._left_at
+        first = self._calls == 1 and not self.history
+        if self.every is not None:
+            due = force or first or int(step) % self.every == 0
+        else:
+            due = force or first or self._monitor_s + self._last_cost <= self.max_overhead * self._train_s
+        if not due:
+            self._left_at = self._clock()
+            self._monitor_s += self._left_at - start
             return None
+        try:
+            return self._analyze(model, step, val_loss, start)
+        finally:
+            self._left_at = self._clock()
+            self._monitor_s += self._left_at - start
+            self._last_cost = self._left_at - start
+
+    def _analyze(self, model: Any, step: int, val_loss: float | None, start: float) -> dict:
         from .api import analyze
         from .compare import as_float64
 
-        start = time.perf_counter()
         report = analyze(model, randomize=self.randomize, seed=self.seed, **self.options)
         d = report.details
         weights = self._weights(model, set(d["longname"]))
@@ -216,7 +247,7 @@ class Monitor:
             "mean_alpha": _num(np.mean(alphas)) if alphas else None,
             "num_traps": sum(v["num_traps"] or 0 for v in layers.values()) if self.randomize else None,
             "layers": layers,
-            "elapsed_s": round(time.perf_counter() - start, 4),
+            "elapsed_s": round(self._clock() - start, 4),
         }
         record["flags"] = self._new_flags(record)
         self._append(record)
@@ -261,6 +292,11 @@ class Monitor:
         return flags
 
     # ------------------------------------------------------------------ views
+    @property
+    def overhead(self) -> float:
+        """Time spent in :meth:`step` divided by the time between its calls (NaN before any training)."""
+        return self._monitor_s / self._train_s if self._train_s > 0 else float("nan")
+
     @property
     def flags(self) -> list[tuple[int, str]]:
         """Every flag raised so far, as ``(step, name)`` in order."""

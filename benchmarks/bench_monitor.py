@@ -1,0 +1,92 @@
+"""Overhead of htsr.Monitor on the over-training example's training loop.
+
+The example is the MLP of ``examples/overtraining/study.py`` (64→256→256→256→10,
+300 digits, batch 32, SGD) trained for ``--epochs`` epochs, with
+``monitor.step(model, step)`` called after every optimizer step. Each
+variant is timed ``--repeat`` times, interleaved with the plain loop, and the
+best run of each is kept; the overhead is monitored / plain − 1.
+
+    python benchmarks/bench_monitor.py [--epochs 100] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import banner  # noqa: E402
+
+import htsr  # noqa: E402
+
+STUDY = Path(__file__).resolve().parents[1] / "examples" / "overtraining" / "study.py"
+
+
+def load_study():
+    spec = importlib.util.spec_from_file_location("study", STUDY)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def train(study, epochs: int, monitor_kwargs: dict | None) -> tuple[float, int, float]:
+    import torch
+
+    Xtr, ytr, _, _ = study.load_digits_split(300, 0)
+    X, y = torch.from_numpy(Xtr), torch.from_numpy(ytr).long()
+    model = study.make_model(0, 256)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    monitor = htsr.Monitor(**monitor_kwargs) if monitor_kwargs is not None else None
+    step = 0
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        perm = torch.randperm(len(y), generator=gen)
+        for i in range(0, len(perm), 32):
+            b = perm[i:i + 32]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(X[b]), y[b]).backward()
+            opt.step()
+            if monitor is not None:
+                monitor.step(model, step)
+            step += 1
+    wall = time.perf_counter() - t0
+    return wall, (len(monitor.history) if monitor else 0), (monitor.overhead if monitor else 0.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    study = load_study()
+    banner(f"htsr.Monitor overhead, {args.epochs} epochs of the over-training example (torch 1 thread)")
+    variants = {
+        "plain loop": None,
+        "Monitor() default (every=None: 5% budget), randomize": {},
+        "Monitor(every=1000), randomize": {"every": 1000},
+        "Monitor(every=100), randomize": {"every": 100},
+    }
+    best: dict[str, tuple[float, int, float]] = {}
+    for _ in range(args.repeat):
+        for name, kw in variants.items():
+            result = train(study, args.epochs, kw)
+            if name not in best or result[0] < best[name][0]:
+                best[name] = result
+    base = best["plain loop"][0]
+    print("| variant | wall | overhead vs plain | analyses | monitor's own measure |")
+    print("|---|---|---|---|---|")
+    for name, (wall, n, own) in best.items():
+        over = "—" if name == "plain loop" else f"{100 * (wall / base - 1):+.1f}%"
+        own_s = "—" if name == "plain loop" else f"{100 * own:.1f}%"
+        print(f"| {name} | {wall:.2f} s | {over} | {n} | {own_s} |")
+
+
+if __name__ == "__main__":
+    main()
