@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import banner  # noqa: E402
+from _common import banner
 
-import htsr  # noqa: E402
+import htsr
 
 STUDY = Path(__file__).resolve().parents[1] / "examples" / "overtraining" / "study.py"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from types import SimpleNamespace
@@ -77,7 +78,7 @@ def test_flags_alpha_below_2_and_falling_while_val_rises():
         m.step(weights(t), step, val_loss=val)
     alphas = [r["mean_alpha"] for r in m.history]
     assert alphas[0] == alphas[1] and alphas[2] < alphas[1] and alphas[3] < alphas[2]
-    names = dict((n, s) for s, n in reversed(m.flags))
+    names = {n: s for s, n in reversed(m.flags)}
     assert names["alpha_falling_val_rising"] == 3  # steps 1..3: alpha fell twice while val rose twice
     below = [r["step"] for r in m.history if r["mean_alpha"] < 2]
     assert (names.get("mean_alpha_below_2") is None) == (not below)
@@ -209,4 +210,4 @@ def test_default_time_budget_keeps_overhead_within_bound():
     # 200 s of training allow 10 s of monitoring: the first analysis, then one whenever the budget allows
     assert analyzed[0] == 0 and 8 <= len(analyzed) <= 10
     assert m.overhead <= 0.05 + 1e-9
-    assert all(b - a >= 40 for a, b in zip(analyzed[1:], analyzed[2:]))  # spaced ≥ 20 s of training apart
+    assert all(b - a >= 40 for a, b in itertools.pairwise(analyzed[1:]))  # spaced ≥ 20 s of training apart

@@ -46,7 +46,7 @@ def load_digits_split(n_train: int, seed: int):
 def noisy(y: np.ndarray, frac: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(2000 + seed)
     y = y.copy()
-    idx = rng.choice(len(y), int(round(frac * len(y))), replace=False)
+    idx = rng.choice(len(y), round(frac * len(y)), replace=False)
     y[idx] = (y[idx] + rng.integers(1, 10, len(idx))) % 10  # always a different class
     return y
 
@@ -92,7 +92,6 @@ def run_one(seed: int, opt_name: str, noise: float, args, outdir: Path) -> dict:
         if epoch > 0:
             model.train()
             perm = torch.randperm(len(ytr_t), generator=gen)
-            total = 0.0
             for i in range(0, len(perm), args.batch):
                 b = perm[i:i + args.batch]
                 opt.zero_grad()

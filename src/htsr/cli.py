@@ -361,8 +361,8 @@ _COMMANDS = {"analyze": _cmd_analyze, "describe": _cmd_describe, "demo": _cmd_de
 
 
 def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from .compare import render_html
     from .compare import compare as run_compare
+    from .compare import render_html
 
     frame = run_compare(args.a, args.b, **({} if args.layers is None else {"layers": args.layers}))
     fmt = _choose_format(args.format, args.output, stdout)

@@ -99,7 +99,7 @@ def _spectra(source: Any, options: dict) -> dict[str, tuple[float, float, np.nda
     from .api import analyze
 
     report = analyze(source, keep_esd=True, **options)
-    out = {}
+    out: dict[str, tuple[float, float, np.ndarray | None]] = {}
     for row in report.details.to_dict("records"):
         evals = report.esds.get((row["layer_id"], None))
         out.setdefault(row["longname"], (float(row.get("alpha", math.nan)), float(row.get("log_norm", math.nan)), evals))
@@ -191,6 +191,7 @@ def compare(a: Any, b: Any, **options: Any):
     for name in names:
         pa, pb = layers_a.get(name), layers_b.get(name)
         p = pa or pb
+        assert p is not None
         row: dict[str, Any] = {c: nan for c in COLUMNS}
         row.update(longname=name, layer_type=p.tensor.layer_type.value, reason="",
                    shape_a=str(tuple(pa.tensor.shape)) if pa else "", shape_b=str(tuple(pb.tensor.shape)) if pb else "")
@@ -277,6 +278,7 @@ def reference_distances(model_1: Any, model_2: Any, method: str, config: Any):
             if p.reason:
                 continue
             g = p.geometry
+            assert g is not None
             if not config.pool and p.tensor.layer_type is LayerType.CONV2D and not (
                     config.min_evals <= g.M <= config.max_evals):
                 continue  # unpooled, each kernel position is its own layer of M eigenvalues
@@ -346,8 +348,8 @@ def alpha_chart_svg(frame: Any, width: int = 900, bar_h: int = 12) -> str:
     def x(v: float) -> float:
         return label_w + plot_w * max(v, 0.0) / top
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" '
-             'font-family="sans-serif">']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" '
+              'font-family="sans-serif">')]
     for ref, color in ((2.0, "#c00"), (6.0, "#888")):
         parts.append(f'<line x1="{x(ref):.1f}" x2="{x(ref):.1f}" y1="0" y2="{height - 30}" stroke="{color}" '
                      f'stroke-dasharray="4,3"/><text x="{x(ref):.1f}" y="{height - 18}" text-anchor="middle">'

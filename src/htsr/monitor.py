@@ -28,6 +28,7 @@ import json
 import math
 import os
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,7 @@ class Monitor:
             try:
                 with np.load(w0, allow_pickle=False) as z:
                     self.w0 = {k: np.array(z[k]) for k in z.files}
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a damaged file of any kind is reported the same way
                 raise HtsrError(f"{w0}: cannot read the saved initial weights ({exc.__class__.__name__}).") from None
 
     def _append(self, record: dict) -> None:
@@ -161,8 +162,13 @@ class Monitor:
         w0 = self.w0_path
         if w0 is None or w0.exists():
             return
+        import zipfile
+
         tmp = w0.with_name(w0.name + ".tmp.npz")
-        np.savez(tmp, **self.w0)
+        with zipfile.ZipFile(tmp, "w") as zf:  # any layer name is a valid member (np.savez reserves a few)
+            for name, array in self.w0.items():
+                with zf.open(name + ".npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, array, allow_pickle=False)
         os.replace(tmp, w0)
 
     # ------------------------------------------------------------------ step
@@ -280,10 +286,12 @@ class Monitor:
                     active.add("trap")
         window = (self.history + [record])[-self.patience:]
         if len(window) == self.patience:
-            a = [r.get("mean_alpha") for r in window]
-            v = [r.get("val_loss") for r in window]
-            if None not in a and None not in v and all(x > y for x, y in zip(a, a[1:])) \
-                    and all(x < y for x, y in zip(v, v[1:])):
+            a = [_num(r.get("mean_alpha")) for r in window]
+            v = [_num(r.get("val_loss")) for r in window]
+            fa = [x for x in a if x is not None]
+            fv = [x for x in v if x is not None]
+            if len(fa) == len(fv) == self.patience and all(x > y for x, y in pairwise(fa)) \
+                    and all(x < y for x, y in pairwise(fv)):
                 active.add("alpha_falling_val_rising")
         record["active"] = sorted(active)
         for name in FLAG_NAMES:
