@@ -2,12 +2,15 @@
 
 An MLP (64→256→256→256→10) over-fits 300 training images of scikit-learn's
 digits, for every combination of seed × optimizer (SGD with momentum, Adam) ×
-label noise (none, 20 %). Every epoch: train and test loss. Every ``--every``
-epochs: :class:`htsr.Monitor` with ``randomize=True`` (alpha per layer,
-num_traps, rand_mean_spike, relative weight change ‖W − W0‖/‖W0‖). The
-test loss is given to the monitor as its validation loss.
+label noise (none, 20 %), plus a control group (plain SGD without momentum,
+no noise) that trains more gently. Every epoch: train and test loss. Every
+``--every`` epochs up to epoch 60, then every 10: :class:`htsr.Monitor` with
+``randomize=True`` (alpha per layer, num_traps, rand_mean_spike, relative
+weight change ‖W − W0‖/‖W0‖). The test loss is given to the monitor as its
+validation loss. A run "over-fits" when its final test loss is more than 10 %
+above its minimum.
 
-Run (about 10 minutes on two busy cores)::
+Run (about 10–15 minutes on two busy cores)::
 
     python examples/overtraining/study.py --out study-out
     python examples/overtraining/study.py --quick --out /some/tmp   # one seed, few epochs
@@ -75,6 +78,8 @@ def run_one(seed: int, opt_name: str, noise: float, args, outdir: Path) -> dict:
     model = make_model(seed, args.width)
     if opt_name == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    elif opt_name == "sgdplain":
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -83,7 +88,7 @@ def run_one(seed: int, opt_name: str, noise: float, args, outdir: Path) -> dict:
     for p in (path, path.with_name(path.name + ".w0.npz")):
         if p.exists():
             p.unlink()
-    monitor = htsr.Monitor(every=args.every, randomize=True, path=path, seed=seed, workers=1)
+    monitor = htsr.Monitor(every=1, randomize=True, path=path, seed=seed, workers=1)  # called on schedule below
     gen = torch.Generator().manual_seed(seed)
     epochs = []
     t_train = t_mon = 0.0
@@ -105,7 +110,8 @@ def run_one(seed: int, opt_name: str, noise: float, args, outdir: Path) -> dict:
             test_loss = float(loss_fn(out, yte_t))
             test_acc = float((out.argmax(1) == yte_t).float().mean())
         t1 = time.perf_counter()
-        monitor.step(model, epoch, val_loss=test_loss)
+        if epoch % (args.every if epoch <= args.dense_until else 10) == 0 or epoch == args.epochs:
+            monitor.step(model, epoch, val_loss=test_loss)
         t_train += t1 - t0
         t_mon += time.perf_counter() - t1
         epochs.append({"run": name, "optimizer": opt_name, "noise": noise, "seed": seed, "epoch": epoch,
@@ -149,6 +155,12 @@ def analyze_run(run: dict, args) -> dict:
             es = hist[i]["step"]
             break
     layer_alpha_end = frame[frame["step"] == steps[-1]].set_index("layer")["alpha"].to_dict()
+    spikes = per_step["mean_spike"]
+    first_spike = next((int(s) for s, v in spikes.items() if v > 0), None)
+    layer_frac = {}
+    for layer, g in frame.groupby("layer", sort=False):
+        a = g.set_index("step")["alpha"]
+        layer_frac[layer] = float((a.loc[s_at_min] - a.iloc[0]) / (a.iloc[-1] - a.iloc[0])) if a.iloc[-1] != a.iloc[0] else float("nan")
     layer_alpha_0 = frame[frame["step"] == steps[0]].set_index("layer")["alpha"].to_dict()
     layer_alpha_min = frame[frame["step"] == s_at_min].set_index("layer")["alpha"].to_dict()
     return {
@@ -161,7 +173,8 @@ def analyze_run(run: dict, args) -> dict:
         "frac_alpha_move_by_min": frac("mean_alpha"), "frac_rel_change_by_min": frac("rel_change"),
         "traps_final": int(per_step["traps"].iloc[-1]), "traps_max": int(per_step["traps"].max()),
         "mean_spike_final": int(per_step["mean_spike"].iloc[-1]),
-        "first_flag": flag_steps, "first_early_stop": es,
+        "first_flag": flag_steps, "first_early_stop": es, "first_mean_spike": first_spike,
+        "frac_layer_alpha_by_min": layer_frac,
         "layer_alpha_0": layer_alpha_0, "layer_alpha_at_min": layer_alpha_min, "layer_alpha_final": layer_alpha_end,
         "t_train": run["t_train"], "t_monitor": run["t_monitor"],
     }
@@ -190,6 +203,12 @@ def summarize(results: list[dict]) -> dict:
                     "rel_change_final", "frac_alpha_move_by_min", "frac_rel_change_by_min", "traps_final",
                     "mean_spike_final"):
             g[col] = float(np.nanmean([r[col] for r in rs]))
+        g["frac_layer_alpha_by_min"] = {
+            layer: round(float(np.nanmedian([r["frac_layer_alpha_by_min"][layer] for r in rs])), 3)
+            for layer in rs[0]["frac_layer_alpha_by_min"]}
+        spiked = [r for r in rs if r["first_mean_spike"] is not None]
+        g["mean_spike_runs"] = len(spiked)
+        g["mean_spike_first_before_min"] = sum(1 for r in spiked if r["first_mean_spike"] <= r["epoch_min"])
         g["layer_alpha"] = {
             layer: [round(float(np.mean([r[k][layer] for r in rs])), 3)
                     for k in ("layer_alpha_0", "layer_alpha_at_min", "layer_alpha_final")]
@@ -296,8 +315,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="overtraining-out")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=200)
-    ap.add_argument("--every", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--every", type=int, default=2, help="monitor interval (epochs) up to --dense-until, then 10")
+    ap.add_argument("--dense-until", type=int, default=60)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--n-train", type=int, default=300)
     ap.add_argument("--batch", type=int, default=32)
@@ -308,6 +328,8 @@ def main(argv=None) -> int:
     outdir = Path(args.out)
     (outdir / "runs").mkdir(parents=True, exist_ok=True)
     settings = [(s, o, n) for s in range(args.seeds) for o in ("sgd", "adam") for n in ((0.0,) if args.quick else (0.0, NOISE))]
+    if not args.quick:
+        settings += [(s, "sgdplain", 0.0) for s in range(args.seeds)]  # the gentler control group
     runs, results = [], []
     start = time.perf_counter()
     for seed, opt, noise in settings:
