@@ -379,7 +379,7 @@ def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
             text += f"{r['longname']}: {r['status']} ({r['reason']})\n"
     _emit(text, args.output, stdout)
     if args.report:
-        from .report import atomic_write
+        from .files import atomic_write
 
         atomic_write(args.report, render_html(frame))
         stderr.write(f"htsr: wrote {args.report}\n")

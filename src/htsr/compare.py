@@ -98,11 +98,14 @@ def _spectra(source: Any, options: dict) -> dict[str, tuple[float, float, np.nda
     """longname -> (alpha, log_norm, eigenvalues) of the analyzed layers."""
     from .api import analyze
 
-    report = analyze(source, keep_esd=True, **options)
+    report = analyze(source, **options)
     out: dict[str, tuple[float, float, np.ndarray | None]] = {}
-    for row in report.details.to_dict("records"):
-        evals = report.esds.get((row["layer_id"], None))
-        out.setdefault(row["longname"], (float(row.get("alpha", math.nan)), float(row.get("log_norm", math.nan)), evals))
+    for layer in report.layers:  # LayerResult, one per pooled layer
+        if layer.slice_id is not None:
+            continue
+        alpha = float(layer.fit.alpha) if layer.fit is not None else math.nan
+        log_norm = float(layer.metrics.log_norm) if layer.metrics is not None else math.nan
+        out.setdefault(layer.longname, (alpha, log_norm, layer.evals))
     return out
 
 

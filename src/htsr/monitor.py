@@ -342,7 +342,7 @@ class Monitor:
 
         text = render_html(self.history)
         if path is not None:
-            from .report import atomic_write
+            from .files import atomic_write
 
             atomic_write(path, text)
         return text

@@ -99,7 +99,7 @@ def render_html(history: list[dict]) -> str:
 def make_hf_callback(monitor: Any, base: type) -> Any:
     """An instance of a ``base`` (``transformers.TrainerCallback``) subclass driving ``monitor``."""
 
-    class HtsrMonitorCallback(base):  # type: ignore[misc, valid-type]
+    class HtsrMonitorCallback(base):
         def __init__(self) -> None:
             self.monitor = monitor
             self.val_loss: float | None = None
@@ -118,7 +118,7 @@ def make_hf_callback(monitor: Any, base: type) -> Any:
 def make_lightning_callback(monitor: Any, base: type) -> Any:
     """An instance of a ``base`` (Lightning ``Callback``) subclass driving ``monitor``."""
 
-    class HtsrMonitorLightning(base):  # type: ignore[misc, valid-type]
+    class HtsrMonitorLightning(base):
         def __init__(self) -> None:
             super().__init__()
             self.monitor = monitor

@@ -121,7 +121,7 @@ def module_tensors(model: Any) -> Iterator[WeightTensor]:
             key=(longname + ".weight") if longname else "weight",
             load=functools.partial(tensor_to_numpy, weight),
             note=note,
-            bias=(lambda b=bias: tensor_to_numpy(b)) if isinstance(bias, torch.Tensor) else None,
+            bias=functools.partial(tensor_to_numpy, bias) if isinstance(bias, torch.Tensor) else None,
         )
 
 
