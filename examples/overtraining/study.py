@@ -155,6 +155,9 @@ def analyze_run(run: dict, args) -> dict:
             es = hist[i]["step"]
             break
     layer_alpha_end = frame[frame["step"] == steps[-1]].set_index("layer")["alpha"].to_dict()
+    hidden = list(dict.fromkeys(frame["layer"]))[:-1]  # every layer but the output layer
+    low = frame[frame["layer"].isin(hidden) & (frame["alpha"] < 2)]
+    first_hidden_below_2 = int(low["step"].min()) if len(low) else None
     spikes = per_step["mean_spike"]
     first_spike = next((int(s) for s, v in spikes.items() if v > 0), None)
     layer_frac = {}
@@ -174,6 +177,7 @@ def analyze_run(run: dict, args) -> dict:
         "traps_final": int(per_step["traps"].iloc[-1]), "traps_max": int(per_step["traps"].max()),
         "mean_spike_final": int(per_step["mean_spike"].iloc[-1]),
         "first_flag": flag_steps, "first_early_stop": es, "first_mean_spike": first_spike,
+        "first_hidden_alpha_below_2": first_hidden_below_2,
         "frac_layer_alpha_by_min": layer_frac,
         "layer_alpha_0": layer_alpha_0, "layer_alpha_at_min": layer_alpha_min, "layer_alpha_final": layer_alpha_end,
         "t_train": run["t_train"], "t_monitor": run["t_monitor"],
@@ -209,6 +213,8 @@ def summarize(results: list[dict]) -> dict:
         spiked = [r for r in rs if r["first_mean_spike"] is not None]
         g["mean_spike_runs"] = len(spiked)
         g["mean_spike_first_before_min"] = sum(1 for r in spiked if r["first_mean_spike"] <= r["epoch_min"])
+        g["hidden_alpha_below_2_lag"] = [None if r["first_hidden_alpha_below_2"] is None
+                                          else r["first_hidden_alpha_below_2"] - r["epoch_min"] for r in rs]
         g["layer_alpha"] = {
             layer: [round(float(np.mean([r[k][layer] for r in rs])), 3)
                     for k in ("layer_alpha_0", "layer_alpha_at_min", "layer_alpha_final")]
@@ -232,6 +238,12 @@ def summarize(results: list[dict]) -> dict:
                                   f"/{len(results)}",
         }
     out["flags"] = rates
+    both = [r for r in results if r["first_flag"]["alpha_falling_val_rising"] is not None and r["first_early_stop"] is not None]
+    out["alpha_flag_vs_early_stop_rule"] = {
+        "same_epoch": sum(r["first_flag"]["alpha_falling_val_rising"] == r["first_early_stop"] for r in both),
+        "later": sum(r["first_flag"]["alpha_falling_val_rising"] > r["first_early_stop"] for r in both),
+        "earlier": sum(r["first_flag"]["alpha_falling_val_rising"] < r["first_early_stop"] for r in both),
+    }
     out["spearman_final_vs_test_final"] = {
         "mean_alpha": spearman([r["alpha_final"] for r in results], [r["test_final"] for r in results]),
         "rel_change": spearman([r["rel_change_final"] for r in results], [r["test_final"] for r in results]),
@@ -277,7 +289,7 @@ def figures(runs: list[dict], outdir: Path) -> list[Path]:
     for a in axes[-1]:
         a.set_xlabel("epoch")
     p = outdir / "fig_curves.png"
-    fig.savefig(p, dpi=70)
+    fig.savefig(p, dpi=60)
     paths.append(p)
     # per-layer alpha of one run per group
     fig = Figure(figsize=(11, 2.6), layout="constrained")
@@ -345,11 +357,12 @@ def main(argv=None) -> int:
     summary = summarize(results)
     summary["per_run"] = [{k: v for k, v in r.items() if not k.startswith("layer_alpha")} for r in results]
     summary["layer_alpha"] = {r["run"]: {"start": r["layer_alpha_0"], "final": r["layer_alpha_final"]} for r in results}
-    summary["args"] = vars(args)
+    summary["args"] = {k: v for k, v in vars(args).items() if k != "out"}
     (outdir / "summary.json").write_text(json.dumps(_clean(summary), indent=1))
     for p in figures(runs, outdir):
         print("wrote", p)
-    print(json.dumps({k: _clean(summary[k]) for k in ("groups", "flags", "spearman_final_vs_test_final",
+    print(json.dumps({k: _clean(summary[k]) for k in ("groups", "flags", "alpha_flag_vs_early_stop_rule",
+                                                      "spearman_final_vs_test_final",
                                               "spearman_at_min_vs_test_min", "time_s")}, indent=1))
     return 0
 

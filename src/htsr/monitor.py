@@ -74,7 +74,9 @@ class Monitor:
     seed : int
         Seed of the shuffles (the same model at the same step gives the same numbers).
     **options
-        Further :func:`htsr.analyze` options (``layers``, ``min_evals``, ``workers`` …).
+        Further :func:`htsr.analyze` options (``layers``, ``min_evals`` …). ``workers``
+        defaults to 1 here (the analysis runs between training steps; one thread
+        analyzes small layers faster than a pool); pass ``workers=0`` for one per core.
 
     Examples
     --------
@@ -108,6 +110,7 @@ class Monitor:
         self.randomize = bool(randomize)
         self.patience = int(patience)
         self.seed = seed
+        options.setdefault("workers", 1)
         self.options = options
         self.path = Path(path) if path is not None else None
         self.history: list[dict] = []
