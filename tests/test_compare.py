@@ -28,6 +28,14 @@ def _make_module():
 
 MAKE = _make_module()
 GOLDEN = json.loads((DATA / "distances_ww077.json").read_text())
+_PAIRS: dict = {}
+
+
+def pairs() -> dict:
+    """The golden script's model pairs, built once (the models are only read)."""
+    if not _PAIRS:
+        _PAIRS.update(MAKE.models())
+    return _PAIRS
 
 
 def linear(fill: float):
@@ -141,7 +149,7 @@ def test_compare_never_modifies_the_models():
 # ---------------------------------------------------------------- WeightWatcher.distances vs the reference
 @pytest.mark.parametrize("case", GOLDEN["results"], ids=lambda c: f"{c['models']}-{c['method']}-pool{c['pool']}-{c['layers']}")
 def test_distances_match_the_reference(case):
-    m1, m2 = MAKE.models()[case["models"]]
+    m1, m2 = pairs()[case["models"]]
     avg_dW, avg_db, details = htsr.WeightWatcher().distances(m1, m2, method=case["method"], pool=case["pool"],
                                                            layers=case["layers"])
     ref = pd.DataFrame(case["details"])
