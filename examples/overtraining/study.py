@@ -10,7 +10,7 @@ weight change ‖W − W0‖/‖W0‖). The test loss is given to the monitor as
 validation loss. A run "over-fits" when its final test loss is more than 10 %
 above its minimum.
 
-Run (about 10–15 minutes on two busy cores)::
+Run (about 6 minutes on two shared cores)::
 
     python examples/overtraining/study.py --out study-out
     python examples/overtraining/study.py --quick --out /some/tmp   # one seed, few epochs
