@@ -217,3 +217,14 @@ def test_cli_compare_formats_and_report(tmp_path):
     err = io.StringIO()
     assert main(["compare", str(a), str(tmp_path / "missing.safetensors")], io.StringIO(), err) == 1
     assert "missing.safetensors" in err.getvalue()
+
+
+def test_invalid_weights_are_reported_not_raised():
+    rng = np.random.default_rng(4)
+    a = {"fc.weight": rng.standard_normal((40, 20)), "out.weight": rng.standard_normal((30, 20))}
+    b = {"fc.weight": a["fc.weight"].copy(), "out.weight": a["out.weight"].copy()}
+    b["fc.weight"][3, 2] = np.nan
+    d = htsr.compare(a, b).set_index("longname")
+    assert d.loc["fc", "status"] == "invalid" and "NaN" in d.loc["fc", "reason"] and "fc" in d.loc["fc", "reason"]
+    assert math.isnan(d.loc["fc", "delta_W"])
+    assert d.loc["out", "status"] == "ok" and d.loc["out", "delta_W"] == 0.0
