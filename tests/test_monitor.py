@@ -59,7 +59,7 @@ def test_plain_torch_loop_history_and_reopen(tmp_path):
 
 
 def test_crash_mid_line_loses_only_that_line(tmp_path):
-    path = tmp_path / "h.jsonl"
+    path = tmp_path / "new" / "folder" / "h.jsonl"  # created on the first record
     m = htsr.Monitor(every=1, path=path)
     m.step(weights(0.0), 0)
     m.step(weights(0.0), 1)

@@ -167,6 +167,7 @@ class Monitor:
             return
         import zipfile
 
+        w0.parent.mkdir(parents=True, exist_ok=True)
         tmp = w0.with_name(w0.name + ".tmp.npz")
         with zipfile.ZipFile(tmp, "w") as zf:  # any layer name is a valid member (np.savez reserves a few)
             for name, array in self.w0.items():
