@@ -128,6 +128,10 @@ def test_bad_options_and_files(tmp_path):
     bad.write_text('not json\n{"step": 1}\n')
     with pytest.raises(HtsrError, match="line 1"):
         htsr.Monitor(path=bad)
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"step": 1}\n')
+    with pytest.raises(HtsrError, match="not a monitor record"):
+        htsr.Monitor(path=other)
 
 
 def test_model_is_not_modified():

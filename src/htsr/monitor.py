@@ -136,7 +136,10 @@ class Monitor:
                 if not line.strip():
                     continue
                 try:
-                    self.history.append(json.loads(line))
+                    record = json.loads(line)
+                    if not (isinstance(record, dict) and isinstance(record.get("layers"), dict) and "step" in record):
+                        raise HtsrError(f"{self.path}: line {n} is not a monitor record (no 'step' and 'layers').")
+                    self.history.append(record)
                 except json.JSONDecodeError:
                     if n < len(lines) - 1 or lines[-1] == "":
                         raise HtsrError(f"{self.path}: line {n} is not JSON; not a monitor history.") from None
