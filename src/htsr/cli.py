@@ -309,20 +309,24 @@ def _check_fail_on(report, fail_on: Sequence[str], stderr: TextIO) -> int:
     return EXIT_OK
 
 
+def _frame_text(frame: Any, args: argparse.Namespace, stdout: TextIO, table_columns: list[str]) -> tuple[str, str]:
+    """The frame as CSV, JSON or a fixed-width table of ``table_columns``, by ``--format``/``-o``; and the format."""
+    fmt = _choose_format(args.format, args.output, stdout)
+    if fmt == "csv":
+        return frame.to_csv(index=False, lineterminator="\n"), fmt
+    if fmt == "json":
+        return _frame_json(frame), fmt
+    return fixed_width(frame.to_dict(orient="records"), table_columns), fmt
+
+
 def _cmd_describe(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from .api import describe
 
     opts = {} if args.layers is None else {"layers": args.layers}
     frame = describe(args.path, **opts)
-    fmt = _choose_format(args.format, args.output, stdout)
-    if fmt == "csv":
-        text = frame.to_csv(index=False, lineterminator="\n")
-    elif fmt == "json":
-        text = _frame_json(frame)
-    else:
-        rows = frame.to_dict(orient="records")
-        text = fixed_width(rows, ["layer_id", "name", "layer_type", "shape", "dtype", "N", "M", "num_evals",
-                                  "analyzed", "reason"])
+    text, fmt = _frame_text(frame, args, stdout, ["layer_id", "name", "layer_type", "shape", "dtype", "N", "M",
+                                                  "num_evals", "analyzed", "reason"])
+    if fmt == "table":
         n = int(frame["analyzed"].sum())
         text += f"\n{n} of {len(frame)} tensor(s) will be analyzed.\n"
     _emit(text, args.output, stdout)
@@ -365,15 +369,9 @@ def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
     from .compare import render_html
 
     frame = run_compare(args.a, args.b, **({} if args.layers is None else {"layers": args.layers}))
-    fmt = _choose_format(args.format, args.output, stdout)
-    if fmt == "csv":
-        text = frame.to_csv(index=False, lineterminator="\n")
-    elif fmt == "json":
-        text = _frame_json(frame)
-    else:
-        text = fixed_width(frame.to_dict(orient="records"),
-                           ["longname", "status", "delta_W", "rel_delta_W", "cka", "alpha_a", "alpha_b",
-                            "delta_alpha", "esd_distance"])
+    text, fmt = _frame_text(frame, args, stdout, ["longname", "status", "delta_W", "rel_delta_W", "cka", "alpha_a",
+                                                  "alpha_b", "delta_alpha", "esd_distance"])
+    if fmt == "table":
         odd = frame[frame["status"] != "ok"]
         for r in odd.to_dict(orient="records"):
             text += f"{r['longname']}: {r['status']} ({r['reason']})\n"

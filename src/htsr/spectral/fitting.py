@@ -32,7 +32,7 @@ from .fingers import (
     effective_max_fingers,
     xmin_peak_window,
 )
-from .powerlaw import EVALS_THRESH, OVER_TRAINED, UNDER_TRAINED, fit_powerlaw
+from .powerlaw import EVALS_THRESH, fit_powerlaw, training_warning
 from .tpl import POWER_LAW, TRUNCATED_POWER_LAW, _fit_candidate, fit_package
 
 FITS = ("PL", "TPL", "E_TPL")
@@ -68,13 +68,7 @@ class TailFit:
     @property
     def warning(self) -> str:
         """'over-trained' if α < 2, 'under-trained' if α > 6, else ''."""
-        if not np.isfinite(self.alpha):
-            return ""
-        if self.alpha < OVER_TRAINED:
-            return "over-trained"
-        if self.alpha > UNDER_TRAINED:
-            return "under-trained"
-        return ""
+        return training_warning(self.alpha)
 
 
 def is_default(fit: str = "PL", pl_package: str = "ww", xmax: Any = None, fix_fingers: Any = None) -> bool:

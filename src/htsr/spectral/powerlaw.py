@@ -36,6 +36,17 @@ OVER_TRAINED = 2.0
 UNDER_TRAINED = 6.0
 
 
+def training_warning(alpha: float) -> str:
+    """The reference's label: 'over-trained' if α < 2, 'under-trained' if α > 6, else '' (also for NaN)."""
+    if not np.isfinite(alpha):
+        return ""
+    if alpha < OVER_TRAINED:
+        return "over-trained"
+    if alpha > UNDER_TRAINED:
+        return "under-trained"
+    return ""
+
+
 @dataclass(frozen=True)
 class PowerLawFit:
     """Result of :func:`fit_powerlaw`.
@@ -60,13 +71,7 @@ class PowerLawFit:
     @property
     def warning(self) -> str:
         """'over-trained' if α < 2, 'under-trained' if α > 6, else ''."""
-        if not np.isfinite(self.alpha):
-            return ""
-        if self.alpha < OVER_TRAINED:
-            return "over-trained"
-        if self.alpha > UNDER_TRAINED:
-            return "under-trained"
-        return ""
+        return training_warning(self.alpha)
 
 
 def _failed(evals: np.ndarray, reason: str) -> PowerLawFit:
