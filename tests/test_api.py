@@ -25,14 +25,102 @@ def tiny(seed=0):
     }
 
 
+# the reference's (weightwatcher 0.7.7) public constants, re-exported from htsr.constants
+REFERENCE_CONSTANTS = """
+ACCURATE ACCURATE_SVD ADD_BIASES AUTO BIDIRECTIONAL CHANNELS CHANNELS_STR CKA CLIP_XMAX CONV1D CONV2D CONV2D_FFT
+CONV2D_NORM DEFAULT_FINGER_THRESH DEFAULT_MAX_EVALS DEFAULT_MAX_FINGERS DEFAULT_MAX_N DEFAULT_MIN_EVALS DEFAULT_PARAMS
+DEFAULT_PEFT DEFAULT_POOL DEFAULT_POWERLAW_PACKAGE DEFAULT_START_ID DEFAULT_WW2X DEFAULT_XMAX DEF_SAVE_DIR DELTA_ES DENSE
+DETX EPSILON ERROR EUCLIDEAN EVALS_HALF_THRESH EVALS_THRESH EXPONENTIAL E_TPL FAILED FAST FAST_SVD FFT FINGER_THRESH
+FIRST FIT FIX_FINGERS FORCE FRAMEWORK GLOROT_FIT GLOROT_FIX HALF_EPSILON INTRA INVERSE KERAS KERAS_H5_FILE LAMBDA_MIN
+LAST LAYERS LAYER_TYPE LAYER_TYPES_SUPPORTED LOG_NORMAL MAX_EVALS MAX_FINGERS MAX_N MAX_NUM_EVALS MBEDDING METHODS
+METRICS MIN_EVALS MIN_NUM_EVALS MODEL_FILE_FORMATS MP_FIT NORM NORMALIZE ONNX OVER_TRAINED OVER_TRAINED_THRESH PEFT
+PEFT_WITH_BASE PL PLOT PL_PACKAGE POOL POWERLAW POWERLAW_PACKAGE POWER_LAW PYSTATEDICT PYTORCH RANDOMIZE RAW RESCALE
+RMT SAFETENSORS SAVEDIR SAVEFIG SMOOTH SOURCE SPARSIFY STACKED START_IDS SUCCESS SVD SVD_METHOD TENSORFLOW TOLERANCE TPL
+TRUNCATED TRUNCATED_POWER_LAW TRUNCATED_SVD UNDER_TRAINED UNDER_TRAINED_THRESH UNKNOWN VALID_SVD_METHODS VECTORS
+WEAK_RANK_LOSS_TOLERANCE WW2X WW_CONFIG_FILENAME WW_FLATFILES WW_NAME WW_POWERLAW WW_POWERLAW_PACKAGE XMAX XMAX_FORCE
+XMIN XMIN_MAX XMIN_PEAK
+""".split()
+
+
 def test_all_is_pinned():
     assert sorted(htsr.__all__) == sorted([
         "__version__", "analyze", "describe", "compare", "Monitor", "fit_powerlaw", "PowerLawFit", "WeightWatcher", "HtsrError",
         "SourceError", "UnsafeFileError", "LayerError", "OptionError", "UnknownOptionError",
         "remove_traps", "SVDSmoothing", "SVDSharpness", "Report", "LayerResult", "AnalysisConfig",
+        *REFERENCE_CONSTANTS,
     ])
     for name in htsr.__all__:
         assert hasattr(htsr, name), name
+
+
+def test_reference_constants_values():
+    assert (htsr.LAYER_TYPE.CONV2D, htsr.LAYER_TYPE.DENSE, htsr.LAYER_TYPE.EMBEDDING) == ("conv2d", "dense", "embedding")
+    assert (htsr.PL, htsr.TPL, htsr.E_TPL, htsr.POWER_LAW) == ("PL", "TPL", "E_TPL", "power_law")
+    assert (htsr.XMIN_PEAK, htsr.CLIP_XMAX, htsr.RAW, htsr.EUCLIDEAN, htsr.CKA) == ("xmin_peak", "clip_xmax", "raw",
+                                                                                  "euclidean", "cka")
+    assert htsr.DEF_SAVE_DIR == "ww-img" and htsr.DEFAULT_MIN_EVALS == 8 and htsr.DEFAULT_MAX_EVALS == 15000
+    assert htsr.FRAMEWORK.PYTORCH == "pytorch" and htsr.METRICS.ALPHA_WEIGHTED == "alpha_weighted"
+    # every layer type htsr reports is spelled as the reference's LAYER_TYPE value
+    from htsr.config import LayerType
+
+    assert {t.value for t in LayerType} - {"other"} <= set(vars(htsr.LAYER_TYPE).values())
+
+
+def test_layer_type_constant_selects_layers():
+    rng = np.random.default_rng(0)
+    model = {"conv.weight": rng.standard_normal((16, 8, 3, 3)), "fc.weight": rng.standard_normal((30, 20))}
+    details = htsr.WeightWatcher(model=model).analyze(layers=[htsr.LAYER_TYPE.CONV2D])
+    assert list(details["name"]) == ["conv"]
+
+
+def test_compat_positional_order_and_conflicts():
+    model = tiny()
+    w = htsr.WeightWatcher(model=model)
+    # reference order: model, layers, min_evals, max_evals, …
+    by_position = w.analyze(None, [], 50, 100)
+    by_keyword = w.analyze(layers=[], min_evals=50, max_evals=100)
+    pd.testing.assert_frame_equal(by_position, by_keyword)
+    assert list(by_position["name"]) == ["layers.2"]  # M = 60; min_evals=50 drops M = 40 and 32
+    assert list(w.describe(None, [], 50)["name"]) == list(by_position["name"])
+    with pytest.raises(TypeError, match="multiple values for argument 'min_evals'"):
+        w.analyze(None, [], 50, min_evals=3)
+    with pytest.raises(TypeError, match="positional"):
+        w.analyze(None, *([None] * 40))
+
+
+def test_compat_min_evals_default_and_zero_means_no_limit():
+    rng = np.random.default_rng(1)
+    model = {"a.weight": rng.standard_normal((50, 8)), "b.weight": rng.standard_normal((50, 9)),
+             "c.weight": rng.standard_normal((50, 7)), "d.weight": rng.standard_normal((50, 40))}
+    w = htsr.WeightWatcher(model=model)
+    assert list(w.analyze()["name"]) == ["a", "b", "d"]  # reference default min_evals=8
+    assert list(w.analyze(min_evals=0)["name"]) == ["a", "b", "c", "d"]
+    assert list(w.analyze(max_evals=10)["name"]) == ["a", "b"]
+    assert list(w.analyze(max_evals=0)["name"]) == ["a", "b", "d"]
+    with pytest.raises(OptionError):
+        htsr.analyze(model, min_evals=0)  # htsr's own API keeps positive limits
+
+
+def test_compat_get_weights_and_esd_reference_forms():
+    rng = np.random.default_rng(2)
+    conv = rng.standard_normal((8, 16, 3, 3))  # out < in: the reference transposes each slice
+    dense = rng.standard_normal((30, 40))
+    w = htsr.WeightWatcher(model={"conv.weight": conv, "fc.weight": dense})
+    mats = w.get_Weights(layer=1, params=None)
+    assert len(mats) == 9 and mats[0].shape == (16, 8)
+    np.testing.assert_array_equal(mats[4], conv[:, :, 1, 1].T)
+    assert w.get_Weights(layer="fc", params=dict(htsr.DEFAULT_PARAMS))[0].shape == (30, 40)
+    # the reference's get_ESD: raw slices whatever params says; htsr's: as analyze, unless conv2d_norm=False
+    esd = w.get_ESD(layer=1, params={"conv2d_norm": True}, conv2d_norm=False)
+    sv = np.concatenate([np.linalg.svd(conv[:, :, i, j], compute_uv=False) for i in range(3) for j in range(3)])
+    np.testing.assert_allclose(esd, np.sort(sv ** 2), rtol=1e-10)
+    np.testing.assert_allclose(w.get_ESD(None, 1, False, None), np.sort(sv ** 2) / 2, rtol=1e-10)
+    rand = w.get_ESD(None, 1, True, None)  # positional: model, layer, random, params
+    assert rand.size == 72 and np.all(np.diff(rand) >= 0)
+    with pytest.raises(UnknownOptionError):
+        w.get_ESD(layer=1, params={"no_such_option": 1})
+    with pytest.raises(NotImplementedError):
+        w.get_ESD(layer=1, params={"glorot_fix": True})
 
 
 def test_import_is_fast_and_imports_no_framework():

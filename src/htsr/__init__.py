@@ -12,11 +12,13 @@ Marchenko–Pastur and shuffles W to find correlation traps.
 
 from __future__ import annotations
 
+from . import constants as _constants
 from ._version import __version__
 from .api import analyze, describe
 from .compare import compare
 from .compat import WeightWatcher
 from .config import AnalysisConfig
+from .constants import *  # noqa: F403  (the reference's public constants: LAYER_TYPE, METRICS, TPL, …)
 from .errors import HtsrError, LayerError, OptionError, SourceError, UnknownOptionError, UnsafeFileError
 from .monitor import Monitor
 from .report import Report
@@ -45,4 +47,5 @@ __all__ = [
     "remove_traps",
     "SVDSmoothing",
     "SVDSharpness",
+    *_constants.__all__,
 ]

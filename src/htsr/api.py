@@ -31,10 +31,11 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     **options
         Fields of :class:`~htsr.config.AnalysisConfig`: ``min_evals=10, max_evals=15000,
         max_N=50000, pool=True, conv2d_norm=True, randomize=False, mp_fit=False, detX=False,
-        seed=0, layers=None, device='auto', workers=0, fast=False, progress=None``, and the
-        reference's other options: ``fit='PL'|'TPL'|'E_TPL', pl_package, xmax, fix_fingers,
-        xmin_max, max_fingers, finger_thresh, vectors, inverse, intra, sparsify, stacked,
-        deltas`` (``docs/compat.md``).
+        seed=0, layers=None, device='auto', workers=0, fast=False, progress=None, reference=False``
+        (``reference=True``: the reference tool's treatment of small, Conv1d and sliced layers, as
+        :class:`~htsr.WeightWatcher` uses), and the reference's other options: ``fit='PL'|'TPL'|'E_TPL',
+        pl_package, xmax, fix_fingers, xmin_max, max_fingers, finger_thresh, vectors, inverse, intra,
+        sparsify, stacked, deltas`` (``docs/compat.md``).
 
     Returns
     -------

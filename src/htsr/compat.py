@@ -15,15 +15,30 @@ raises ``NotImplementedError`` naming the option (never a silent no-op).
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import numpy as np
 
+from .constants import DEF_SAVE_DIR, DEFAULT_MIN_EVALS, DEFAULT_PARAMS
 from .errors import HtsrError, OptionError, UnknownOptionError
 
 _log = logging.getLogger("htsr")
 
-DEF_SAVE_DIR = "ww-img"
+# the reference's positional order after ``model`` (weightwatcher 0.7.7)
+_ANALYZE_ORDER = (
+    "layers", "min_evals", "max_evals", "min_size", "max_size", "max_N", "glorot_fix", "plot", "randomize", "savefig",
+    "mp_fit", "conv2d_norm", "ww2x", "pool", "conv2d_fft", "fft", "deltas", "intra", "vectors", "channels", "stacked",
+    "fix_fingers", "xmin_max", "max_fingers", "finger_thresh", "fit", "sparsify", "detX", "ERG", "svd_method",
+    "tolerance", "start_ids", "pl_package", "xmax", "base_model", "peft", "inverse",
+)
+_DESCRIBE_ORDER = (
+    "layers", "min_evals", "max_evals", "min_size", "max_size", "max_N", "glorot_fix", "savefig", "ww2x", "pool",
+    "conv2d_fft", "fft", "conv2d_norm", "intra", "channels", "stacked", "start_ids", "base_model", "peft",
+)
+# reference params (get_ESD / get_Weights ``params=``) that would change a single layer's matrices
+_PARAMS_NOT_BUILT = ("glorot_fix", "normalize", "intra", "inverse", "fft", "conv2d_fft", "stacked", "peft")
+
 
 # reference options accepted only at their default value (anything else is not built)
 _ONLY_DEFAULT = {
@@ -39,10 +54,49 @@ _BROKEN = {
 # accepted and without effect on the numbers: htsr always computes exactly (documented in docs/compat.md)
 _ACCEPTED = {"svd_method": ("accurate", "fast")}
 _DIRECT = ("layers", "min_evals", "max_evals", "max_N", "randomize", "mp_fit", "conv2d_norm", "pool",
-           "detX", "tolerance", "seed", "device", "workers", "progress", "start_ids", "inverse", "vectors", "intra", "sparsify", "stacked")
+           "detX", "tolerance", "seed", "device", "workers", "progress", "start_ids", "inverse", "vectors", "intra", "sparsify", "stacked",
+           "reference")
 # tail-fit options (htsr.spectral.fitting); finger parameters only count with fix_fingers
 _FIT_KEYS = ("fit", "pl_package", "xmax", "fix_fingers")
 _FINGER_KEYS = {"xmin_max": None, "max_fingers": 10, "finger_thresh": 1.0}
+
+
+def _positional(method: str, order: tuple[str, ...], args: tuple, kwargs: dict) -> dict:
+    """Place positional arguments by the reference's parameter order (after ``model``)."""
+    if len(args) > len(order):
+        raise TypeError(f"WeightWatcher.{method}() takes at most {len(order) + 1} positional arguments "
+                        f"after self ({len(args) + 1} given).")
+    for name, value in zip(order, args):
+        if name in kwargs:
+            raise TypeError(f"WeightWatcher.{method}() got multiple values for argument {name!r}.")
+        kwargs[name] = value
+    return kwargs
+
+
+def _reference_defaults(opts: dict) -> dict:
+    """The reference's defaults and limits: min_evals 8; 0 (or None) for min_evals/max_evals means no limit."""
+    opts.setdefault("min_evals", DEFAULT_MIN_EVALS)
+    opts.setdefault("reference", True)
+    if not opts["min_evals"]:  # 0 / None: every layer with at least one eigenvalue
+        opts["min_evals"] = 1
+    if "max_evals" in opts and not opts["max_evals"]:
+        opts["max_evals"] = sys.maxsize
+    return opts
+
+
+def _params_options(method: str, params: Any) -> dict:
+    """Check a reference ``params`` dict (its option names as keys); return the options htsr uses from it."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise OptionError(f"WeightWatcher.{method}: params must be a dict of the reference's options; got {params!r}.")
+    known = set(DEFAULT_PARAMS) | set(_ANALYZE_ORDER) | {"layers", "layer_ids_start", "reference", "seed"}
+    for key, value in params.items():
+        if key not in known:
+            raise UnknownOptionError(f"WeightWatcher.{method}(): unknown key {key!r} in params.")
+        if key in _PARAMS_NOT_BUILT and value:
+            raise NotImplementedError(f"WeightWatcher.{method}: params[{key!r}]={value!r} is not implemented in htsr.")
+    return {k: params[k] for k in ("reference",) if k in params}
 
 
 def _map_options(method: str, kwargs: dict) -> tuple[dict, dict]:
@@ -140,18 +194,23 @@ class WeightWatcher:
             raise HtsrError("WeightWatcher: no model given (pass model= to the constructor or the method).")
         return self.model
 
-    def analyze(self, model: Any = None, **kwargs: Any):
+    def analyze(self, model: Any = None, *args: Any, **kwargs: Any):
         """Analyze the model; returns the details DataFrame (reference columns and order).
 
-        Takes the reference's keyword arguments (``layers, min_evals, max_evals, max_N,
-        plot, randomize, savefig, mp_fit, conv2d_norm, pool, ww2x, detX, tolerance,
-        start_ids …``) and htsr's ``seed``, ``device``, ``workers``, ``progress``.
-        With ``plot=True`` figures are shown and saved into ``savefig`` (default
-        ``ww-img``, as the reference; ``savefig=False`` saves nothing).
+        Takes the reference's arguments, by keyword or in its positional order
+        (``layers, min_evals=8, max_evals, min_size, max_size, max_N, glorot_fix,
+        plot, randomize, savefig, mp_fit, conv2d_norm, ww2x, pool …``; 0 for
+        ``min_evals`` / ``max_evals`` means no limit), and htsr's keywords
+        ``seed``, ``device``, ``workers``, ``progress``, ``reference`` (default
+        True here: the reference's treatment of small, Conv1d and sliced conv
+        layers, see ``docs/compat.md``). With ``plot=True`` figures are shown and
+        saved into ``savefig`` (default ``ww-img``, as the reference;
+        ``savefig=False`` saves nothing).
         """
         from .api import analyze
 
-        opts, plot_opts = _map_options("analyze", kwargs)
+        opts, plot_opts = _map_options("analyze", _positional("analyze", _ANALYZE_ORDER, args, kwargs))
+        _reference_defaults(opts)
         plot = bool(plot_opts["plot"])
         savefig = plot_opts["savefig"] if plot and plot_opts["savefig"] not in (False, None, "") else None
         if savefig is True:
@@ -161,19 +220,30 @@ class WeightWatcher:
         self.details = report.details
         return self.details
 
-    def describe(self, model: Any = None, **kwargs: Any):
-        """The layers the reference would analyze: ``layer_id, name, M, N, Q, layer_type, longname, num_evals, rf``."""
+    def describe(self, model: Any = None, *args: Any, **kwargs: Any):
+        """The layers the reference would analyze: ``layer_id, name, M, N, Q, layer_type, longname, num_evals, rf``.
+
+        Arguments as the reference's ``describe`` (keywords or its positional order).
+        """
         import pandas as pd
 
         from .api import describe
 
-        opts, _ = _map_options("describe", kwargs)
+        opts, _ = _map_options("describe", _positional("describe", _DESCRIBE_ORDER, args, kwargs))
+        _reference_defaults(opts)
         frame = describe(self._model(model), **opts)
         frame = frame[frame["analyzed"]].reset_index(drop=True)
         cols = ["layer_id", "name", "M", "N", "Q", "layer_type", "longname", "num_evals", "rf"]
         out = frame[cols].copy()
         for c in ("M", "N", "num_evals", "rf"):
             out[c] = out[c].astype("int64")
+        pool = opts.get("pool", True)
+        # the reference counts M·rf eigenvalues per layer (M per slice with pool=False), whatever the kernel
+        out["num_evals"] = out["M"] * out["rf"] if pool else out["M"]
+        if not pool:  # one row per conv2d slice (0 … rf−1), slice_id 0 on other rows
+            reps = [int(rf) if t == "conv2d" else 1 for t, rf in zip(out["layer_type"], out["rf"])]
+            out = out.loc[out.index.repeat(reps)].reset_index(drop=True)
+            out["slice_id"] = [i for n in reps for i in range(n)]
         return pd.DataFrame(out)
 
     def analyze_vectors(self, model: Any = None, layers: Any = (), min_evals: Any = None, max_evals: Any = None,
@@ -283,7 +353,7 @@ class WeightWatcher:
         summary.pop("num_traps", None)
         return summary
 
-    def _one_layer(self, method: str, model: Any, layer: Any, kwargs: dict) -> tuple[Any, Any]:
+    def _one_layer(self, method: str, model: Any, layer: Any, kwargs: dict, params: Any = None) -> tuple[Any, Any]:
         """The plan of one analyzable layer and the config, chosen and gated exactly as ``analyze`` does."""
         from .config import AnalysisConfig
         from .engine import plan
@@ -297,7 +367,7 @@ class WeightWatcher:
         if pointless:
             raise OptionError(f"WeightWatcher.{method}: option {pointless[0]!r} has no meaning for one layer's "
                               f"{'weights' if method == 'get_Weights' else 'eigenvalues'}.")
-        config = AnalysisConfig.from_kwargs(**opts)
+        config = AnalysisConfig.from_kwargs(**_reference_defaults({**_params_options(method, params), **opts}))
         plans = [p for p in plan(open_source(self._model(model)), config) if not p.reason]
         for p in plans:
             if (isinstance(layer, (int, np.integer)) and p.tensor.layer_id == layer) or layer in (p.tensor.name, p.tensor.longname):
@@ -329,37 +399,49 @@ class WeightWatcher:
                                              "pool": pool, "start_ids": start_ids})
         return reference_distances(model_1, model_2, m, AnalysisConfig.from_kwargs(**opts))
 
-    def get_Weights(self, model: Any = None, layer: Any = None, **kwargs: Any) -> list:
-        """The layer's matrices (one per conv kernel position, unscaled), as float64 copies.
+    def get_Weights(self, model: Any = None, layer: Any = None, params: Any = None, **kwargs: Any) -> list:
+        """The layer's matrices as the reference gives them, float64 copies without the conv2d_norm factor.
 
-        Takes the layer-gating options of ``analyze`` (``min_evals``, ``max_evals``, ``max_N``,
-        ``start_ids`` …): a layer ``analyze`` would skip is not found.
+        A dense or embedding layer: ``[W]`` as stored. A conv2d layer: one matrix
+        per kernel position (row-major over kh, kw), each (out, in) slice
+        transposed when out < in, so rows ≥ cols. A Conv1d layer: ``[W]``, the
+        3-D kernel (out, in, k). ``params`` is the reference's options dict;
+        keyword options gate the layer as ``analyze`` does (``min_evals`` …): a
+        layer ``analyze`` would skip is not found.
         """
         from .matrices import as_float, slices
 
-        p, _ = self._one_layer("get_Weights", model, layer, kwargs)
+        p, _ = self._one_layer("get_Weights", model, layer, kwargs, params)
         W, _ = as_float(p.tensor.load(), p.tensor.where)
-        return list(slices(W, p.tensor.layer_type, conv2d_norm=False))
+        if W.ndim != 4:
+            return [W]
+        return [m.T if m.shape[0] < m.shape[1] else m for m in slices(W, p.tensor.layer_type, conv2d_norm=False)]
 
-    def get_ESD(self, model: Any = None, layer: Any = None, random: bool = False, seed: int = 0, **kwargs: Any) -> np.ndarray:
+    def get_ESD(self, model: Any = None, layer: Any = None, random: bool = False, params: Any = None, *,
+                seed: int = 0, **kwargs: Any) -> np.ndarray:
         """Sorted eigenvalues of the layer's ESD, pooled over conv slices as ``analyze`` pools them.
 
         ``random=True``: the eigenvalues of the first shuffle that ``analyze(randomize=True,
-        seed=seed)`` makes of this layer (the same generator, the same values). Takes the
-        layer-gating options of ``analyze`` and ``conv2d_norm``; ``pool=False`` is refused
-        (one layer, one ESD).
+        seed=seed)`` makes of this layer (the same generator, the same values). ``params`` is
+        the reference's options dict (checked; its ``conv2d_norm`` is not used: the reference's
+        ``get_ESD`` ignores it too). Takes the layer-gating options of ``analyze`` and
+        ``conv2d_norm`` as keywords; ``pool=False`` is refused (one layer, one ESD). A Conv1d
+        layer gives the reference's top M eigenvalues (docs/compat.md).
         """
         from .matrices import as_float, slices
-        from .spectral.esd import compute_esd
+        from .spectral.esd import compute_esd, top_evals
 
         if "seed" in kwargs:
             raise OptionError("WeightWatcher.get_ESD: give the seed once (seed=…).")
-        p, config = self._one_layer("get_ESD", model, layer, {**kwargs, "seed": seed})
+        p, config = self._one_layer("get_ESD", model, layer, {**kwargs, "seed": seed}, params)
         if not config.pool:
             raise OptionError("WeightWatcher.get_ESD: pool=False gives one ESD per slice; use analyze(pool=False).")
         W, _ = as_float(p.tensor.load(), p.tensor.where)
-        stack = slices(W, p.tensor.layer_type, config.conv2d_norm)
-        evals = compute_esd(stack, p.geometry.N).evals
+        g = p.geometry
+        conv1d = config.reference and W.ndim == 3
+        stack = W if conv1d else slices(W, p.tensor.layer_type, config.conv2d_norm)
+        esd = compute_esd(stack, g.N)
+        evals = (top_evals(esd, g.M, g.N) if conv1d else esd).evals
         if not random:
             return evals
         from .engine import blas_single_thread
@@ -367,7 +449,7 @@ class WeightWatcher:
 
         key = (config.seed, p.tensor.layer_id, 0)
         with blas_single_thread():  # as the engine computes it: the same bits
-            rand, _ = randomized_esd(stack, evals, p.geometry.Q, p.geometry.M, key, replica_count(p.geometry.M))
+            rand, _ = randomized_esd(stack, evals, g.Q, g.M, key, replica_count(g.M * g.rf if config.reference else evals.size))
         return rand.first
 
     def SVDSmoothing(self, model: Any = None, percent: float = 0.8, pool: bool = True, layers: Any = (),

@@ -21,15 +21,26 @@ import numpy as np
 
 from .config import AnalysisConfig, LayerType, fit_options
 from .errors import HtsrError, LayerError
-from .matrices import Geometry, as_float, available_memory, check_weights, geometry, memory_reason, not_a_matrix_reason, slices
+from .matrices import (
+    Geometry,
+    as_float,
+    available_memory,
+    check_weights,
+    geometry,
+    memory_reason,
+    not_a_matrix_reason,
+    reference_conv2d_factor,
+    reference_geometry,
+    slices,
+)
 from .results import LayerResult
 from .sources import Source, WeightTensor
-from .spectral.esd import ESD, compute_esd
+from .spectral.esd import ESD, compute_esd, top_evals
 from .spectral.fitting import TailFit, fit_tail
 from .spectral.inverse import inverse_evals
 from .spectral.marchenko_pastur import detx_result, safe_fit_mp
 from .spectral.metrics import norm_metrics
-from .spectral.powerlaw import PowerLawFit, fit_powerlaw
+from .spectral.powerlaw import SMALL_N, PowerLawFit, fit_powerlaw
 from .spectral.randomize import randomized_esd, replica_count
 from .spectral.traps import find_traps
 from .spectral.vectors import vector_columns
@@ -56,7 +67,7 @@ def plan(source: Source, config: AnalysisConfig) -> list[Plan]:
     for t in source.tensors:
         if config.start_ids and source.kind == "module":
             t = dataclasses.replace(t, layer_id=t.layer_id + config.start_ids)
-        geom = geometry(t.shape)
+        geom = reference_geometry(t.shape, t.layer_type) if config.reference else geometry(t.shape)
         reason = not_a_matrix_reason(t.shape, t.layer_type)
         is_layer = reason is None or geom is not None  # an empty matrix is listed in .skipped
         if reason is None and t.layer_type not in ANALYZED_TYPES:
@@ -67,10 +78,12 @@ def plan(source: Source, config: AnalysisConfig) -> list[Plan]:
         if reason is None and not config.layers.selects(t.layer_id, t.name, t.longname, t.layer_type.value):
             reason = "not selected by the 'layers' option"
         if reason is None and geom is not None:
-            if geom.num_evals < config.min_evals:
-                reason = f"fewer than min_evals={config.min_evals} eigenvalues (M·rf = {geom.num_evals})"
-            elif geom.num_evals > config.max_evals:
-                reason = f"more than max_evals={config.max_evals} eigenvalues (M·rf = {geom.num_evals})"
+            # the reference gates each slice's M with pool=False (the whole layer goes), else M·rf
+            what, count = ("M", geom.M) if config.reference and not config.pool else ("M·rf", geom.M * geom.rf)
+            if count < config.min_evals:
+                reason = f"fewer than min_evals={config.min_evals} eigenvalues ({what} = {count})"
+            elif count > config.max_evals:
+                reason = f"more than max_evals={config.max_evals} eigenvalues ({what} = {count})"
             elif geom.N > config.max_N:
                 reason = f"N = {geom.N} exceeds max_N={config.max_N}"
             else:
@@ -91,28 +104,44 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray, config: Analy
                   esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd) -> list[LayerResult]:
     """The results of one layer: one, or one per conv slice with ``pool=False``."""
     W, note = as_float(array, t.where)
-    stack = slices(W, t.layer_type, config.conv2d_norm)
-    groups = [(None, stack)] if config.pool or stack.shape[0] == 1 else [(i, stack[i:i + 1]) for i in range(stack.shape[0])]
+    ref = config.reference  # the reference's treatment (docs/compat.md)
+    ref_conv1d = ref and t.layer_type is LayerType.CONV1D and W.ndim == 3  # one (in, k) matrix per output
+    stack = W if ref_conv1d else slices(W, t.layer_type, config.conv2d_norm,
+                                        reference_conv2d_factor(g.rf, config.pool or not ref))
+    groups: list[tuple[int | None, np.ndarray]]
+    if config.pool or (stack.shape[0] == 1 and not ref):
+        groups = [(None, stack)]
+    elif ref_conv1d:
+        groups = [(0, stack)]
+    else:  # the reference gives every row a slice_id with pool=False (0 for a single matrix)
+        groups = [(i, stack[i:i + 1]) for i in range(stack.shape[0])]
     out = []
     for slice_id, sub in groups:
         esd = esd_fn(sub, g.N)
+        if ref_conv1d:
+            esd = top_evals(esd, g.M, g.N)
         if config.inverse:  # the reference's inverse ESD (spectral/inverse.py); sv columns stay those of W
             esd = dataclasses.replace(esd, evals=inverse_evals([esd_fn(sub[k:k + 1], g.N).evals
                                                                 for k in range(sub.shape[0])]))
         evals = esd.evals
         fit: PowerLawFit | TailFit
         if config.fit == "PL" and config.pl_package == "ww" and config.xmax is None and not config.fix_fingers:
-            fit = fit_powerlaw(evals, curves=config.keep_esd)
+            fit = fit_powerlaw(evals, curves=config.keep_esd, small_n=SMALL_N if ref else 0)
         else:  # the reference's other fits: TPL, the powerlaw package's method, xmax, fix_fingers
             fit = fit_tail(evals, **fit_options(config))
         randomized = traps = None
         if config.randomize:
             key = (config.seed, t.layer_id, slice_id or 0)
-            randomized, shuffled = randomized_esd(sub, evals, g.Q, g.M, key, replica_count(g.M))
+            # replicas when the randomized fit would see few eigenvalues: the row's (the reference: the layer's M·rf)
+            count = g.M * g.rf if ref else evals.size
+            randomized, shuffled = randomized_esd(sub, evals, g.Q, g.M, key, replica_count(count))
             traps = find_traps(sub, shuffled, randomized, key)
             del shuffled
+        ident = _identity(t, g, slice_id)
+        if ref:  # slice rows keep the layer's rf; num_evals counts what was kept
+            ident.update(rf=g.rf, num_evals=int(evals.size))
         out.append(LayerResult(
-            **_identity(t, g, slice_id),
+            **ident,
             status=fit.status,
             reason="; ".join(r for r in (fit.reason, note) if r),
             esd=esd,
@@ -280,6 +309,8 @@ def _gpu_stack(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig) -
         return None
     # a plain float matrix travels as stored (widened exactly on the GPU); others as float64
     raw = src.ndim == 2 and src.dtype in (np.float16, np.float32, np.float64)
+    if config.reference and src.ndim == 3:  # the reference's Conv1d: analyze_plan's own route
+        return None
     stack = slices(src if raw else src.astype(np.float64), p.tensor.layer_type, config.conv2d_norm)
     return None if stack.shape[0] > 1 and not config.pool else stack
 

@@ -12,7 +12,9 @@ conv2d            (out, in, kh, kw)   one out×in slice per kernel position
 ================  ==================  ==========================================
 
 N is the larger and M the smaller side of a slice; a layer has M·rf
-eigenvalues. Arrays are checked here: NaN/Inf, complex or empty weights raise
+eigenvalues. :func:`reference_geometry` and :func:`reference_conv2d_factor`
+give the reference's (weightwatcher 0.7.7) treatment where it differs
+(``reference=True``, set by the compat class; see ``docs/compat.md``). Arrays are checked here: NaN/Inf, complex or empty weights raise
 :class:`~htsr.errors.LayerError` with a reason the report shows.
 """
 
@@ -30,11 +32,17 @@ from .errors import LayerError
 
 @dataclass(frozen=True)
 class Geometry:
-    """N (larger side), M (smaller side) and rf (number of slices) of a layer."""
+    """N (larger side), M (smaller side) and rf (number of slices) of a layer.
+
+    ``evals`` is the number of eigenvalues when it is not M·rf (only in the
+    reference's geometry: a Conv1d keeps its top M values, an even conv2d
+    kernel with fewer outputs than inputs reports N and M swapped).
+    """
 
     N: int
     M: int
     rf: int
+    evals: int = 0
 
     @property
     def Q(self) -> float:
@@ -42,7 +50,7 @@ class Geometry:
 
     @property
     def num_evals(self) -> int:
-        return self.M * self.rf
+        return self.evals or self.M * self.rf
 
 
 def geometry(shape: tuple[int, ...]) -> Geometry | None:
@@ -52,6 +60,42 @@ def geometry(shape: tuple[int, ...]) -> Geometry | None:
     rows, cols = shape[0], shape[1]
     rf = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
     return Geometry(N=max(rows, cols), M=min(rows, cols), rf=rf)
+
+
+def reference_geometry(shape: tuple[int, ...], layer_type: LayerType) -> Geometry | None:
+    """N, M, rf as the reference reports them (None for tensors that are not matrices).
+
+    Differs from :func:`geometry` in two cases:
+
+    - a 3-D Conv1d kernel (out, in, k) is one "matrix": N = max(out, in, k),
+      M = min(out, in, k), rf = 1, and its eigenvalues are the squares of the M
+      largest singular values of the (in, k) matrices of all outputs (the
+      kernel read as a stack; :func:`htsr.spectral.esd.top_evals`);
+    - a conv2d kernel with fewer outputs than inputs and an even number of
+      kernel positions: the reference swaps N and M once per position, so an
+      even count leaves N = out (the smaller side) and M = in; the eigenvalues
+      are still min(out, in)·rf.
+
+    Examples
+    --------
+    >>> reference_geometry((32, 16, 3), LayerType.CONV1D)
+    Geometry(N=32, M=3, rf=1, evals=3)
+    >>> reference_geometry((32, 64, 2, 2), LayerType.CONV2D)
+    Geometry(N=32, M=64, rf=4, evals=128)
+    """
+    g = geometry(shape)
+    if g is None:
+        return None
+    if layer_type is LayerType.CONV1D and len(shape) == 3:
+        return Geometry(N=max(shape), M=min(shape), rf=1, evals=min(shape))
+    if layer_type is LayerType.CONV2D and len(shape) == 4 and shape[0] < shape[1] and g.rf % 2 == 0:
+        return Geometry(N=shape[0], M=shape[1], rf=g.rf, evals=shape[0] * g.rf)
+    return g
+
+
+def reference_conv2d_factor(rf: int, pooled: bool) -> float:
+    """Factor the reference multiplies conv2d slices by under ``conv2d_norm``: √½ pooled, √(rf/2) per slice (``pool=False``)."""
+    return math.sqrt(0.5) if pooled else math.sqrt(rf / 2.0)
 
 
 def not_a_matrix_reason(shape: tuple[int, ...], layer_type: LayerType) -> str | None:
@@ -196,8 +240,11 @@ def memory_reason(shape: tuple[int, ...], dtype: str, available: int | None) -> 
             f"more than the {available / gib:.1f} GiB available")
 
 
-def slices(array: np.ndarray, layer_type: LayerType, conv2d_norm: bool = True) -> np.ndarray:
+def slices(array: np.ndarray, layer_type: LayerType, conv2d_norm: bool = True,
+           factor: float = math.sqrt(0.5)) -> np.ndarray:
     """Stack of the layer's matrices, shape (rf, rows, cols), float64.
+
+    Conv2d slices are multiplied by ``factor`` when ``conv2d_norm``.
 
     Examples
     --------
@@ -213,7 +260,7 @@ def slices(array: np.ndarray, layer_type: LayerType, conv2d_norm: bool = True) -
         out, inp, kh, kw = array.shape
         stack = np.ascontiguousarray(array.transpose(2, 3, 0, 1).reshape(kh * kw, out, inp))
         if conv2d_norm and layer_type is LayerType.CONV2D:
-            stack = stack * np.sqrt(0.5)  # not in place: for a 1×1 kernel ``stack`` is a view of ``array``
+            stack = stack * factor  # not in place: for a 1×1 kernel ``stack`` is a view of ``array``
         return stack
     raise LayerError(f"invalid: {array.ndim}-D tensor")
 

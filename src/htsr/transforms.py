@@ -101,7 +101,7 @@ def _randomized(p, config, stack: np.ndarray, g):
 
     key = (config.seed, p.tensor.layer_id, 0)
     evals = compute_esd(stack, g.N).evals
-    randomized, shuffled = randomized_esd(stack, evals, g.Q, g.M, key, replica_count(g.M))
+    randomized, shuffled = randomized_esd(stack, evals, g.Q, g.M, key, replica_count(evals.size))
     return randomized, find_traps(stack, shuffled, randomized, key)
 
 

@@ -206,3 +206,22 @@ def compute_esd(stack: np.ndarray, N: int, fast: bool = False) -> ESD:
     w = stack.astype(dtype, copy=False)
     ev = eigvalsh_gram(gram(w[0])[None] if w.shape[0] == 1 else gram(w))
     return esd_from_slices(stack, ev, N, fast)
+
+
+def top_evals(esd: ESD, count: int, N: int) -> ESD:
+    """The ``count`` largest eigenvalues of ``esd`` as one matrix's ESD (the reference's Conv1d treatment).
+
+    ``sv_max``, ``sv_min`` and ``rank_loss`` are those of the kept singular
+    values taken together, with the rank tolerance of a matrix of larger side ``N``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> e = top_evals(compute_esd(np.diag([3.0, 2.0, 1.0])[None], N=3), 2, N=3)
+    >>> e.evals, e.sv_min
+    (array([4., 9.]), 2.0)
+    """
+    evals = esd.evals[-count:] if count > 0 else esd.evals[:0]
+    sv = np.sqrt(evals)
+    return ESD(evals=evals, sv_max=float(sv[-1]) if sv.size else 0.0, sv_min=float(sv[0]) if sv.size else 0.0,
+               rank_loss=int(sv.size - rank_count(sv, N)))

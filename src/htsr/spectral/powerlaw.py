@@ -32,6 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 EVALS_THRESH = 1e-5
+#: The reference fits fewer eigenvalues than this (above the threshold) with :func:`small_sample_search`.
+SMALL_N = 20
+#: Shortest tail :func:`small_sample_search` considers.
+SMALL_N_MIN_TAIL = 8
 OVER_TRAINED = 2.0
 UNDER_TRAINED = 6.0
 
@@ -270,7 +274,62 @@ def _search(logx: np.ndarray, alphas: np.ndarray) -> int:
     return best_i
 
 
-def fit_powerlaw(evals: np.ndarray, thresh: float = EVALS_THRESH, curves: bool = False) -> PowerLawFit:
+def small_sample_search(logx: np.ndarray, min_tail: int = SMALL_N_MIN_TAIL) -> tuple[int, np.ndarray, np.ndarray]:
+    """The reference's fit for few eigenvalues: bias-corrected α, tails of at least ``min_tail`` points.
+
+    For each candidate xmin = x_i whose tail has n_i = n − i ≥ ``min_tail``
+    points (i ≤ n − 2), with S_i = Σ_{j≥i} ln(x_j/x_i):
+
+        α_i = 1 + (n_i − 1) / S_i        (the unbiased estimate of α − 1 is (n_i − 1)/S_i)
+
+    and D_i the same Kolmogorov–Smirnov distance as the large-n search. A
+    candidate with S_i ≤ 1e-12 or α_i ≤ 1 is not eligible. The winner is the
+    first eligible candidate with the smallest D (weightwatcher 0.7.7 also
+    scores the candidates by J = D − 0.868/√n_i, but its caller then re-selects
+    by D, and that is what its tables show: verified by running it). When no
+    candidate is eligible the whole sample is the tail (i = 0).
+
+    Parameters
+    ----------
+    logx : ndarray, shape (n,)
+        Logarithms of the sorted eigenvalues (n ≥ 2).
+    min_tail : int
+        Fewest tail points a candidate may have.
+
+    Returns
+    -------
+    (index, alphas, Ds)
+        The winning index; α and D of every candidate xmin (α NaN and D = 1 where not eligible).
+
+    Examples
+    --------
+    >>> x = np.sort((1 - np.random.default_rng(0).random(12)) ** (-1 / 1.5))
+    >>> i, alphas, Ds = small_sample_search(np.log(x))
+    >>> i, round(float(alphas[i]), 3)
+    (4, 2.665)
+    """
+    n = logx.size
+    idx = np.arange(n - 1)
+    tail = (n - idx).astype(np.float64)
+    suffix = np.cumsum(logx[::-1])[::-1]
+    S = suffix[:-1] - tail * logx[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alphas = 1.0 + (tail - 1.0) / S
+    eligible = (tail >= min_tail) & (S > 1e-12) & (alphas > 1.0)
+    Ds = np.ones(n - 1)
+    if not eligible.any():
+        eligible = np.zeros(n - 1, dtype=bool)
+        eligible[0] = S[0] > 1e-12 and alphas[0] > 1.0
+    j = np.arange(n)
+    for i in np.flatnonzero(eligible):
+        F = 1.0 - np.exp((1.0 - alphas[i]) * (logx[i:] - logx[i]))
+        Ds[i] = float(np.max(np.abs((j[: n - i]) / tail[i] - F)))
+    alphas = np.where(eligible, alphas, np.nan)
+    return int(np.argmin(Ds)), alphas, Ds
+
+
+def fit_powerlaw(evals: np.ndarray, thresh: float = EVALS_THRESH, curves: bool = False,
+                 small_n: int = 0) -> PowerLawFit:
     """Fit a power law to the tail of an ESD, exactly as the reference's search.
 
     Parameters
@@ -281,6 +340,10 @@ def fit_powerlaw(evals: np.ndarray, thresh: float = EVALS_THRESH, curves: bool =
         Eigenvalues at or below this are left out of the fit (reference: 1e-5).
     curves : bool
         Also return α and D for every candidate xmin (for plots); costs the full O(n²) search.
+    small_n : int
+        Fit fewer than this many eigenvalues (above ``thresh``) with
+        :func:`small_sample_search`, as the reference does below :data:`SMALL_N`;
+        0 (htsr's default) uses the exhaustive search for every n.
 
     Returns
     -------
@@ -303,20 +366,23 @@ def fit_powerlaw(evals: np.ndarray, thresh: float = EVALS_THRESH, curves: bool =
     if data.size < 2:
         return _failed(x, f"fewer than 2 eigenvalues above {thresh:g}")
     logx = np.log(data)
-    alphas = _alphas(logx)
-    if curves:
-        Ds = _exact_D(logx, alphas, np.arange(alphas.size))
-        i = int(np.argmin(Ds))
+    if data.size < small_n:
+        i, alphas, Ds = small_sample_search(logx)
     else:
-        Ds = np.empty(0)
-        i = _search(logx, alphas)
+        alphas = _alphas(logx)
+        if curves:
+            Ds = _exact_D(logx, alphas, np.arange(alphas.size))
+            i = int(np.argmin(Ds))
+        else:
+            i = _search(logx, alphas)
+            Ds = np.empty(0)
+    D = float(Ds[i]) if Ds.size else float(_exact_D(logx, alphas, np.array([i]))[0])
     alpha = float(alphas[i])
     n_i = data.size - i
+    keep = (lambda a: a) if curves else (lambda a: np.empty(0))
     if not np.isfinite(alpha) or alpha <= 1.0:
         return PowerLawFit(float("nan"), float("nan"), float(data[-1]), float("nan"), float("nan"), 0,
-                           "failed", "no candidate xmin gives alpha > 1",
-                           data[:-1] if curves else np.empty(0), alphas if curves else np.empty(0), Ds)
-    D = float(Ds[i]) if curves else float(_exact_D(logx, alphas, np.array([i]))[0])
+                           "failed", "no candidate xmin gives alpha > 1", keep(data[:-1]), keep(alphas), keep(Ds))
     xmin = float(data[i])
     return PowerLawFit(
         alpha=alpha,
@@ -326,7 +392,7 @@ def fit_powerlaw(evals: np.ndarray, thresh: float = EVALS_THRESH, curves: bool =
         sigma=(alpha - 1.0) / np.sqrt(n_i),
         num_pl_spikes=int(np.count_nonzero(x >= xmin)),
         status="success",
-        xmins=data[:-1] if curves else np.empty(0),
-        alphas=alphas if curves else np.empty(0),
-        Ds=Ds,
+        xmins=keep(data[:-1]),
+        alphas=keep(alphas),
+        Ds=keep(Ds),
     )

@@ -144,7 +144,11 @@ def permutations(shape: tuple[int, ...], rng: np.random.Generator, replica: int 
 
 
 def replica_count(M: int) -> int:
-    """Number of shuffles of a matrix with ``M`` eigenvalues: ``REPLICAS`` below ``SMALL_LAYER``, else 1."""
+    """Number of shuffles for an ESD of ``M`` eigenvalues: ``REPLICAS`` below ``SMALL_LAYER``, else 1.
+
+    ``M`` is the number of eigenvalues the randomized fit sees: M·rf for a pooled
+    conv layer (the reference's count), M for one matrix.
+    """
     return REPLICAS if M < SMALL_LAYER else 1
 
 
