@@ -76,10 +76,11 @@ def test_get_esd_and_get_weights_take_analyze_gates_and_refuse_what_they_cannot_
     small = rng.standard_normal((20, 5))
     model = {"a_conv.weight": conv, "b_fc.weight": rng.standard_normal((300, 100)), "c_small.weight": small}
     watcher = htsr.WeightWatcher(model=model)
-    scaled = watcher.get_ESD(layer=1)
-    raw = watcher.get_ESD(layer=1, conv2d_norm=False)
+    raw = watcher.get_ESD(layer=1)  # the reference's get_ESD: unscaled conv2d slices
+    scaled = watcher.get_ESD(layer=1, conv2d_norm=True)  # what analyze() fits (sqrt(1/2) per slice)
     assert scaled.size == 32 * 9
-    np.testing.assert_allclose(raw, 2 * scaled, rtol=1e-12)  # the reference's sqrt(1/2) on conv2d slices
+    np.testing.assert_allclose(raw, 2 * scaled, rtol=1e-12)
+    np.testing.assert_allclose(scaled, htsr.analyze(model, keep_esd=True).layer(1).evals, rtol=1e-12)
     with pytest.raises(HtsrError, match="no analyzable layer 3"):
         watcher.get_ESD(layer=3)  # 5 eigenvalues: below min_evals, as analyze() skips it
     assert watcher.get_ESD(layer=3, min_evals=2).size == 5

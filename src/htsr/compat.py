@@ -419,20 +419,23 @@ class WeightWatcher:
 
     def get_ESD(self, model: Any = None, layer: Any = None, random: bool = False, params: Any = None, *,
                 seed: int = 0, **kwargs: Any) -> np.ndarray:
-        """Sorted eigenvalues of the layer's ESD, pooled over conv slices as ``analyze`` pools them.
+        """Sorted eigenvalues of the layer's ESD, pooled over conv slices, as the reference's ``get_ESD``.
 
+        As the reference, conv2d slices are not scaled (its ``get_ESD`` ignores ``conv2d_norm``);
+        ``conv2d_norm=True`` as a keyword gives the eigenvalues ``analyze`` fits instead.
         ``random=True``: the eigenvalues of the first shuffle that ``analyze(randomize=True,
-        seed=seed)`` makes of this layer (the same generator, the same values). ``params`` is
-        the reference's options dict (checked; its ``conv2d_norm`` is not used: the reference's
-        ``get_ESD`` ignores it too). Takes the layer-gating options of ``analyze`` and
-        ``conv2d_norm`` as keywords; ``pool=False`` is refused (one layer, one ESD). A Conv1d
-        layer gives the reference's top M eigenvalues (docs/compat.md).
+        seed=seed)`` makes of this layer (the same generator and values; for a conv2d layer with
+        ``conv2d_norm=True``). ``params`` is the reference's options dict (checked; its
+        ``conv2d_norm`` is not used, as in the reference). Takes the layer-gating options of
+        ``analyze`` as keywords; ``pool=False`` is refused (one layer, one ESD). A Conv1d layer
+        gives the reference's top M eigenvalues (docs/compat.md).
         """
         from .matrices import as_float, slices
         from .spectral.esd import compute_esd, top_evals
 
         if "seed" in kwargs:
             raise OptionError("WeightWatcher.get_ESD: give the seed once (seed=…).")
+        kwargs.setdefault("conv2d_norm", False)  # the reference's get_ESD: raw slices
         p, config = self._one_layer("get_ESD", model, layer, {**kwargs, "seed": seed}, params)
         if not config.pool:
             raise OptionError("WeightWatcher.get_ESD: pool=False gives one ESD per slice; use analyze(pool=False).")
