@@ -91,6 +91,8 @@ def _open_path(path: Path) -> Source:
         entries = safetensors_file.folder_entries(path)
         if entries is not None:
             return Source(str(path), tuple(weight_tensors(entries)), "folder")
+        if (path / "pytorch_model.bin.index.json").is_file():
+            return Source(str(path), tuple(weight_tensors(_bin_index_entries(path))), "folder")
         for name in ("pytorch_model.bin", "model.pt", "model.pth"):
             if (path / name).is_file():
                 return _open_path(path / name)
@@ -119,6 +121,10 @@ def _open_path(path: Path) -> Source:
     if suffix == ".npz":
         return Source(str(path), tuple(weight_tensors(_npz_entries(path))), "npz")
     if suffix in TORCH_SUFFIXES:
+        from . import torch_pickle
+
+        if torch_pickle.is_torch_zip(path):
+            return _torch_zip_source(path)
         from .torch_source import load_state_dict_file, state_dict_from_object
 
         obj = load_state_dict_file(path)
@@ -128,6 +134,64 @@ def _open_path(path: Path) -> Source:
         f"{path}: unknown file type {suffix or '(no extension)'!r}; htsr reads .safetensors, .npz, "
         ".bin/.pt/.pth (PyTorch state dicts), .onnx and Hugging Face folders."
     )
+
+
+def _torch_zip_source(path: Path) -> Source:
+    """A ``torch.save`` / ``torch.jit.save`` zip, read by the no-code unpickler."""
+    from . import torch_pickle
+
+    archive = torch_pickle.read_archive(path)
+    kind, obj = torch_pickle.find_weights(archive.root, str(path))
+    if kind == "module":
+        tensors = torch_pickle.module_tensors(archive, obj)
+        if not tensors:
+            raise SourceError(f"{path}: the pickled module holds no weight tensors.")
+        return Source(f"{path} ({obj._htsr_global.replace('__torch__.', '', 1)}, pickled module)",
+                      tuple(tensors), "module")
+    entries = torch_pickle.state_dict_entries(archive, obj)
+    return Source(str(path), tuple(weight_tensors(entries)), "torch-file")
+
+
+def _bin_index_entries(folder: Path) -> list[Entry]:
+    """Sharded ``pytorch_model-*.bin`` files, in the order of ``pytorch_model.bin.index.json``."""
+    import json
+
+    from . import torch_pickle
+
+    index = folder / "pytorch_model.bin.index.json"
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
+        raise SourceError(f"{index}: not a valid index (no 'weight_map' object of file names).") from None
+    by_file: dict[str, list[str]] = {}
+    for key, fname in weight_map.items():
+        by_file.setdefault(fname, []).append(key)
+    entries: dict[str, Entry] = {}
+    for fname, keys in by_file.items():
+        if os.path.sep in fname or "/" in fname or fname in ("", ".", ".."):
+            raise SourceError(f"{index}: shard name {fname!r} points outside {folder}.")
+        shard = folder / fname
+        if not shard.is_file():
+            raise SourceError(f"{index}: shard {fname!r} is missing from {folder}.")
+        if not torch_pickle.is_torch_zip(shard):
+            from .torch_source import load_state_dict_file, state_dict_from_object
+
+            sd = state_dict_from_object(load_state_dict_file(shard), str(shard))
+            got = {e.key: e for e in mapping_entries_for_file(sd, shard)}
+            missing = [k for k in keys if k not in got]
+            if missing:
+                raise SourceError(f"{index}: names tensor {missing[0]!r}, which {shard} does not hold.")
+            entries.update((k, got[k]) for k in keys)
+            continue
+        archive = torch_pickle.read_archive(shard)
+        kind, obj = torch_pickle.find_weights(archive.root, str(shard))
+        if kind != "state_dict":
+            raise SourceError(f"{shard}: a shard must hold a state dict, not a pickled module.")
+        for entry in torch_pickle.state_dict_entries(archive, obj, keys):
+            entries[entry.key] = entry
+    return [entries[k] for k in weight_map]
 
 
 def mapping_entries_for_file(sd: dict, path: Path) -> list[Entry]:
