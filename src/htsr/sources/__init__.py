@@ -61,6 +61,12 @@ def open_source(obj: Any) -> Source:
         from .torch_source import module_tensors
 
         return Source(f"{type(obj).__name__} (PyTorch module)", tuple(module_tensors(obj)), "module")
+    from .onnx_file import is_onnx_model
+
+    if is_onnx_model(obj):
+        from .onnx_file import onnx_tensors
+
+        return Source(f"ONNX model {obj.graph.name!r}", tuple(onnx_tensors(obj)), "onnx")
     if isinstance(obj, (str, os.PathLike)):
         return _open_path(Path(obj))
     if isinstance(obj, dict):
@@ -115,9 +121,10 @@ def _open_path(path: Path) -> Source:
         entries = safetensors_file.file_entries(path)
         return Source(str(path), tuple(weight_tensors(entries)), "safetensors")
     if suffix == ".onnx":
-        from .onnx_file import onnx_entries
+        from . import onnx_file
 
-        return Source(str(path), tuple(weight_tensors(onnx_entries(path))), "onnx")
+        safetensors_file.require_regular_file(path)
+        return Source(str(path), tuple(onnx_file.onnx_tensors(onnx_file.load_model(path), path)), "onnx")
     if suffix == ".npz":
         return Source(str(path), tuple(weight_tensors(_npz_entries(path))), "npz")
     if suffix in TORCH_SUFFIXES:
