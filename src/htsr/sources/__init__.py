@@ -125,6 +125,11 @@ def _open_path(path: Path) -> Source:
 
         safetensors_file.require_regular_file(path)
         return Source(str(path), tuple(onnx_file.onnx_tensors(onnx_file.load_model(path), path)), "onnx")
+    if suffix == ".gguf":
+        from .gguf_file import gguf_entries
+
+        safetensors_file.require_regular_file(path)
+        return Source(str(path), tuple(weight_tensors(gguf_entries(path))), "gguf")
     if suffix == ".npz":
         return Source(str(path), tuple(weight_tensors(_npz_entries(path))), "npz")
     if suffix in TORCH_SUFFIXES:
