@@ -57,6 +57,13 @@ def open_source(obj: Any) -> Source:
 
     if isinstance(obj, Source):
         return obj
+    from .keras_source import is_keras_model
+
+    # before torch: a Keras model on the torch backend is also a torch.nn.Module
+    if is_keras_model(obj):
+        from .keras_source import model_tensors as keras_model_tensors
+
+        return Source(f"{type(obj).__name__} {obj.name!r} (Keras model)", tuple(keras_model_tensors(obj)), "keras")
     if is_torch_module(obj):
         from .torch_source import module_tensors
 
@@ -125,6 +132,11 @@ def _open_path(path: Path) -> Source:
 
         safetensors_file.require_regular_file(path)
         return Source(str(path), tuple(onnx_file.onnx_tensors(onnx_file.load_model(path), path)), "onnx")
+    if suffix in (".keras", ".h5", ".hdf5"):
+        from .keras_source import keras_tensors
+
+        safetensors_file.require_regular_file(path)
+        return Source(str(path), tuple(keras_tensors(path)), "keras")
     if suffix == ".gguf":
         from .gguf_file import gguf_entries
 
