@@ -76,6 +76,12 @@ def open_source(obj: Any) -> Source:
         return Source(f"ONNX model {obj.graph.name!r}", tuple(onnx_tensors(obj)), "onnx")
     if isinstance(obj, (str, os.PathLike)):
         return _open_path(Path(obj))
+    from .jax_source import is_pytree
+
+    if is_pytree(obj):
+        from .jax_source import pytree_tensors
+
+        return Source("parameter pytree (nested dict)", tuple(pytree_tensors(obj, "<pytree>")), "pytree")
     if isinstance(obj, dict):
         entries = mapping_entries(obj, "<dict>")
         if not entries:
@@ -137,6 +143,11 @@ def _open_path(path: Path) -> Source:
 
         safetensors_file.require_regular_file(path)
         return Source(str(path), tuple(keras_tensors(path)), "keras")
+    if suffix == ".msgpack":
+        from .jax_source import msgpack_tensors
+
+        safetensors_file.require_regular_file(path)
+        return Source(str(path), tuple(msgpack_tensors(path)), "msgpack")
     if suffix == ".gguf":
         from .gguf_file import gguf_entries
 
