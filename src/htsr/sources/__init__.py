@@ -107,6 +107,12 @@ def _open_path(path: Path) -> Source:
     if not exists:
         raise SourceError(f"{path}: no such file or folder.")
     if is_dir:
+        from .delta import ADAPTER_CONFIG
+
+        if (path / ADAPTER_CONFIG).is_file():
+            from .delta import lora_source
+
+            return lora_source(path)
         entries = safetensors_file.folder_entries(path)
         if entries is not None:
             return Source(str(path), tuple(weight_tensors(entries)), "folder")
