@@ -115,7 +115,8 @@ def gguf_entries(path: Path) -> list[Entry]:
             if key in by_key:
                 raise SourceError(f"{path}: tensor name {t.name!r} appears twice.")
             dtype = str(t.tensor_type.name).lower()
-            ltype = LayerType.OTHER if len(shape) == 3 else None  # stacked MoE experts, not a conv kernel
+            # stacked MoE experts (ffn_*_exps, 3-D) are not conv kernels; other ranks follow the key-value rule
+            ltype = LayerType.OTHER if len(shape) == 3 and "_exps." in str(t.name) else None
             by_key[key] = Entry(key, shape, dtype, str(path), _loader(path, t, shape, str(t.name)), layer_type=ltype)
     except SourceError:
         raise
