@@ -140,6 +140,12 @@ class WeightWatcher:
             raise HtsrError("WeightWatcher: no model given (pass model= to the constructor or the method).")
         return self.model
 
+    def _source(self, model: Any) -> Any:
+        """The model's source without htsr's extra rows (RNN gates, attention q/k/v): the reference skips them."""
+        from .sources import open_source
+
+        return open_source(self._model(model), extra_rows=False)
+
     def analyze(self, model: Any = None, **kwargs: Any):
         """Analyze the model; returns the details DataFrame (reference columns and order).
 
@@ -156,7 +162,7 @@ class WeightWatcher:
         savefig = plot_opts["savefig"] if plot and plot_opts["savefig"] not in (False, None, "") else None
         if savefig is True:
             savefig = DEF_SAVE_DIR
-        report = analyze(self._model(model), plot=plot, savefig=savefig, **opts)
+        report = analyze(self._source(model), plot=plot, savefig=savefig, **opts)
         self.report = report
         self.details = report.details
         return self.details
@@ -168,7 +174,7 @@ class WeightWatcher:
         from .api import describe
 
         opts, _ = _map_options("describe", kwargs)
-        frame = describe(self._model(model), **opts)
+        frame = describe(self._source(model), **opts)
         frame = frame[frame["analyzed"]].reset_index(drop=True)
         cols = ["layer_id", "name", "M", "N", "Q", "layer_type", "longname", "num_evals", "rf"]
         out = frame[cols].copy()
@@ -287,7 +293,6 @@ class WeightWatcher:
         """The plan of one analyzable layer and the config, chosen and gated exactly as ``analyze`` does."""
         from .config import AnalysisConfig
         from .engine import plan
-        from .sources import open_source
 
         if layer is None:
             raise HtsrError(f"WeightWatcher.{method}: give layer= (an id or a name).")
@@ -298,7 +303,7 @@ class WeightWatcher:
             raise OptionError(f"WeightWatcher.{method}: option {pointless[0]!r} has no meaning for one layer's "
                               f"{'weights' if method == 'get_Weights' else 'eigenvalues'}.")
         config = AnalysisConfig.from_kwargs(**opts)
-        plans = [p for p in plan(open_source(self._model(model)), config) if not p.reason]
+        plans = [p for p in plan(self._source(model), config) if not p.reason]
         for p in plans:
             if (isinstance(layer, (int, np.integer)) and p.tensor.layer_id == layer) or layer in (p.tensor.name, p.tensor.longname):
                 return p, config

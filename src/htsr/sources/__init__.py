@@ -44,8 +44,11 @@ class Source:
     kind: str  # 'module', 'mapping', 'safetensors', 'folder', 'npz', 'torch-file'
 
 
-def open_source(obj: Any) -> Source:
+def open_source(obj: Any, extra_rows: bool = True) -> Source:
     """Recognize ``obj`` and list its weight tensors (nothing is read yet).
+
+    ``extra_rows=False`` leaves out the rows the reference does not have
+    (RNN gates, attention q/k/v: :mod:`.splits`); the compat layer passes it.
 
     Raises
     ------
@@ -67,7 +70,7 @@ def open_source(obj: Any) -> Source:
     if is_torch_module(obj):
         from .torch_source import module_tensors
 
-        return Source(f"{type(obj).__name__} (PyTorch module)", tuple(module_tensors(obj)), "module")
+        return Source(f"{type(obj).__name__} (PyTorch module)", tuple(module_tensors(obj, extra_rows)), "module")
     from .onnx_file import is_onnx_model
 
     if is_onnx_model(obj):
@@ -75,7 +78,7 @@ def open_source(obj: Any) -> Source:
 
         return Source(f"ONNX model {obj.graph.name!r}", tuple(onnx_tensors(obj)), "onnx")
     if isinstance(obj, (str, os.PathLike)):
-        return _open_path(Path(obj))
+        return _open_path(Path(obj), extra_rows)
     from .jax_source import is_pytree
 
     if is_pytree(obj):
@@ -97,7 +100,7 @@ def open_source(obj: Any) -> Source:
     )
 
 
-def _open_path(path: Path) -> Source:
+def _open_path(path: Path, extra_rows: bool = True) -> Source:
     from . import safetensors_file
 
     try:
@@ -120,10 +123,10 @@ def _open_path(path: Path) -> Source:
             return Source(str(path), tuple(weight_tensors(_bin_index_entries(path))), "folder")
         for name in ("pytorch_model.bin", "model.pt", "model.pth"):
             if (path / name).is_file():
-                return _open_path(path / name)
+                return _open_path(path / name, extra_rows)
         npz = sorted(path.glob("*.npz"))
         if len(npz) == 1:
-            return _open_path(npz[0])
+            return _open_path(npz[0], extra_rows)
         raise SourceError(
             f"{path}: no model weights found in this folder (looked for model.safetensors, "
             "model.safetensors.index.json, *.safetensors, pytorch_model.bin)."
@@ -165,7 +168,7 @@ def _open_path(path: Path) -> Source:
         from . import torch_pickle
 
         if torch_pickle.is_torch_zip(path):
-            return _torch_zip_source(path)
+            return _torch_zip_source(path, extra_rows)
         from .torch_source import load_state_dict_file, state_dict_from_object
 
         obj = load_state_dict_file(path)
@@ -177,14 +180,14 @@ def _open_path(path: Path) -> Source:
     )
 
 
-def _torch_zip_source(path: Path) -> Source:
+def _torch_zip_source(path: Path, extra_rows: bool = True) -> Source:
     """A ``torch.save`` / ``torch.jit.save`` zip, read by the no-code unpickler."""
     from . import torch_pickle
 
     archive = torch_pickle.read_archive(path)
     kind, obj = torch_pickle.find_weights(archive.root, str(path))
     if kind == "module":
-        tensors = torch_pickle.module_tensors(archive, obj)
+        tensors = torch_pickle.module_tensors(archive, obj, extra_rows)
         if not tensors:
             raise SourceError(f"{path}: the pickled module holds no weight tensors.")
         return Source(f"{path} ({obj._htsr_global.replace('__torch__.', '', 1)}, pickled module)",

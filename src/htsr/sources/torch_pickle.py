@@ -26,6 +26,7 @@ could not have run here, but such a file is hostile and the user should know.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import pickle
@@ -447,12 +448,35 @@ def _layer_type(global_name: str) -> LayerType:
     return LayerType.OTHER
 
 
-def module_tensors(archive: Archive, root: Any) -> list[WeightTensor]:
-    """Rows of a whole pickled module, numbered as ``module_tensors`` numbers the live module."""
+def _own_tensors(obj: Any) -> dict[str, TensorRef]:
+    state = _state(obj)
+    holder = state.get("_parameters") if isinstance(state.get("_parameters"), dict) else state
+    return {str(k): v for k, v in holder.items() if isinstance(v, TensorRef)}
+
+
+def module_tensors(archive: Archive, root: Any, extra_rows: bool = True) -> list[WeightTensor]:
+    """Rows of a whole pickled module, numbered as ``module_tensors`` numbers the live module.
+
+    With ``extra_rows``, RNN gates and attention q/k/v follow (:mod:`.splits`).
+    """
+    from .splits import split_pieces
+
     out = []
+    extras: list[WeightTensor] = []
     first: dict[tuple, str] = {}
     origin = str(archive.path)
+    n_modules = 0
     for layer_id, (longname, mod) in enumerate(named_modules(root)):
+        n_modules = layer_id + 1
+        if extra_rows:
+            own = _own_tensors(mod)
+            params = {n: (t.shape, (lambda t=t, n=n: archive.load(t, f"{longname}.{n} in {origin}")))
+                      for n, t in own.items()}
+            for pname, shape, load in split_pieces(mod._htsr_global, params):
+                full = f"{longname}.{pname}" if longname else pname
+                extras.append(WeightTensor(layer_id=0, name=pname, longname=full, layer_type=LayerType.DENSE,
+                                           shape=shape, dtype=next(iter(own.values())).dtype, origin=origin,
+                                           key=full, load=load, extra=True))
         weight = _weight(mod)
         if weight is None:
             continue
@@ -472,6 +496,7 @@ def module_tensors(archive: Archive, root: Any) -> list[WeightTensor]:
             shape=weight.shape, dtype=weight.dtype, origin=origin, key=key,
             load=(lambda w=weight, where=where: archive.load(w, where)), note=note,
         ))
+    out.extend(dataclasses.replace(t, layer_id=n_modules + i) for i, t in enumerate(extras))
     return out
 
 
