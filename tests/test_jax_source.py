@@ -111,3 +111,11 @@ def test_lying_msgpack_is_a_source_error(tmp_path):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(SourceError, match=name):
             htsr.analyze(tmp_path / name)
+
+
+def test_the_same_array_twice_is_analyzed_once():
+    p = params()
+    p["params"]["lm_head"] = {"kernel": p["params"]["Dense_0"]["kernel"]}  # tied: one object, two paths
+    report = htsr.analyze(p, seed=0)
+    assert "lm_head" not in set(report.details["name"])
+    assert report.skipped.set_index("name").loc["lm_head", "reason"] == "tied: same tensor as Dense_0"

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", parents=[common], help="analyze a model file or folder",
                         description="Analyze every weight matrix of PATH and print one row per layer.")
     an.add_argument("path", metavar="PATH",
-                    help="a .safetensors, .npz, .bin/.pt/.pth file or a Hugging Face model folder")
+                    help="a .safetensors, .npz, .bin/.pt/.pth/.ckpt (state dict, whole model or TorchScript), .onnx, "
+                         ".gguf, .keras/.h5, .msgpack (Flax) file, a Hugging Face model folder or a LoRA adapter folder")
     an.add_argument("--randomize", action="store_true",
                     help="also shuffle each matrix and look for correlation traps")
     an.add_argument("--mp-fit", action="store_true", help="fit the Marchenko-Pastur law to each ESD")

@@ -3,17 +3,29 @@
 This package is the only place that imports a framework (torch), and only
 when the object in hand already is one or the file needs it.
 
-=====================================  ========================================
-input                                  reader
-=====================================  ========================================
-``torch.nn.Module``                    :func:`torch_source.module_tensors`
-dict of torch tensors / numpy arrays   :func:`torch_source.mapping_entries`
-``*.safetensors``                      :mod:`safetensors_file` (lazy, memory-mapped)
-Hugging Face folder                    index.json order, else natural key order
-``*.npz``                              ``np.load(allow_pickle=False)``, lazy per key
-``*.bin``, ``*.pt``, ``*.pth``         ``torch.load(weights_only=True)`` only
-``*.onnx``                             the graph's initializers (``onnx`` extra)
-=====================================  ========================================
+=======================================  ========================================
+input                                    reader
+=======================================  ========================================
+``torch.nn.Module``                      :func:`torch_source.module_tensors` (+ :mod:`splits`)
+dict of torch tensors / numpy arrays     :func:`torch_source.mapping_entries`
+nested dict of arrays (JAX/Flax params)  :func:`jax_source.pytree_tensors`
+Keras 3 model                            :func:`keras_source.model_tensors`
+``onnx.ModelProto``                      :func:`onnx_file.onnx_tensors`
+``*.safetensors``                        :mod:`safetensors_file` (lazy, memory-mapped)
+Hugging Face folder                      index.json order, else natural key order; also
+                                         ``pytorch_model.bin.index.json`` shards
+LoRA adapter folder                      :func:`delta.lora_source` (``adapter_config.json``)
+``*.npz``                                ``np.load(allow_pickle=False)``, lazy per key
+``*.bin/.pt/.pth/.ckpt``, zip format     :mod:`torch_pickle`: no-code unpickler; state
+                                         dicts, whole models, TorchScript
+``*.bin/.pt/.pth/.ckpt``, legacy format  ``torch.load(weights_only=True)`` only
+``*.onnx``                               :mod:`onnx_file` (``onnx`` extra)
+``*.gguf``                               :mod:`gguf_file` (``gguf`` extra)
+``*.keras``, ``*.h5``                    :mod:`keras_source` (``keras`` extra: h5py)
+``*.msgpack``                            :mod:`jax_source` (``jax`` extra: msgpack)
+=======================================  ========================================
+
+:func:`delta.delta_source` wraps any two of these: ``W − W_base`` by key.
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ class Source:
 
     description: str
     tensors: tuple[WeightTensor, ...]
-    kind: str  # 'module', 'mapping', 'safetensors', 'folder', 'npz', 'torch-file'
+    kind: str  # module, mapping, safetensors, folder, npz, torch-file, onnx, gguf, keras, pytree, msgpack, lora
 
 
 def open_source(obj: Any, extra_rows: bool = True) -> Source:
@@ -95,8 +107,9 @@ def open_source(obj: Any, extra_rows: bool = True) -> Source:
         return Source(f"dict of {len(entries)} arrays", tuple(weight_tensors(entries)), "mapping")
     raise SourceError(
         f"htsr cannot read an object of type {type(obj).__module__}.{type(obj).__qualname__}; "
-        "pass a torch.nn.Module, a state dict, a dict of numpy arrays, or a path to a "
-        ".safetensors / .npz / .bin / .pt / .pth file or a Hugging Face folder."
+        "pass a torch.nn.Module, a Keras model, an onnx.ModelProto, a state dict, a (nested) dict of arrays, "
+        "or a path to a model file or folder (.safetensors, .npz, .bin/.pt/.pth/.ckpt, .onnx, .gguf, "
+        ".keras/.h5, .msgpack, a Hugging Face folder)."
     )
 
 
@@ -176,7 +189,8 @@ def _open_path(path: Path, extra_rows: bool = True) -> Source:
         return Source(str(path), tuple(weight_tensors(mapping_entries_for_file(sd, path))), "torch-file")
     raise SourceError(
         f"{path}: unknown file type {suffix or '(no extension)'!r}; htsr reads .safetensors, .npz, "
-        ".bin/.pt/.pth (PyTorch state dicts), .onnx and Hugging Face folders."
+        ".bin/.pt/.pth/.ckpt (PyTorch), .onnx, .gguf, .keras/.h5, .msgpack (Flax), Hugging Face folders "
+        "and LoRA adapter folders."
     )
 
 

@@ -195,7 +195,13 @@ def pytree_tensors(tree: Mapping, origin: str) -> list[WeightTensor]:
         found.append((name, path, leaf))
     found.sort(key=lambda f: natural_key(f[0]))
     out = []
+    first: dict[int, str] = {}
     for layer_id, (name, path, leaf) in enumerate(found, start=1):
+        note = ""
+        if id(leaf) in first:  # the very same array object twice in the tree: a tied weight
+            note = f"tied: same tensor as {first[id(leaf)]}"
+        else:
+            first[id(leaf)] = name
         stored = _shape_of(leaf)
         _, ltype = _layout(np.empty(stored, dtype=np.uint8), path[-1], name)
         shape = _layout(np.empty(stored, dtype=np.uint8), path[-1], name)[0].shape
@@ -210,7 +216,7 @@ def pytree_tensors(tree: Mapping, origin: str) -> list[WeightTensor]:
 
         out.append(WeightTensor(layer_id=layer_id, name=name, longname=name, layer_type=ltype,
                                 shape=tuple(int(s) for s in shape), dtype=_dtype_of(leaf), origin=origin,
-                                key="/".join(path), load=load))
+                                key="/".join(path), load=load, note=note))
     if not out:
         raise SourceError(f"{origin}: the parameter tree holds no 'kernel' or 'embedding' arrays.")
     return out
