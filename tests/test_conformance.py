@@ -191,3 +191,23 @@ def test_every_format_gives_the_module_rows(fmt, expected, tmp_path):
     want = expected.set_index("layer_type").loc[order].reset_index()
     cols = [c for c in want.columns if c not in IDS]
     pd.testing.assert_frame_equal(got[cols], want[cols], check_exact=True)
+
+
+FILE_FORMATS = ["safetensors", "npz", "pt-state-dict", "pt-whole-model", "pt-checkpoint", "torchscript", "onnx-file",
+                "gguf", "flax-msgpack", "keras-archive", "keras-legacy-h5"]
+
+
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
+def test_the_command_line_reads_every_file_format(fmt, expected, tmp_path):
+    import io
+
+    from htsr import cli
+
+    path = FORMATS[fmt](small(), tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["analyze", str(path), "--format", "csv"], stdout=out, stderr=err) == 0, err.getvalue()
+    table = pd.read_csv(io.StringIO(out.getvalue()))
+    assert sorted(table["layer_type"]) == sorted(expected["layer_type"])
+    np.testing.assert_allclose(np.sort(table["alpha"]), np.sort(expected["alpha"]), rtol=1e-6)
+    out = io.StringIO()
+    assert cli.main(["describe", str(path), "--format", "csv"], stdout=out, stderr=err) == 0
