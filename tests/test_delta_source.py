@@ -115,3 +115,43 @@ def test_lora_rows_match_peft_merge(tmp_path):
         np.testing.assert_allclose(ours[f"{i}.lora_W_plus_AB"], merged.state_dict()[f"{i}.weight"].numpy(), atol=1e-5)
         np.testing.assert_allclose(ours[f"{i}.lora_BA"], (merged.state_dict()[f"{i}.weight"] - base_sd[f"{i}.weight"]).numpy(),
                                    atol=1e-5)
+
+
+try:  # the architecture of tests/data/make/make_delta_golden.py, at module level so that it pickles
+    import torch as _torch
+except ImportError:  # pragma: no cover - torch is a test dependency
+    _torch = None
+if _torch is not None:
+    class GoldenNet(_torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = _torch.nn.Embedding(120, 48)
+            self.fc1 = _torch.nn.Linear(48, 96)
+            self.conv = _torch.nn.Conv2d(16, 24, 3)
+            self.fc2 = _torch.nn.Linear(96, 64)
+
+
+def test_base_model_matches_the_reference(tmp_path):
+    """``WeightWatcher(model=tuned, base_model=base)``: golden rows from tests/data/make/make_delta_golden.py."""
+    torch = pytest.importorskip("torch")
+    from conftest import DATA
+    from test_parity import assert_rows_match
+
+    arrays = dict(np.load(DATA / "delta_weights.npz"))
+
+    def model(which):
+        net = GoldenNet()
+        net.load_state_dict({k[len(which) + 1:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(which)})
+        return net.eval()
+
+    ref = pd.read_csv(DATA / "delta_ww077.csv", keep_default_na=False, na_values=[])
+    tuned, base = model("tuned"), model("base")
+    ours = htsr.WeightWatcher(model=tuned, base_model=base).analyze()
+    assert list(ours["name"]) == list(ref["name"]) == ["embed", "fc1", "conv", "fc2"]
+    assert_rows_match(ours, ref, skip=("warning",) if "warning" not in ours else ())
+    # the same through analyze(base_model=) and from files
+    pd.testing.assert_frame_equal(htsr.WeightWatcher(model=tuned).analyze(base_model=base), ours)
+    torch.save(base.state_dict(), tmp_path / "base.pt")
+    torch.save(tuned, tmp_path / "tuned.pt")
+    from_files = htsr.WeightWatcher(model=str(tmp_path / "tuned.pt"), base_model=str(tmp_path / "base.pt")).analyze()
+    pd.testing.assert_frame_equal(from_files, ours)

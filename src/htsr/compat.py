@@ -29,7 +29,6 @@ DEF_SAVE_DIR = "ww-img"
 _ONLY_DEFAULT = {
     "min_size": None, "max_size": None, "conv2d_fft": False,
     "peft": False,
-    "base_model": None,
 }
 # options whose reference result is itself broken in 0.7.7: refused, with the reference's own error
 _BROKEN = {
@@ -109,7 +108,10 @@ class WeightWatcher:
     framework : optional
         Accepted and ignored: htsr recognizes the model itself.
     base_model : optional
-        Not implemented (must be None).
+        A model of the same architecture (anything ``model`` may be): every row is
+        then ``W − W_base``, matched by key; layers without a match are listed in
+        ``Report.skipped`` (``htsr.sources.delta.delta_source``). ``analyze`` and
+        ``describe`` also take ``base_model=`` for one call.
     log_level : optional
         Level for the ``htsr`` logger (e.g. ``logging.INFO``); nothing is configured otherwise.
 
@@ -124,8 +126,7 @@ class WeightWatcher:
     """
 
     def __init__(self, model: Any = None, framework: Any = None, base_model: Any = None, log_level: Any = None):
-        if base_model is not None:
-            raise NotImplementedError("WeightWatcher: option base_model is not implemented in htsr.")
+        self.base_model = base_model
         self.model = model
         self.framework = framework
         self.details = None
@@ -140,11 +141,20 @@ class WeightWatcher:
             raise HtsrError("WeightWatcher: no model given (pass model= to the constructor or the method).")
         return self.model
 
-    def _source(self, model: Any) -> Any:
-        """The model's source without htsr's extra rows (RNN gates, attention q/k/v): the reference skips them."""
+    def _source(self, model: Any, base_model: Any = None) -> Any:
+        """The model's source without htsr's extra rows (RNN gates, attention q/k/v): the reference skips them.
+
+        With a base model (this call's, else the constructor's), the rows are ``W − W_base``.
+        """
         from .sources import open_source
 
-        return open_source(self._model(model), extra_rows=False)
+        source = open_source(self._model(model), extra_rows=False)
+        base = base_model if base_model is not None else self.base_model
+        if base is None:
+            return source
+        from .sources.delta import delta_source
+
+        return delta_source(source, open_source(base, extra_rows=False))
 
     def analyze(self, model: Any = None, **kwargs: Any):
         """Analyze the model; returns the details DataFrame (reference columns and order).
@@ -157,12 +167,13 @@ class WeightWatcher:
         """
         from .api import analyze
 
+        base_model = kwargs.pop("base_model", None)
         opts, plot_opts = _map_options("analyze", kwargs)
         plot = bool(plot_opts["plot"])
         savefig = plot_opts["savefig"] if plot and plot_opts["savefig"] not in (False, None, "") else None
         if savefig is True:
             savefig = DEF_SAVE_DIR
-        report = analyze(self._source(model), plot=plot, savefig=savefig, **opts)
+        report = analyze(self._source(model, base_model), plot=plot, savefig=savefig, **opts)
         self.report = report
         self.details = report.details
         return self.details
@@ -173,8 +184,9 @@ class WeightWatcher:
 
         from .api import describe
 
+        base_model = kwargs.pop("base_model", None)
         opts, _ = _map_options("describe", kwargs)
-        frame = describe(self._source(model), **opts)
+        frame = describe(self._source(model, base_model), **opts)
         frame = frame[frame["analyzed"]].reset_index(drop=True)
         cols = ["layer_id", "name", "M", "N", "Q", "layer_type", "longname", "num_evals", "rf"]
         out = frame[cols].copy()
