@@ -81,7 +81,7 @@ def _onnx_proto(model):
 
     w = weights(model)
     inits = [numpy_helper.from_array(w[k], name=k) for k in ("a_dense.weight", "b_conv2d.weight")]
-    const = lambda name: helper.make_node("Constant", [], [name], value=numpy_helper.from_array(w[name], name=name))  # noqa: E731
+    const = lambda name: helper.make_node("Constant", [], [name], value=numpy_helper.from_array(w[name], name=name))
     nodes = [helper.make_node("Gemm", ["x", "a_dense.weight"], ["h"], transB=1),
              helper.make_node("Conv", ["img", "b_conv2d.weight"], ["c2"]),
              const("c_conv1d.weight"), helper.make_node("Conv", ["seq", "c_conv1d.weight"], ["c1"]),

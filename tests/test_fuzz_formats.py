@@ -14,7 +14,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from test_fuzz import mutate, run_cases
 
 SECONDS = 60  # a generous ceiling for each batch: a parser that loops on a lying count fails here

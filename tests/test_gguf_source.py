@@ -20,8 +20,8 @@ from htsr.sources.gguf_file import readable_name
 
 gguf = pytest.importorskip("gguf")
 sn = pytest.importorskip("safetensors.numpy")
-from gguf import GGMLQuantizationType as Q  # noqa: E402
-from gguf import quants  # noqa: E402
+from gguf import GGMLQuantizationType as Q
+from gguf import quants
 
 # the quantization error allowed, per type: (relative alpha, absolute log_norm) against the float32 weights.
 # Measured over 8 seeds of power-law-spectrum weights: F16 1.1e-4 / 1.5e-5, BF16 8.7e-4 / 8.1e-5,
@@ -54,7 +54,7 @@ def k_blocks(rng, rows, cols, qtype):
     """Seeded random K-quant bytes whose float16 scales are finite and moderate."""
     block, size = gguf.GGML_QUANT_SIZES[qtype]
     raw = rng.integers(0, 256, (rows, cols // block, size), dtype=np.uint8)
-    scale = lambda n: rng.uniform(0.01, 0.1, (rows, cols // block, n)).astype(np.float16).view(np.uint8)  # noqa: E731
+    scale = lambda n: rng.uniform(0.01, 0.1, (rows, cols // block, n)).astype(np.float16).view(np.uint8)
     if qtype == Q.Q6_K:
         raw[..., size - 2:] = scale(1)  # d at the end
     else:

@@ -39,7 +39,7 @@ def flax_bytes(tree, chunk_over: int | None = None) -> bytes:
 
 def params(seed=0):
     rng = np.random.default_rng(seed)
-    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)
     return {"params": {
         "Embed_0": {"embedding": f(50, 24)},
         "Conv_0": {"kernel": f(3, 3, 8, 16), "bias": f(16)},

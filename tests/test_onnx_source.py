@@ -10,7 +10,7 @@ import htsr
 from htsr.errors import SourceError
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 
 def _model(weights: dict, path):
@@ -59,7 +59,7 @@ def _graph_model(nodes, inits=(), out="y"):
 
 def _weights(seed=0):
     rng = np.random.default_rng(seed)
-    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)
     return {"emb": f(50, 24), "dense": f(30, 24), "conv2d": f(16, 8, 3, 3), "conv1d": f(20, 6, 2), "gemm": f(12, 30)}
 
 

@@ -23,8 +23,9 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def read_lora_config(folder: Path) -> LoraConfig:
         peft_type = str(cfg.get("peft_type", "LORA")).upper()
         if peft_type != "LORA":
             raise SourceError(f"{path}: adapter type {peft_type} is not LoRA; htsr reads LoRA adapters only.")
-        return LoraConfig(r=int(cfg["r"]), alpha=float(cfg.get("lora_alpha", cfg["r"])),
+        return LoraConfig(r=int(cfg["r"]), alpha=float(cfg["lora_alpha"] if "lora_alpha" in cfg else cfg["r"]),
                           rslora=bool(cfg.get("use_rslora", False)),
                           fan_in_fan_out=bool(cfg.get("fan_in_fan_out", False)),
                           rank_pattern=dict(cfg.get("rank_pattern") or {}),
@@ -118,7 +119,7 @@ def read_lora_config(folder: Path) -> LoraConfig:
 
 
 def _module_name(module: str) -> str:
-    return module[len("base_model.model."):] if module.startswith("base_model.model.") else module
+    return module.removeprefix("base_model.model.")
 
 
 def lora_source(folder: str | Path, base: Any = None) -> Any:

@@ -31,13 +31,15 @@ here from the config); legacy ``.h5`` = ``model_weights`` with the ordered
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -234,7 +236,7 @@ def _keras3_layers(f: Any, config: dict | None, h5: _H5) -> list[_Layer]:
                     path = f"{h5prefix}{gname}/vars/0"
                     cls = _FROM_SNAKE.get(re.sub(r"_\d+$", "", gname), "")
                     out.append(_Layer(lid, prefix + gname, cls, None, tuple(ds.shape),
-                                      lambda p=path: h5.read(p), str(ds.dtype)))
+                                      functools.partial(h5.read, path), str(ds.dtype)))
             return
         used: dict[str, int] = {}
         for lay in layers_cfg:
@@ -262,7 +264,7 @@ def _keras3_layers(f: Any, config: dict | None, h5: _H5) -> list[_Layer]:
             if ds is not None:
                 path = f"{h5prefix}{gname}/vars/0"
                 out.append(_Layer(lid, name, cls, cfg.get("equation"), tuple(ds.shape),
-                                  lambda p=path: h5.read(p), str(ds.dtype)))
+                                  functools.partial(h5.read, path), str(ds.dtype)))
 
     if "layers" not in f:
         return out
@@ -302,7 +304,7 @@ def _legacy_layers(f: Any, h5: _H5) -> list[_Layer]:
                 if ds.ndim >= 2:
                     path = f"{root.name.strip('/')}/{name}/{wname}".lstrip("/")
                     out.append(_Layer(lid, name, cls or ("Embedding" if base == "embeddings" else ""), equation,
-                                      tuple(ds.shape), lambda p=path: h5.read(p), str(ds.dtype)))
+                                      tuple(ds.shape), functools.partial(h5.read, path), str(ds.dtype)))
                 break
     return out
 

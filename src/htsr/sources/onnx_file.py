@@ -34,8 +34,9 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -133,7 +134,7 @@ def _weight_uses(graph: Any, consts: dict[str, _Const]) -> list[tuple[Any, str, 
 
 def _row_name(tensor_name: str, node: Any) -> str:
     if tensor_name and not _ANONYMOUS.search(tensor_name):
-        return tensor_name[: -len(".weight")] if tensor_name.endswith(".weight") else tensor_name
+        return tensor_name.removesuffix(".weight")
     parts = [p for p in node.name.strip("/").split("/") if p]
     if len(parts) > 1 and parts[-1].split("_")[0] == node.op_type:
         parts = parts[:-1]

@@ -19,7 +19,8 @@ the ordinary rows do not move; the compat ``WeightWatcher`` leaves them out
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def is_attention(type_name: str) -> bool:
 Piece = tuple[str, tuple[int, ...], Callable[[], np.ndarray]]
 
 
-def _rows(load: Callable[[], np.ndarray], start: int, stop: int) -> Callable[[], np.ndarray]:
+def _rows(load: Callable[..., np.ndarray], start: int, stop: int) -> Callable[[], np.ndarray]:
     def piece() -> np.ndarray:
         arr = np.asarray(load())[start:stop]
         out = np.ascontiguousarray(arr)
@@ -52,7 +53,8 @@ def _rows(load: Callable[[], np.ndarray], start: int, stop: int) -> Callable[[],
     return piece
 
 
-def split_pieces(type_name: str, params: dict[str, tuple[tuple[int, ...], Callable[[], np.ndarray]]]) -> Iterator[Piece]:
+def split_pieces(type_name: str,
+                 params: Mapping[str, tuple[tuple[int, ...], Callable[..., np.ndarray]]]) -> Iterator[Piece]:
     """(name, shape, load) of every extra row of one module, in parameter order.
 
     ``params`` maps the module's own parameter names to (shape, load).

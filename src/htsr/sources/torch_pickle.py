@@ -27,13 +27,15 @@ could not have run here, but such a file is hostile and the user should know.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
 import pickle
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -105,8 +107,11 @@ class Stub:
     """An inert stand-in for a class or function the pickle names. Records, never runs."""
 
     _htsr_global = "?"
+    _htsr_args: tuple
+    _htsr_state: Any
+    _htsr_items: list
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "Stub":
+    def __new__(cls, *args: Any, **kwargs: Any) -> Stub:
         obj = object.__new__(cls)
         object.__setattr__(obj, "_htsr_args", args)
         object.__setattr__(obj, "_htsr_state", None)
@@ -189,8 +194,10 @@ def _encode(text: Any, encoding: Any = "utf-8") -> bytes:
 
 
 def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
-    if isinstance(cls, type) and issubclass(cls, (Stub, _ODict)):
+    if isinstance(cls, type) and issubclass(cls, Stub):
         return cls.__new__(cls)
+    if cls is _ODict:
+        return _ODict()
     raise _Bad("copyreg._reconstructor of an unexpected class")
 
 
@@ -450,7 +457,8 @@ def _layer_type(global_name: str) -> LayerType:
 
 def _own_tensors(obj: Any) -> dict[str, TensorRef]:
     state = _state(obj)
-    holder = state.get("_parameters") if isinstance(state.get("_parameters"), dict) else state
+    params = state.get("_parameters")
+    holder: dict = params if isinstance(params, dict) else state
     return {str(k): v for k, v in holder.items() if isinstance(v, TensorRef)}
 
 
@@ -470,7 +478,7 @@ def module_tensors(archive: Archive, root: Any, extra_rows: bool = True) -> list
         n_modules = layer_id + 1
         if extra_rows:
             own = _own_tensors(mod)
-            params = {n: (t.shape, (lambda t=t, n=n: archive.load(t, f"{longname}.{n} in {origin}")))
+            params = {n: (t.shape, functools.partial(archive.load, t, f"{longname}.{n} in {origin}"))
                       for n, t in own.items()}
             for pname, shape, load in split_pieces(mod._htsr_global, params):
                 full = f"{longname}.{pname}" if longname else pname
@@ -494,7 +502,7 @@ def module_tensors(archive: Archive, root: Any, extra_rows: bool = True) -> list
         out.append(WeightTensor(
             layer_id=layer_id, name=name, longname=longname or name, layer_type=_layer_type(global_name),
             shape=weight.shape, dtype=weight.dtype, origin=origin, key=key,
-            load=(lambda w=weight, where=where: archive.load(w, where)), note=note,
+            load=functools.partial(archive.load, weight, where), note=note,
         ))
     out.extend(dataclasses.replace(t, layer_id=n_modules + i) for i, t in enumerate(extras))
     return out
@@ -517,8 +525,8 @@ def state_dict_entries(archive: Archive, mapping: dict, keys: list[str] | None =
                 note = f"tied: same tensor as {first[t.ident]}"
             else:
                 first[t.ident] = key
-        out.append(Entry(key, t.shape, t.dtype, origin,
-                         (lambda t=t, where=f"{key!r} in {origin}": archive.load(t, where)), note=note))
+        out.append(Entry(key, t.shape, t.dtype, origin, functools.partial(archive.load, t, f"{key!r} in {origin}"),
+                         note=note))
     return out
 
 

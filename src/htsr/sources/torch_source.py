@@ -107,7 +107,7 @@ def module_tensors(model: Any, extra_rows: bool = True) -> Iterator[WeightTensor
         n_modules = layer_id + 1
         split = _split_type(module) if extra_rows else ""
         if split:
-            params = {n: (tuple(int(s) for s in p.shape), (lambda p=p: tensor_to_numpy(p)))
+            params = {n: (tuple(int(s) for s in p.shape), functools.partial(tensor_to_numpy, p))
                       for n, p in module.named_parameters(recurse=False)}
             dtype = next((str(p.dtype).replace("torch.", "") for p in module.parameters(recurse=False)), "float32")
             for pname, shape, load in split_pieces(split, params):
