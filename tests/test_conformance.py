@@ -76,7 +76,7 @@ def _torchscript(model, d):
 
 
 def _onnx_proto(model):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     w = weights(model)

@@ -58,7 +58,7 @@ def test_whole_model_pickles_and_torchscript(tmp_path):
 
 
 def test_onnx(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(1)

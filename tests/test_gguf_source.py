@@ -20,8 +20,8 @@ from htsr.sources.gguf_file import readable_name
 
 gguf = pytest.importorskip("gguf")
 sn = pytest.importorskip("safetensors.numpy")
-from gguf import GGMLQuantizationType as Q
-from gguf import quants
+from gguf import GGMLQuantizationType as Q  # noqa: E402
+from gguf import quants  # noqa: E402
 
 # the quantization error allowed, per type: (relative alpha, absolute log_norm) against the float32 weights.
 # Measured over 8 seeds of power-law-spectrum weights: F16 1.1e-4 / 1.5e-5, BF16 8.7e-4 / 8.1e-5,

@@ -10,7 +10,7 @@ import htsr
 from htsr.errors import SourceError
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 
 def _model(weights: dict, path):
