@@ -115,7 +115,7 @@ def test_unknown_option_names_it():
         htsr.WeightWatcher(model=tiny()).analyze(foo=1)
 
 
-@pytest.mark.parametrize("option, value", [("peft", True), ("conv2d_fft", True), ("fft", True), ("channels", "first")])
+@pytest.mark.parametrize("option, value", [("peft", "both"), ("conv2d_fft", True), ("fft", True), ("channels", "first")])
 def test_unbuilt_reference_options_raise_not_implemented(option, value):
     with pytest.raises(NotImplementedError, match=option):
         htsr.WeightWatcher(model=tiny()).analyze(**{option: value})

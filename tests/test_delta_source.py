@@ -155,3 +155,34 @@ def test_base_model_matches_the_reference(tmp_path):
     torch.save(tuned, tmp_path / "tuned.pt")
     from_files = htsr.WeightWatcher(model=str(tmp_path / "tuned.pt"), base_model=str(tmp_path / "base.pt")).analyze()
     pd.testing.assert_frame_equal(from_files, ours)
+
+
+if _torch is not None:
+    class LoraLinear(_torch.nn.Module):
+        """PEFT's LoRA module layout in plain torch (as tests/data/make/make_peft_golden.py builds it)."""
+
+        def __init__(self, n_in, n_out, r):
+            super().__init__()
+            self.base_layer = _torch.nn.Linear(n_in, n_out)
+            self.lora_dropout = _torch.nn.ModuleDict({"default": _torch.nn.Identity()})
+            self.lora_A = _torch.nn.ModuleDict({"default": _torch.nn.Linear(n_in, r, bias=False)})
+            self.lora_B = _torch.nn.ModuleDict({"default": _torch.nn.Linear(r, n_out, bias=False)})
+
+
+@pytest.mark.parametrize("peft", [True, "with_base"])
+def test_peft_matches_the_reference(peft):
+    """``analyze(peft=…)``: golden rows from tests/data/make/make_peft_golden.py (rank 24, no scaling, r eigenvalues)."""
+    torch = pytest.importorskip("torch")
+    from conftest import DATA
+    from test_parity import assert_rows_match
+
+    arrays = dict(np.load(DATA / "peft_weights.npz"))
+    model = torch.nn.Sequential(LoraLinear(64, 96, 24), torch.nn.ReLU(), LoraLinear(96, 80, 24),
+                                torch.nn.Linear(80, 40)).eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+    ref = pd.read_csv(DATA / f"peft_ww077_{'true' if peft is True else 'with_base'}.csv", keep_default_na=False,
+                      na_values=[])
+    ours = htsr.WeightWatcher(model=model).analyze(peft=peft)
+    assert list(ours["longname"]) == list(ref["longname"])
+    assert list(ours["num_evals"]) == list(ref["num_evals"])
+    assert_rows_match(ours, ref)

@@ -28,7 +28,6 @@ DEF_SAVE_DIR = "ww-img"
 # reference options accepted only at their default value (anything else is not built)
 _ONLY_DEFAULT = {
     "min_size": None, "max_size": None, "conv2d_fft": False,
-    "peft": False,
 }
 # options whose reference result is itself broken in 0.7.7: refused, with the reference's own error
 _BROKEN = {
@@ -141,15 +140,24 @@ class WeightWatcher:
             raise HtsrError("WeightWatcher: no model given (pass model= to the constructor or the method).")
         return self.model
 
-    def _source(self, model: Any, base_model: Any = None) -> Any:
+    def _source(self, model: Any, base_model: Any = None, peft: Any = False) -> Any:
         """The model's source without htsr's extra rows (RNN gates, attention q/k/v): the reference skips them.
 
-        With a base model (this call's, else the constructor's), the rows are ``W − W_base``.
+        With a base model (this call's, else the constructor's), the rows are ``W − W_base``;
+        with ``peft`` (True or ``'with_base'``) the LoRA updates of a PEFT model.
         """
         from .sources import open_source
 
-        source = open_source(self._model(model), extra_rows=False)
         base = base_model if base_model is not None else self.base_model
+        if peft not in (False, None, True, "with_base"):
+            raise NotImplementedError(f"WeightWatcher: option peft={peft!r} is not implemented (True or 'with_base').")
+        if peft:
+            if base is not None:
+                raise NotImplementedError("WeightWatcher: peft= together with base_model= is not implemented.")
+            from .sources.delta import peft_source
+
+            return peft_source(self._model(model), with_base=peft == "with_base")
+        source = open_source(self._model(model), extra_rows=False)
         if base is None:
             return source
         from .sources.delta import delta_source
@@ -167,16 +175,20 @@ class WeightWatcher:
         """
         from .api import analyze
 
-        base_model = kwargs.pop("base_model", None)
+        base_model, peft = kwargs.pop("base_model", None), kwargs.pop("peft", False)
         opts, plot_opts = _map_options("analyze", kwargs)
         plot = bool(plot_opts["plot"])
         savefig = plot_opts["savefig"] if plot and plot_opts["savefig"] not in (False, None, "") else None
         if savefig is True:
             savefig = DEF_SAVE_DIR
-        report = analyze(self._source(model, base_model), plot=plot, savefig=savefig, **opts)
+        report = analyze(self._source(model, base_model, peft), plot=plot, savefig=savefig, **opts)
         self.report = report
-        self.details = report.details
-        return self.details
+        details = report.details
+        if peft and "rank_loss" in details:  # the reference's extra column, in its ASCII place
+            lora = details["longname"].str.contains(r"\.lora_(?:BA|W_plus_AB)\b", regex=True)
+            details.insert(list(details.columns).index("rank_loss"), "peft", lora.astype(bool))
+        self.details = details
+        return details
 
     def describe(self, model: Any = None, **kwargs: Any):
         """The layers the reference would analyze: ``layer_id, name, M, N, Q, layer_type, longname, num_evals, rf``."""
@@ -184,9 +196,9 @@ class WeightWatcher:
 
         from .api import describe
 
-        base_model = kwargs.pop("base_model", None)
+        base_model, peft = kwargs.pop("base_model", None), kwargs.pop("peft", False)
         opts, _ = _map_options("describe", kwargs)
-        frame = describe(self._source(model, base_model), **opts)
+        frame = describe(self._source(model, base_model, peft), **opts)
         frame = frame[frame["analyzed"]].reset_index(drop=True)
         cols = ["layer_id", "name", "M", "N", "Q", "layer_type", "longname", "num_evals", "rf"]
         out = frame[cols].copy()

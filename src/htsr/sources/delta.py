@@ -194,3 +194,71 @@ def lora_source(folder: str | Path, base: Any = None) -> Any:
         out.append(row)
     desc = f"LoRA adapter {folder}" + (f" on {base_src.description}" if base_src is not None else "")
     return Source(desc, tuple(out), "lora")
+
+
+def _lora_part(longname: str) -> str | None:
+    parts = longname.split(".")
+    return "A" if "lora_A" in parts else "B" if "lora_B" in parts else None
+
+
+def peft_source(model: Any, with_base: bool = False) -> Any:
+    """The reference's ``peft=`` view of an in-memory PEFT model (``lora_A`` / ``lora_B`` submodules).
+
+    Each ``lora_A`` row becomes ``lora_BA``: the update ``B·A`` (unscaled, as the
+    reference computes it), analyzed on its ``r`` largest eigenvalues
+    (``num_components``). With ``with_base`` (``peft='with_base'``) the other
+    layers stay and each ``lora_B`` row becomes ``lora_W_plus_AB`` = W + B·A with W
+    the nearest preceding non-LoRA layer (the wrapped ``base_layer``), listed
+    before its ``lora_BA`` row; otherwise every other layer is listed as skipped.
+    """
+    from . import Source, open_source
+
+    src = open_source(model, extra_rows=False)
+    out: list[WeightTensor] = []
+    last_w: WeightTensor | None = None
+    pending_a: WeightTensor | None = None
+    for t in src.tensors:
+        part = _lora_part(t.longname)
+        if part is None:
+            last_w = t
+            out.append(t if with_base else dataclasses.replace(
+                t, note=t.note or "peft=True: only the LoRA updates (lora_BA) are analyzed"))
+            continue
+        if part == "A":
+            pending_a = t
+            continue
+        if pending_a is None or len(t.shape) != 2 or len(pending_a.shape) != 2:
+            out.append(dataclasses.replace(t, note=t.note or "a lora_B without its lora_A"))
+            continue
+        a, b = pending_a, t
+        pending_a = None
+        a_wide = a.shape[0] <= a.shape[1]  # A is (r, in) as PEFT stores it; else take its transpose
+        r = min(a.shape)
+        a_rows = a.shape[0] if a_wide else a.shape[1]
+        b_flip = b.shape[1] != a_rows
+        out_dim = b.shape[1] if b_flip else b.shape[0]
+        in_dim = a.shape[1] if a_wide else a.shape[0]
+
+        def update(a: WeightTensor = a, b: WeightTensor = b, a_wide: bool = a_wide, b_flip: bool = b_flip) -> np.ndarray:
+            am = np.asarray(a.load(), dtype=np.float64)
+            bm = np.asarray(b.load(), dtype=np.float64)
+            return (bm.T if b_flip else bm) @ (am if a_wide else am.T)
+
+        ba = dataclasses.replace(a, longname=a.longname.replace("lora_A", "lora_BA"), name=a.name.replace("lora_A", "lora_BA"),
+                                 layer_type=LayerType.DENSE, shape=(out_dim, in_dim), dtype="float64", load=update,
+                                 num_components=r, note="")
+        if with_base and last_w is not None:
+            w_shape = last_w.shape if a_wide else last_w.shape[::-1]
+            merged_note = "" if w_shape == (out_dim, in_dim) else \
+                f"the base layer {last_w.longname} has shape {last_w.shape}, not {(out_dim, in_dim)}"
+
+            def merged(w: WeightTensor = last_w, update: Callable[[], np.ndarray] = update, a_wide: bool = a_wide) -> np.ndarray:
+                ba_m = update()
+                return np.asarray(w.load(), dtype=np.float64) + (ba_m if a_wide else ba_m.T)
+
+            out.append(dataclasses.replace(b, longname=b.longname.replace("lora_B", "lora_W_plus_AB"),
+                                           name=b.name.replace("lora_B", "lora_W_plus_AB"), layer_type=LayerType.DENSE,
+                                           shape=tuple(last_w.shape), dtype="float64", load=merged, num_components=r,
+                                           note=merged_note))
+        out.append(ba)
+    return Source(f"{src.description}, LoRA updates (peft={'with_base' if with_base else True})", tuple(out), src.kind)
