@@ -36,6 +36,9 @@ def test_delta_is_the_difference_matched_by_key(tmp_path):
     assert list(report.details["name"]) == ["fc1", "fc2", "head"]
     assert report.skipped.set_index("name").loc["extra", "reason"] == "no layer of the base model has key 'extra.weight'"
     assert list(report.details["layer_id"]) == [2, 3, 4]  # the fine-tuned model's ids ("extra" is 1)
+    pd.testing.assert_frame_equal(htsr.analyze(tuned, base_model=tmp_path / "base.safetensors", seed=0).details,
+                                  report.details)
+    assert list(htsr.describe(tuned, base_model=tmp_path / "base.safetensors")["analyzed"]) == [False, True, True, True]
     expected = htsr.analyze({k: tuned[k] - base[k] for k in SHAPES}, seed=0).details
     pd.testing.assert_frame_equal(report.details.drop(columns="layer_id"), expected.drop(columns="layer_id"))
 
