@@ -58,7 +58,16 @@ def sequential():
                                    name="seq"), seed=1)
 
 
-@pytest.mark.parametrize("build", [functional, sequential])
+def nested():
+    inner = keras.Sequential([keras.Input((30,)), keras.layers.Dense(40, name="in1"), keras.layers.Dropout(0.1),
+                              keras.layers.Dense(24, name="in2")], name="block")
+    inp = keras.Input((20,))
+    x = keras.layers.Dense(30, name="pre")(inp)
+    x = keras.layers.Dense(16, name="post")(inner(x))
+    return seeded(keras.Model(inp, x, name="nest"), seed=2)
+
+
+@pytest.mark.parametrize("build", [functional, sequential, nested])
 def test_model_keras_archive_and_legacy_h5_give_the_same_rows(tmp_path, build):
     model = build()
     save(model, tmp_path / "m.keras")
@@ -70,9 +79,12 @@ def test_model_keras_archive_and_legacy_h5_give_the_same_rows(tmp_path, build):
     if build is functional:  # InputLayer is layer 0; Flatten (2) and Reshape (5) hold no weights
         assert list(expected["layer_id"]) == [1, 3, 4, 6]
         assert list(expected["name"]) == ["c2", "d1", "ein", "heads"]
-    else:
+    elif build is sequential:
         assert list(expected["layer_id"]) == [0, 1, 2]
         assert list(expected["layer_type"]) == ["embedding", "conv1d", "dense"]
+    else:  # a nested model's layers follow it (Dropout 4 holds no weights)
+        assert list(zip(expected["layer_id"], expected["name"])) == [(1, "pre"), (3, "block/in1"), (5, "block/in2"),
+                                                                     (6, "post")]
 
 
 def test_kernels_come_in_pytorch_layout(tmp_path):

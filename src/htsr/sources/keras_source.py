@@ -277,36 +277,66 @@ def _keras3_layers(f: Any, config: dict | None, h5: _H5) -> list[_Layer]:
 
 
 def _legacy_layers(f: Any, h5: _H5) -> list[_Layer]:
-    """Keras 2 / legacy-H5 layout: ``layer_names`` and ``weight_names`` attributes give the order."""
+    """Keras 2 / legacy-H5 layout: ``layer_names`` and ``weight_names`` attributes give the order.
+
+    A nested model is one group whose weight names run ``<model>/<layer>/kernel``; its layers are
+    numbered after it, in the nested config's order, as the in-memory walk numbers them.
+    """
     root = f["model_weights"] if "model_weights" in f else f
-    classes: dict[str, tuple[str, str | None]] = {}
+    top: dict[str, dict] = {}
     raw = f.attrs.get("model_config")
     if raw is not None:
         try:
             config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
-            layers_cfg, _ = _config_layers(config)
-            for lay in layers_cfg:
-                cfg = lay.get("config", {}) if isinstance(lay.get("config"), dict) else {}
-                classes[str(cfg.get("name", lay.get("name")))] = (str(lay.get("class_name", "")), cfg.get("equation"))
+            for lay in _config_layers(config)[0]:
+                top[_cfg_name(lay)] = lay
         except (ValueError, AttributeError):
             raise SourceError(f"{h5.path}: the model_config attribute is not valid JSON.") from None
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in root.attrs.get("layer_names", [])]
-    out = []
-    for lid, name in enumerate(names):
+    out: list[_Layer] = []
+    counter = 0
+    for name in names:
+        lid = counter
+        counter += 1
         if name not in root:
             continue
         weight_names = [w.decode() if isinstance(w, bytes) else str(w) for w in root[name].attrs.get("weight_names", [])]
-        cls, equation = classes.get(name, ("", None))
+        kernels = {}  # sub-layer name → dataset path, in weight order
         for wname in weight_names:
-            base = wname.split("/")[-1].split(":")[0]
-            if base in ("kernel", "embeddings") and wname in root[name]:
-                ds = root[name][wname]
-                if ds.ndim >= 2:
-                    path = f"{root.name.strip('/')}/{name}/{wname}".lstrip("/")
-                    out.append(_Layer(lid, name, cls or ("Embedding" if base == "embeddings" else ""), equation,
-                                      tuple(ds.shape), functools.partial(h5.read, path), str(ds.dtype)))
-                break
+            parts = wname.split("/")
+            base = parts[-1].split(":")[0]
+            sub = parts[-2] if len(parts) >= 2 else name
+            if base in ("kernel", "embeddings") and wname in root[name] and sub not in kernels:
+                kernels[sub] = (wname, base)
+        lay = top.get(name, {})
+        cls = str(lay.get("class_name", ""))
+        if cls in _CONTAINERS:
+            inner, sequential = _config_layers(lay)
+            children = [c for c in inner if not (sequential and c.get("class_name") == "InputLayer")]
+            for child in children:
+                cid = counter
+                counter += 1
+                cname = _cfg_name(child)
+                if cname in kernels:
+                    out.append(_legacy_layer(root, h5, name, kernels[cname], cid, f"{name}/{cname}", child))
+            continue
+        if kernels:  # a plain layer: its first kernel
+            out.append(_legacy_layer(root, h5, name, next(iter(kernels.values())), lid, name, lay))
     return out
+
+
+def _cfg_name(lay: dict) -> str:
+    cfg = lay.get("config", {}) if isinstance(lay.get("config"), dict) else {}
+    return str(cfg.get("name", lay.get("name", "")))
+
+
+def _legacy_layer(root: Any, h5: _H5, group: str, found: tuple[str, str], lid: int, name: str, lay: dict) -> _Layer:
+    wname, base = found
+    ds = root[group][wname]
+    cfg = lay.get("config", {}) if isinstance(lay.get("config"), dict) else {}
+    cls = str(lay.get("class_name", "")) or ("Embedding" if base == "embeddings" else "")
+    path = f"{root.name.strip('/')}/{group}/{wname}".lstrip("/")
+    return _Layer(lid, name, cls, cfg.get("equation"), tuple(ds.shape), functools.partial(h5.read, path), str(ds.dtype))
 
 
 def keras_tensors(path: Path) -> list[WeightTensor]:
