@@ -17,6 +17,7 @@ import pytest
 from test_fuzz import mutate, run_cases
 
 SECONDS = 60  # a generous ceiling for each batch: a parser that loops on a lying count fails here
+PEAK_GROWTH = 1 << 30  # bytes: a reader that allocates what a lying header claims raises the process's peak
 
 
 def rezip(data: bytes, rng: np.random.Generator, member_suffix: str, hot: int | None = None) -> bytes:
@@ -33,9 +34,14 @@ def rezip(data: bytes, rng: np.random.Generator, member_suffix: str, hot: int | 
 
 
 def timed(fn, *args):
+    """Run one batch; it must end within SECONDS and raise the peak resident memory by under PEAK_GROWTH."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
     start = time.perf_counter()
     result = fn(*args)
     assert time.perf_counter() - start < SECONDS
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak < PEAK_GROWTH
     return result
 
 
