@@ -162,6 +162,8 @@ FORMATS: dict[str, Callable] = {
     "pt-state-dict": _pt(lambda m: m.state_dict(), "sd.bin"),
     "pt-whole-model": _pt(lambda m: m, "model.pt"),
     "pt-checkpoint": _pt(lambda m: {"model": m, "epoch": 1}, "ckpt.pth"),
+    "pt-legacy-whole-model": lambda m, d: (torch.save(m, d / "legacy.bin", _use_new_zipfile_serialization=False),
+                                           d / "legacy.bin")[1],
     "torchscript": _torchscript,
     "onnx-file": _onnx_file,
     "onnx-proto": lambda m, d: _onnx_proto(m),
@@ -193,7 +195,8 @@ def test_every_format_gives_the_module_rows(fmt, expected, tmp_path):
     pd.testing.assert_frame_equal(got[cols], want[cols], check_exact=True)
 
 
-FILE_FORMATS = ["safetensors", "npz", "pt-state-dict", "pt-whole-model", "pt-checkpoint", "torchscript", "onnx-file",
+FILE_FORMATS = ["safetensors", "npz", "pt-state-dict", "pt-whole-model", "pt-checkpoint", "pt-legacy-whole-model",
+                "torchscript", "onnx-file",
                 "gguf", "flax-msgpack", "keras-archive", "keras-legacy-h5"]
 
 

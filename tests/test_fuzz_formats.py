@@ -60,7 +60,11 @@ def test_whole_model_pickles_and_torchscript(tmp_path):
     pkl = timed(run_cases, whole.read_bytes(), ".pt", 400, tmp_path, 70_000, lambda b, r: rezip(b, r, "data.pkl"))
     raw = timed(run_cases, whole.read_bytes(), ".pth", 150, tmp_path, 71_000, mutate)
     ts = timed(run_cases, script.read_bytes(), ".pt", 200, tmp_path, 72_000, lambda b, r: rezip(b, r, "data.pkl"))
+    legacy_path = tmp_path / "legacy.bin"
+    torch.save(model, legacy_path, _use_new_zipfile_serialization=False)
+    legacy = timed(run_cases, legacy_path.read_bytes(), ".bin", 300, tmp_path, 72_500, mutate)
     assert pkl["HtsrError"] > 100 and pkl["ok"] > 10 and ts["HtsrError"] > 50 and raw["HtsrError"] > 50
+    assert legacy["HtsrError"] > 50
 
 
 def test_onnx(tmp_path):

@@ -215,3 +215,21 @@ def test_lying_storage_records_are_source_errors(tmp_path):
         with pytest.raises(SourceError, match="claims 600 elements but holds 100 bytes|missing from the archive"):
             source = open_source(path)
             [t.load() for t in source.tensors]
+
+
+def test_legacy_format_whole_models_and_state_dicts(tmp_path):
+    """Files written with ``_use_new_zipfile_serialization=False`` (torch < 1.6's format) read the same way."""
+    model = small_model()
+    torch.save(model, tmp_path / "whole.bin", _use_new_zipfile_serialization=False)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "sd.bin", _use_new_zipfile_serialization=False)
+    pd.testing.assert_frame_equal(details(tmp_path / "whole.bin"), details(model))
+    pd.testing.assert_frame_equal(details(tmp_path / "sd.bin"), details(model.state_dict()))
+    target = tmp_path / "MARKER"
+    model.evil = MarkerPayload(target)
+    torch.save(model, tmp_path / "evil.bin", _use_new_zipfile_serialization=False)
+    pd.testing.assert_frame_equal(details(tmp_path / "evil.bin"), details(model))
+    assert not target.exists()
+    data = (tmp_path / "whole.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(data[:-100])
+    with pytest.raises(SourceError, match="cut.bin"):
+        details(tmp_path / "cut.bin")

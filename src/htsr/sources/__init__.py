@@ -16,9 +16,10 @@ Hugging Face folder                      index.json order, else natural key orde
                                          ``pytorch_model.bin.index.json`` shards
 LoRA adapter folder                      :func:`delta.lora_source` (``adapter_config.json``)
 ``*.npz``                                ``np.load(allow_pickle=False)``, lazy per key
-``*.bin/.pt/.pth/.ckpt``, zip format     :mod:`torch_pickle`: no-code unpickler; state
-                                         dicts, whole models, TorchScript
-``*.bin/.pt/.pth/.ckpt``, legacy format  ``torch.load(weights_only=True)`` only
+``*.bin/.pt/.pth/.ckpt``                 :mod:`torch_pickle`: no-code unpickler (zip and
+                                         legacy formats); state dicts, whole models,
+                                         TorchScript
+other pickles                            ``torch.load(weights_only=True)`` only
 ``*.onnx``                               :mod:`onnx_file` (``onnx`` extra)
 ``*.gguf``                               :mod:`gguf_file` (``gguf`` extra)
 ``*.keras``, ``*.h5``                    :mod:`keras_source` (``keras`` extra: h5py)
@@ -182,6 +183,8 @@ def _open_path(path: Path, extra_rows: bool = True) -> Source:
 
         if torch_pickle.is_torch_zip(path):
             return _torch_zip_source(path, extra_rows)
+        if torch_pickle.is_legacy(path):
+            return _torch_zip_source(path, extra_rows, legacy=True)
         from .torch_source import load_state_dict_file, state_dict_from_object
 
         obj = load_state_dict_file(path)
@@ -194,11 +197,11 @@ def _open_path(path: Path, extra_rows: bool = True) -> Source:
     )
 
 
-def _torch_zip_source(path: Path, extra_rows: bool = True) -> Source:
-    """A ``torch.save`` / ``torch.jit.save`` zip, read by the no-code unpickler."""
+def _torch_zip_source(path: Path, extra_rows: bool = True, legacy: bool = False) -> Source:
+    """A ``torch.save`` / ``torch.jit.save`` file (zip, or the legacy format), read by the no-code unpickler."""
     from . import torch_pickle
 
-    archive = torch_pickle.read_archive(path)
+    archive = torch_pickle.read_legacy(path) if legacy else torch_pickle.read_archive(path)
     kind, obj = torch_pickle.find_weights(archive.root, str(path))
     if kind == "module":
         tensors = torch_pickle.module_tensors(archive, obj, extra_rows)
@@ -233,7 +236,8 @@ def _bin_index_entries(folder: Path) -> list[Entry]:
         shard = folder / fname
         if not shard.is_file():
             raise SourceError(f"{index}: shard {fname!r} is missing from {folder}.")
-        if not torch_pickle.is_torch_zip(shard):
+        legacy = torch_pickle.is_legacy(shard)
+        if not legacy and not torch_pickle.is_torch_zip(shard):
             from .torch_source import load_state_dict_file, state_dict_from_object
 
             sd = state_dict_from_object(load_state_dict_file(shard), str(shard))
@@ -243,7 +247,7 @@ def _bin_index_entries(folder: Path) -> list[Entry]:
                 raise SourceError(f"{index}: names tensor {missing[0]!r}, which {shard} does not hold.")
             entries.update((k, got[k]) for k in keys)
             continue
-        archive = torch_pickle.read_archive(shard)
+        archive = torch_pickle.read_legacy(shard) if legacy else torch_pickle.read_archive(shard)
         kind, obj = torch_pickle.find_weights(archive.root, str(shard))
         if kind != "state_dict":
             raise SourceError(f"{shard}: a shard must hold a state dict, not a pickled module.")

@@ -244,7 +244,7 @@ def _hostile(module: str, name: str) -> bool:
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, fh: io.BytesIO, storage_sizes: dict[str, int]) -> None:
+    def __init__(self, fh: Any, storage_sizes: dict[str, int] | None) -> None:
         super().__init__(fh, encoding="utf-8")
         self.storage_sizes = storage_sizes
         self.classes: dict[str, type] = {}
@@ -266,18 +266,25 @@ class _Unpickler(pickle.Unpickler):
             cls = self.classes[full] = type(name[:100] or "Stub", (Stub,), {"_htsr_global": full[:300]})
         return cls
 
-    def persistent_load(self, pid: Any) -> StorageRef:
+    def persistent_load(self, pid: Any) -> Any:
+        # legacy files replace each nn.Module class by ('module', class, source file, source): the class is a stand-in
+        if isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "module":
+            if isinstance(pid[1], type) and issubclass(pid[1], Stub):
+                return pid[1]
+            raise _Bad("a module record without a class")
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise _Bad(f"unknown persistent id {str(pid)[:80]}")
         stype, key, _location, numel = pid[1:5]
         if not isinstance(stype, _StorageType) or not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
             raise _Bad(f"bad storage record {str(pid)[:120]}")
-        if key not in self.storage_sizes:
+        if len(pid) > 5 and pid[5] is not None:  # legacy storage views (torch < 0.4)
+            raise _Bad("storage views of the pre-0.4 format are not supported")
+        if self.storage_sizes is not None and key not in self.storage_sizes:
             raise _Bad(f"storage {key!r} is missing from the archive")
         ref = self.storages.get(key)
         if ref is None:
             itemsize = np.dtype(_NUMPY[stype.dtype]).itemsize
-            if numel * itemsize > self.storage_sizes[key]:
+            if self.storage_sizes is not None and numel * itemsize > self.storage_sizes[key]:
                 raise _Bad(f"storage {key!r} claims {numel} elements but holds {self.storage_sizes[key]} bytes")
             ref = self.storages[key] = StorageRef(key, stype.dtype, numel)
         return ref
@@ -291,6 +298,7 @@ class Archive:
     prefix: str
     root: Any
     big_endian: bool
+    offsets: dict[str, int] | None = None  # legacy format: each storage's data offset in the file
 
     def load(self, t: TensorRef, where: str) -> np.ndarray:
         """Read one tensor (a copy), widened to float32 for bfloat16 / float8."""
@@ -311,8 +319,16 @@ class Archive:
                 raise SourceError(f"{self.path}: tensor {where} reaches past the end of its storage "
                                   f"({span} of {storage_items} elements).")
         try:
-            with zipfile.ZipFile(self.path) as zf, zf.open(f"{self.prefix}data/{t.storage.key}") as fh:
-                raw = fh.read(t.storage.numel * np.dtype(_NUMPY[t.storage.dtype]).itemsize)
+            nbytes = t.storage.numel * np.dtype(_NUMPY[t.storage.dtype]).itemsize
+            if self.offsets is not None:
+                with open(self.path, "rb") as fh:
+                    fh.seek(self.offsets[t.storage.key])
+                    raw = fh.read(nbytes)
+                if len(raw) != nbytes:
+                    raise EOFError(f"{len(raw)} of {nbytes} bytes")
+            else:
+                with zipfile.ZipFile(self.path) as zf, zf.open(f"{self.prefix}data/{t.storage.key}") as fh:
+                    raw = fh.read(nbytes)
         except Exception as exc:  # file changed, truncated, bad CRC …
             raise SourceError(f"{self.path}: cannot read storage {t.storage.key!r} of {where} "
                               f"({exc.__class__.__name__}: {str(exc)[:150]}).") from None
@@ -390,6 +406,74 @@ def read_archive(path: Path) -> Archive:
             "this file were loaded with torch.load; htsr ran nothing. Do not load this file elsewhere either."
         )
     return Archive(path, prefix, root, big)
+
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+
+def is_legacy(path: Path) -> bool:
+    """A pre-zip ``torch.save`` file: it starts with a pickled magic number."""
+    try:
+        with open(path, "rb") as fh:
+            return _Unpickler(io.BytesIO(fh.read(64)), None).load() == _LEGACY_MAGIC
+    except Exception:
+        return False
+
+
+def read_legacy(path: Path) -> Archive:
+    """The legacy (torch < 1.6) format: magic, protocol, sys info, the object, its storage keys, then the storages.
+
+    Each storage is an 8-byte little-endian element count followed by its data; the
+    same restricted unpickler reads every pickle of the file.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = [_Unpickler(fh, None).load() for _ in range(3)]
+            if head[0] != _LEGACY_MAGIC or head[1] != _LEGACY_PROTOCOL or not isinstance(head[2], dict):
+                raise SourceError(f"{path}: not a legacy PyTorch file (bad magic number or protocol).")
+            if head[2].get("little_endian") is False:
+                raise SourceError(f"{path}: big-endian legacy PyTorch files are not supported.")
+            unpickler = _Unpickler(fh, None)
+            try:
+                root = unpickler.load()
+            except Exception:
+                if not unpickler.hostile:
+                    raise
+                root = None
+            if unpickler.hostile:
+                raise UnsafeFileError(
+                    f"{path}: refused: the pickle names {', '.join(unpickler.hostile[:5])}, which would run code if "
+                    "this file were loaded with torch.load; htsr ran nothing. Do not load this file elsewhere either."
+                )
+            keys = _Unpickler(fh, None).load()
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise _Bad("bad storage key list")
+            offsets: dict[str, int] = {}
+            pos = fh.tell()
+            for key in keys:
+                ref = unpickler.storages.get(key)
+                fh.seek(pos)
+                head8 = fh.read(8)
+                if len(head8) != 8:
+                    raise _Bad(f"truncated before storage {key!r}")
+                (numel,) = np.frombuffer(head8, dtype="<i8")
+                itemsize = np.dtype(_NUMPY[ref.dtype]).itemsize if ref is not None else 1
+                if numel < 0 or (ref is not None and numel < ref.numel) or pos + 8 + int(numel) * itemsize > size:
+                    raise _Bad(f"storage {key!r} holds {numel} elements; the file or the pickle says otherwise")
+                offsets[key] = pos + 8
+                pos += 8 + int(numel) * itemsize
+            missing = [k for k in unpickler.storages if k not in offsets]
+            if missing:
+                raise _Bad(f"storage {missing[0]!r} is missing from the file")
+    except (SourceError, UnsafeFileError):
+        raise
+    except _Bad as exc:
+        raise SourceError(f"{path}: corrupt legacy PyTorch file ({exc}).") from None
+    except Exception as exc:
+        raise SourceError(f"{path}: not a readable legacy PyTorch file ({exc.__class__.__name__}: {str(exc)[:200]}).") from None
+    return Archive(path, "", root, False, offsets)
 
 
 # ---------------------------------------------------------------- walking the recorded object
