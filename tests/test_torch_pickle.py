@@ -233,3 +233,11 @@ def test_legacy_format_whole_models_and_state_dicts(tmp_path):
     (tmp_path / "cut.bin").write_bytes(data[:-100])
     with pytest.raises(SourceError, match="cut.bin"):
         details(tmp_path / "cut.bin")
+
+
+def test_checkpoint_dicts_in_memory_find_their_weights():
+    model = small_model()
+    pd.testing.assert_frame_equal(details({"model": model, "epoch": 2}), details(model))
+    pd.testing.assert_frame_equal(details({"state_dict": model.state_dict(), "step": 1}), details(model.state_dict()))
+    with pytest.raises(SourceError, match="holds no tensors"):
+        details({"config": {"lr": 0.1}, "epoch": 2})

@@ -100,7 +100,17 @@ def open_source(obj: Any, extra_rows: bool = True) -> Source:
         return Source("parameter pytree (nested dict)", tuple(pytree_tensors(obj, "<pytree>")), "pytree")
     if isinstance(obj, dict):
         entries = mapping_entries(obj, "<dict>")
-        if not entries:
+        if not entries:  # a checkpoint dict in memory: the state dict (or module) under "state_dict", "model" …
+            from .torch_source import state_dict_from_object
+
+            inner = next((obj[k] for k in ("model", "module", "net") if is_torch_module(obj.get(k))), None)
+            if inner is None:
+                try:
+                    inner = state_dict_from_object(obj, "<dict>")
+                except SourceError:
+                    inner = None
+            if inner is not None and inner is not obj:
+                return open_source(inner, extra_rows)
             raise SourceError(
                 f"The dict given holds no tensors or numpy arrays ({len(obj)} keys"
                 + (f", e.g. {next(iter(obj))!r}" if obj else "") + ")."

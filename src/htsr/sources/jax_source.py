@@ -138,8 +138,10 @@ def read_msgpack(path: Path) -> dict:
 
 
 def is_pytree(obj: Any) -> bool:
-    """A mapping with at least one nested mapping (a flat dict of arrays is a state dict)."""
-    return isinstance(obj, Mapping) and any(isinstance(v, Mapping) for v in obj.values())
+    """A nested mapping with a ``kernel`` or ``embedding`` leaf (a flat dict of arrays is a state dict)."""
+    if not isinstance(obj, Mapping) or not any(isinstance(v, Mapping) for v in obj.values()):
+        return False
+    return any(path[-1] in ("kernel", "embedding") for path, _ in _leaves(obj))
 
 
 def _leaves(tree: Mapping, prefix: tuple[str, ...] = (), depth: int = 0) -> Iterator[tuple[tuple[str, ...], Any]]:
