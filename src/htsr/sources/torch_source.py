@@ -1,8 +1,9 @@
-"""PyTorch modules, tensors and ``.bin`` / ``.pt`` / ``.pth`` state-dict files.
+"""PyTorch modules and tensors in memory, and the fallback for pickles that are not ``torch.save`` files.
 
 torch is imported only here, and only when the object is already a torch
-object or the file is a PyTorch file. Files are read with
-``torch.load(weights_only=True)`` alone: a pickle that needs anything more is
+object or the file needs it. ``torch.save`` files (zip or legacy) are read by
+:mod:`.torch_pickle` without torch; any other pickle is read with
+``torch.load(weights_only=True)`` alone: one that needs anything more is
 refused, never executed.
 """
 
