@@ -234,7 +234,7 @@ class WeightWatcher:
         if max_evals is not None:
             kwargs["max_evals"] = max_evals
         opts, _ = _map_options("analyze_vectors", kwargs)
-        source_model = self._model(model)
+        source_model = self._source(model)  # without htsr's extra rows (RNN gates, attention q/k/v)
         report = analyze(source_model, vectors=True, **opts)
         details = report.details
         table = pd.DataFrame(details[["layer_id", "name"] + sorted(COLUMNS)]).reset_index(drop=True)
