@@ -162,3 +162,20 @@ def test_a_graph_without_weights_says_what_it_holds(tmp_path):
     onnx.save(_graph_model([helper.make_node("Relu", ["x"], ["y"])]), str(path))
     with pytest.raises(SourceError, match="Relu"):
         htsr.analyze(path)
+
+
+def test_compat_rows_match_the_reference_on_initializers():
+    """The reference's ONNX table (tests/data/make/make_onnx_golden.py): 2-D/4-D initializers, 0-based ids."""
+    from conftest import DATA
+    from test_parity import assert_rows_match
+
+    ref = pd.read_csv(DATA / "onnx_ww077.csv", keep_default_na=False, na_values=[])
+    ours = htsr.WeightWatcher(model=str(DATA / "onnx_graph.onnx")).analyze()
+    assert list(ours["layer_id"]) == list(ref["layer_id"]) == [0, 2, 3, 5, 6]
+    assert_rows_match(ours, ref)
+    in_memory = htsr.WeightWatcher(model=onnx.load(str(DATA / "onnx_graph.onnx"))).analyze()
+    pd.testing.assert_frame_equal(in_memory, ours)
+    # htsr.analyze: the graph's own view (node order, the conv1d too), same numbers for the shared layers
+    own = htsr.analyze(DATA / "onnx_graph.onnx").details.set_index("name")
+    assert list(own.index) == ["emb", "fc1", "mm", "conv", "c1", "head"]
+    np.testing.assert_allclose(own.loc[["fc1", "mm", "conv", "emb", "head"], "alpha"], ref["alpha"], rtol=1e-9)

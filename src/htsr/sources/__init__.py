@@ -89,7 +89,7 @@ def open_source(obj: Any, extra_rows: bool = True) -> Source:
     if is_onnx_model(obj):
         from .onnx_file import onnx_tensors
 
-        return Source(f"ONNX model {obj.graph.name!r}", tuple(onnx_tensors(obj)), "onnx")
+        return Source(f"ONNX model {obj.graph.name!r}", tuple(onnx_tensors(obj, None, not extra_rows)), "onnx")
     if isinstance(obj, (str, os.PathLike)):
         return _open_path(Path(obj), extra_rows)
     from .jax_source import is_pytree
@@ -170,7 +170,7 @@ def _open_path(path: Path, extra_rows: bool = True) -> Source:
         from . import onnx_file
 
         safetensors_file.require_regular_file(path)
-        return Source(str(path), tuple(onnx_file.onnx_tensors(onnx_file.load_model(path), path)), "onnx")
+        return Source(str(path), tuple(onnx_file.onnx_tensors(onnx_file.load_model(path), path, not extra_rows)), "onnx")
     if suffix in (".keras", ".h5", ".hdf5"):
         from .keras_source import keras_tensors
 

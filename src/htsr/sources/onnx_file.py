@@ -132,6 +132,23 @@ def _weight_uses(graph: Any, consts: dict[str, _Const]) -> list[tuple[Any, str, 
     return uses
 
 
+def _reference_rows(onnx: Any, graph: Any, origin: str, folder: Path | None) -> list[WeightTensor]:
+    """The reference's ONNX rows: 2-D and 4-D initializers, in file order, as stored."""
+    out = []
+    for index, init in enumerate(graph.initializer):
+        shape = tuple(int(d) for d in init.dims)
+        if len(shape) not in (2, 4):
+            continue
+        const = _Const(init, init.name)
+        out.append(WeightTensor(
+            layer_id=index, name=init.name, longname=init.name,
+            layer_type=LayerType.DENSE if len(shape) == 2 else LayerType.CONV2D, shape=shape,
+            dtype=_dtype_name(onnx, init), origin=origin, key=init.name,
+            load=_loader(onnx, const, False, folder, origin, f"initializer {init.name!r}"),
+        ))
+    return out
+
+
 def _row_name(tensor_name: str, node: Any) -> str:
     if tensor_name and not _ANONYMOUS.search(tensor_name):
         return tensor_name.removesuffix(".weight")
@@ -211,8 +228,14 @@ def _loader(onnx: Any, const: _Const, transpose: bool, folder: Path | None, orig
     return load
 
 
-def onnx_tensors(model: Any, path: Path | None = None) -> list[WeightTensor]:
+def onnx_tensors(model: Any, path: Path | None = None, reference_ids: bool = False) -> list[WeightTensor]:
     """WeightTensors of an ONNX model (see the module docstring for what counts as a weight).
+
+    With ``reference_ids`` (the compat ``WeightWatcher``), rows follow the reference
+    instead: every 2-D (dense) and 4-D (conv2d) initializer in file order, ``layer_id``
+    its 0-based index among the initializers, named by the initializer; weights in
+    ``Constant`` nodes, which the reference does not see, follow with ids after the
+    last initializer.
 
     Raises
     ------
@@ -230,7 +253,12 @@ def onnx_tensors(model: Any, path: Path | None = None) -> list[WeightTensor]:
     out: list[WeightTensor] = []
     first: dict[int, str] = {}
     folder = path.parent if path is not None else None
-    for layer_id, (node, _input, const, ltype, transpose) in enumerate(uses, start=1):
+    if reference_ids:
+        out = _reference_rows(onnx, model.graph, origin, folder)
+        inits = {id(init) for init in model.graph.initializer}
+        uses = [u for u in uses if id(u[2].proto) not in inits]  # Constant-node weights, which the reference misses
+    start = len(model.graph.initializer) if reference_ids else 1
+    for layer_id, (node, _input, const, ltype, transpose) in enumerate(uses, start=start):
         name = _row_name(const.name, node)
         shape = const.shape[::-1] if transpose else const.shape
         ident = id(const.proto)  # W and Wᵀ share a spectrum: one analysis per stored tensor
