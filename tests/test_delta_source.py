@@ -189,3 +189,26 @@ def test_peft_matches_the_reference(peft):
     assert list(ours["longname"]) == list(ref["longname"])
     assert list(ours["num_evals"]) == list(ref["num_evals"])
     assert_rows_match(ours, ref)
+
+
+def test_command_line_base(tmp_path):
+    import io
+
+    from htsr import cli
+
+    base = arrays(3, SHAPES)
+    tuned = {k: v + 0.1 * arrays(4, SHAPES)[k] for k, v in base.items()}
+    sn.save_file(base, str(tmp_path / "base.safetensors"))
+    sn.save_file(tuned, str(tmp_path / "tuned.safetensors"))
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["analyze", str(tmp_path / "tuned.safetensors"), "--base", str(tmp_path / "base.safetensors"),
+                     "--format", "csv"], stdout=out, stderr=err) == 0, err.getvalue()
+    table = pd.read_csv(io.StringIO(out.getvalue()))
+    expected = htsr.analyze({k: tuned[k] - base[k] for k in SHAPES}, seed=0).details
+    np.testing.assert_allclose(table["alpha"], expected["alpha"], rtol=1e-9)
+    write_adapter(tmp_path / "adapter", {"fc1": (60, 40), "fc2": (30, 60)}, r=8, alpha=16)
+    out = io.StringIO()
+    assert cli.main(["describe", str(tmp_path / "adapter"), "--base", str(tmp_path / "base.safetensors"),
+                     "--format", "csv"], stdout=out, stderr=err) == 0, err.getvalue()
+    assert list(pd.read_csv(io.StringIO(out.getvalue()))["name"]) == ["fc1.lora_BA", "fc1.lora_W_plus_AB", "fc2.lora_BA",
+                                                                     "fc2.lora_W_plus_AB"]
