@@ -241,3 +241,21 @@ def test_checkpoint_dicts_in_memory_find_their_weights():
     pd.testing.assert_frame_equal(details({"state_dict": model.state_dict(), "step": 1}), details(model.state_dict()))
     with pytest.raises(SourceError, match="holds no tensors"):
         details({"config": {"lr": 0.1}, "epoch": 2})
+
+
+class Settings:
+    """An ordinary object a checkpoint may carry (paths, partials, namespaces): never refused, never run."""
+
+    def __init__(self, tmp_path):
+        import functools
+        import types
+
+        self.out_dir = tmp_path
+        self.act = functools.partial(max, 0)
+        self.ns = types.SimpleNamespace(lr=0.1)
+
+
+def test_ordinary_python_objects_in_a_checkpoint_are_not_refused(tmp_path):
+    model = small_model()
+    torch.save({"model": model, "settings": Settings(tmp_path), "hook": model.forward}, tmp_path / "ck.pt")
+    pd.testing.assert_frame_equal(details(tmp_path / "ck.pt"), details(model))

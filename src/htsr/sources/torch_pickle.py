@@ -66,13 +66,17 @@ _NUMPY = {
 _FP8 = {"float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
 
 # modules whose callables run code, touch files or processes: naming one is refused
+# Naming one of these makes the file hostile (refused, though nothing ran): they run programs, touch files,
+# open sockets or import code. Ordinary objects a checkpoint may hold (functools.partial, pathlib paths,
+# types.SimpleNamespace, bound methods via getattr …) only become stand-ins.
 _HOSTILE_MODULES = ("os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib", "runpy",
                     "pty", "code", "codeop", "pickle", "_pickle", "marshal", "ctypes", "webbrowser",
-                    "types", "io", "_io", "pathlib", "tempfile", "multiprocessing", "threading",
-                    "signal", "platform", "commands", "popen2", "operator", "functools", "pdb",
-                    "timeit", "bdb", "asyncio", "http", "urllib", "requests", "ftplib", "smtplib")
-_DATA_BUILTINS = {"set", "frozenset", "object", "slice", "complex", "int", "float", "str", "bytes",
-                  "tuple", "list", "dict", "bool"}
+                    "multiprocessing", "signal", "commands", "popen2", "pdb", "bdb", "timeit", "asyncio",
+                    "http", "urllib", "requests", "ftplib", "smtplib", "telnetlib")
+_HOSTILE_BUILTINS = {"eval", "exec", "compile", "open", "__import__", "setattr", "delattr", "globals", "locals",
+                     "vars", "input", "breakpoint", "exit", "quit", "help", "print", "__loader__", "memoryview"}
+_HOSTILE_NAMES = {"io.open", "_io.open", "io.FileIO", "_io.FileIO", "pathlib.Path.write_text",
+                  "pathlib.Path.write_bytes", "pathlib.Path.unlink", "tempfile.mktemp"}
 
 
 @dataclass(frozen=True)
@@ -239,8 +243,9 @@ for _n in ("intlist", "tensorlist", "doublelist", "boollist"):
 def _hostile(module: str, name: str) -> bool:
     top = module.split(".")[0]
     if top in ("builtins", "__builtin__"):
-        return name not in _DATA_BUILTINS
-    return top in _HOSTILE_MODULES or module in ("numpy.testing", "torch.hub", "torch.serialization")
+        return name.split(".")[0] in _HOSTILE_BUILTINS
+    return (top in _HOSTILE_MODULES or f"{module}.{name}" in _HOSTILE_NAMES
+            or module in ("numpy.testing", "torch.hub", "torch.serialization"))
 
 
 class _Unpickler(pickle.Unpickler):
