@@ -110,11 +110,12 @@ def test_compat_get_weights_and_esd_reference_forms():
     assert len(mats) == 9 and mats[0].shape == (16, 8)
     np.testing.assert_array_equal(mats[4], conv[:, :, 1, 1].T)
     assert w.get_Weights(layer="fc", params=dict(htsr.DEFAULT_PARAMS))[0].shape == (30, 40)
-    # the reference's get_ESD: raw slices whatever params says; htsr's: as analyze, unless conv2d_norm=False
-    esd = w.get_ESD(layer=1, params={"conv2d_norm": True}, conv2d_norm=False)
+    # the reference's get_ESD: raw slices whatever params says; conv2d_norm=True as a keyword: as analyze
+    esd = w.get_ESD(layer=1, params={"conv2d_norm": True})
     sv = np.concatenate([np.linalg.svd(conv[:, :, i, j], compute_uv=False) for i in range(3) for j in range(3)])
     np.testing.assert_allclose(esd, np.sort(sv ** 2), rtol=1e-10)
-    np.testing.assert_allclose(w.get_ESD(None, 1, False, None), np.sort(sv ** 2) / 2, rtol=1e-10)
+    np.testing.assert_allclose(w.get_ESD(None, 1, False, None), np.sort(sv ** 2), rtol=1e-10)
+    np.testing.assert_allclose(w.get_ESD(layer=1, conv2d_norm=True), np.sort(sv ** 2) / 2, rtol=1e-10)
     rand = w.get_ESD(None, 1, True, None)  # positional: model, layer, random, params
     assert rand.size == 72 and np.all(np.diff(rand) >= 0)
     with pytest.raises(UnknownOptionError):
@@ -203,7 +204,7 @@ def test_unknown_option_names_it():
         htsr.WeightWatcher(model=tiny()).analyze(foo=1)
 
 
-@pytest.mark.parametrize("option, value", [("peft", True), ("conv2d_fft", True), ("fft", True), ("channels", "first")])
+@pytest.mark.parametrize("option, value", [("peft", "both"), ("conv2d_fft", True), ("fft", True), ("channels", "first")])
 def test_unbuilt_reference_options_raise_not_implemented(option, value):
     with pytest.raises(NotImplementedError, match=option):
         htsr.WeightWatcher(model=tiny()).analyze(**{option: value})

@@ -13,7 +13,8 @@ from .errors import SourceError
 from .report import Report, describe_frame
 
 
-def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask: Any = None, **options: Any):
+def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask: Any = None, base_model: Any = None,
+            **options: Any):
     """Analyze every weight matrix of ``model`` and return a :class:`~htsr.report.Report`.
 
     Parameters
@@ -28,6 +29,9 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     dask : distributed.Client or True, optional
         Run one task per tensor on a Dask cluster (``True``: an embedded local cluster).
         Every worker must see the model's path. Default: this process (threads, or the GPU).
+    base_model : optional
+        A model of the same architecture (anything ``model`` may be): every row is then
+        ``W − W_base``, matched by key; unmatched layers are listed in ``Report.skipped``.
     **options
         Fields of :class:`~htsr.config.AnalysisConfig`: ``min_evals=10, max_evals=15000,
         max_N=50000, pool=True, conv2d_norm=True, randomize=False, mp_fit=False, detX=False,
@@ -58,7 +62,7 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     if plot or savefig:
         options.setdefault("keep_esd", True)
     config = AnalysisConfig.from_kwargs(**options)
-    source = open_source(model)
+    source = _with_base(open_source(model), base_model)
     plans = engine.plan(source, config)
     if not any(p.is_layer for p in plans):
         raise SourceError(
@@ -114,7 +118,15 @@ def _options_dict(config: AnalysisConfig) -> dict:
     return d
 
 
-def describe(model: Any, **options: Any):
+def _with_base(source: Any, base_model: Any) -> Any:
+    if base_model is None:
+        return source
+    from .sources.delta import delta_source
+
+    return delta_source(source, base_model)
+
+
+def describe(model: Any, *, base_model: Any = None, **options: Any):
     """List every weight tensor and whether it will be analyzed (no eigenvalues computed).
 
     Returns
@@ -134,4 +146,4 @@ def describe(model: Any, **options: Any):
     from .sources import open_source
 
     config = AnalysisConfig.from_kwargs(**options)
-    return describe_frame(engine.plan(open_source(model), config))
+    return describe_frame(engine.plan(_with_base(open_source(model), base_model), config))

@@ -65,10 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", parents=[common], help="analyze a model file or folder",
                         description="Analyze every weight matrix of PATH and print one row per layer.")
     an.add_argument("path", metavar="PATH",
-                    help="a .safetensors, .npz, .bin/.pt/.pth file or a Hugging Face model folder")
+                    help="a .safetensors, .npz, .bin/.pt/.pth/.ckpt (state dict, whole model or TorchScript), .onnx, "
+                         ".gguf, .keras/.h5, .msgpack (Flax) file, a Hugging Face model folder or a LoRA adapter folder")
     an.add_argument("--randomize", action="store_true",
                     help="also shuffle each matrix and look for correlation traps")
     an.add_argument("--mp-fit", action="store_true", help="fit the Marchenko-Pastur law to each ESD")
+    an.add_argument("--base", metavar="PATH",
+                    help="a base model of the same architecture: analyze W - W_base (for a LoRA adapter folder: "
+                         "also W + BA)")
     an.add_argument("--layers", metavar="SPEC",
                     help="comma-separated layer ids, names or types; a leading '-' excludes (e.g. -embedding)")
     an.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the randomization (default 0)")
@@ -88,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="List every weight tensor of PATH, its shape and whether it would be analyzed "
                                     "(no eigenvalues computed).")
     de.add_argument("path", metavar="PATH")
+    de.add_argument("--base", metavar="PATH", help="as for analyze")
     de.add_argument("--layers", metavar="SPEC", help="as for analyze")
     de.add_argument("--format", choices=FORMATS, help="output format (as for analyze)")
     de.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
@@ -271,7 +276,8 @@ def _analyze_options(args: argparse.Namespace) -> dict:
 def _cmd_analyze(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from .api import analyze
 
-    report = analyze(args.path, savefig=args.plots or None, **_analyze_options(args))
+    model, base = _with_base(args)
+    report = analyze(model, savefig=args.plots or None, base_model=base, **_analyze_options(args))
     fmt = _choose_format(args.format, args.output, stdout)
     text = {"table": report_table, "csv": lambda r: r.to_csv(), "json": lambda r: r.to_json() + "\n"}[fmt](report)
     _emit(text, args.output, stdout)
@@ -319,11 +325,22 @@ def _frame_text(frame: Any, args: argparse.Namespace, stdout: TextIO, table_colu
     return fixed_width(frame.to_dict(orient="records"), table_columns), fmt
 
 
+def _with_base(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(model, base_model) for the API: a LoRA adapter folder takes its base itself (W + BA rows)."""
+    base = getattr(args, "base", None)
+    if base is not None and (Path(args.path) / "adapter_config.json").is_file():
+        from .sources.delta import lora_source
+
+        return lora_source(args.path, base=base), None
+    return args.path, base
+
+
 def _cmd_describe(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from .api import describe
 
     opts = {} if args.layers is None else {"layers": args.layers}
-    frame = describe(args.path, **opts)
+    model, base = _with_base(args)
+    frame = describe(model, base_model=base, **opts)
     text, fmt = _frame_text(frame, args, stdout, ["layer_id", "name", "layer_type", "shape", "dtype", "N", "M",
                                                   "num_evals", "analyzed", "reason"])
     if fmt == "table":

@@ -43,8 +43,6 @@ _PARAMS_NOT_BUILT = ("glorot_fix", "normalize", "intra", "inverse", "fft", "conv
 # reference options accepted only at their default value (anything else is not built)
 _ONLY_DEFAULT = {
     "min_size": None, "max_size": None, "conv2d_fft": False,
-    "peft": False,
-    "base_model": None,
 }
 # options whose reference result is itself broken in 0.7.7: refused, with the reference's own error
 _BROKEN = {
@@ -163,7 +161,10 @@ class WeightWatcher:
     framework : optional
         Accepted and ignored: htsr recognizes the model itself.
     base_model : optional
-        Not implemented (must be None).
+        A model of the same architecture (anything ``model`` may be): every row is
+        then ``W − W_base``, matched by key; layers without a match are listed in
+        ``Report.skipped`` (``htsr.sources.delta.delta_source``). ``analyze`` and
+        ``describe`` also take ``base_model=`` for one call.
     log_level : optional
         Level for the ``htsr`` logger (e.g. ``logging.INFO``); nothing is configured otherwise.
 
@@ -178,8 +179,7 @@ class WeightWatcher:
     """
 
     def __init__(self, model: Any = None, framework: Any = None, base_model: Any = None, log_level: Any = None):
-        if base_model is not None:
-            raise NotImplementedError("WeightWatcher: option base_model is not implemented in htsr.")
+        self.base_model = base_model
         self.model = model
         self.framework = framework
         self.details = None
@@ -193,6 +193,30 @@ class WeightWatcher:
         if self.model is None:
             raise HtsrError("WeightWatcher: no model given (pass model= to the constructor or the method).")
         return self.model
+
+    def _source(self, model: Any, base_model: Any = None, peft: Any = False) -> Any:
+        """The model's source without htsr's extra rows (RNN gates, attention q/k/v): the reference skips them.
+
+        With a base model (this call's, else the constructor's), the rows are ``W − W_base``;
+        with ``peft`` (True or ``'with_base'``) the LoRA updates of a PEFT model.
+        """
+        from .sources import open_source
+
+        base = base_model if base_model is not None else self.base_model
+        if peft not in (False, None, True, "with_base"):
+            raise NotImplementedError(f"WeightWatcher: option peft={peft!r} is not implemented (True or 'with_base').")
+        if peft:
+            if base is not None:
+                raise NotImplementedError("WeightWatcher: peft= together with base_model= is not implemented.")
+            from .sources.delta import peft_source
+
+            return peft_source(self._model(model), with_base=peft == "with_base")
+        source = open_source(self._model(model), extra_rows=False)
+        if base is None:
+            return source
+        from .sources.delta import delta_source
+
+        return delta_source(source, open_source(base, extra_rows=False))
 
     def analyze(self, model: Any = None, *args: Any, **kwargs: Any):
         """Analyze the model; returns the details DataFrame (reference columns and order).
@@ -209,16 +233,22 @@ class WeightWatcher:
         """
         from .api import analyze
 
-        opts, plot_opts = _map_options("analyze", _positional("analyze", _ANALYZE_ORDER, args, kwargs))
+        kwargs = _positional("analyze", _ANALYZE_ORDER, args, kwargs)
+        base_model, peft = kwargs.pop("base_model", None), kwargs.pop("peft", False)
+        opts, plot_opts = _map_options("analyze", kwargs)
         _reference_defaults(opts)
         plot = bool(plot_opts["plot"])
         savefig = plot_opts["savefig"] if plot and plot_opts["savefig"] not in (False, None, "") else None
         if savefig is True:
             savefig = DEF_SAVE_DIR
-        report = analyze(self._model(model), plot=plot, savefig=savefig, **opts)
+        report = analyze(self._source(model, base_model, peft), plot=plot, savefig=savefig, **opts)
         self.report = report
-        self.details = report.details
-        return self.details
+        details = report.details
+        if peft and "rank_loss" in details:  # the reference's extra column, in its ASCII place
+            lora = details["longname"].str.contains(r"\.lora_(?:BA|W_plus_AB)\b", regex=True)
+            details.insert(list(details.columns).index("rank_loss"), "peft", lora.astype(bool))
+        self.details = details
+        return details
 
     def describe(self, model: Any = None, *args: Any, **kwargs: Any):
         """The layers the reference would analyze: ``layer_id, name, M, N, Q, layer_type, longname, num_evals, rf``.
@@ -229,9 +259,11 @@ class WeightWatcher:
 
         from .api import describe
 
-        opts, _ = _map_options("describe", _positional("describe", _DESCRIBE_ORDER, args, kwargs))
+        kwargs = _positional("describe", _DESCRIBE_ORDER, args, kwargs)
+        base_model, peft = kwargs.pop("base_model", None), kwargs.pop("peft", False)
+        opts, _ = _map_options("describe", kwargs)
         _reference_defaults(opts)
-        frame = describe(self._model(model), **opts)
+        frame = describe(self._source(model, base_model, peft), **opts)
         frame = frame[frame["analyzed"]].reset_index(drop=True)
         cols = ["layer_id", "name", "M", "N", "Q", "layer_type", "longname", "num_evals", "rf"]
         out = frame[cols].copy()
@@ -274,7 +306,7 @@ class WeightWatcher:
         if max_evals is not None:
             kwargs["max_evals"] = max_evals
         opts, _ = _map_options("analyze_vectors", kwargs)
-        source_model = self._model(model)
+        source_model = self._source(model)  # without htsr's extra rows (RNN gates, attention q/k/v)
         report = analyze(source_model, vectors=True, **opts)
         details = report.details
         table = pd.DataFrame(details[["layer_id", "name"] + sorted(COLUMNS)]).reset_index(drop=True)
@@ -357,7 +389,6 @@ class WeightWatcher:
         """The plan of one analyzable layer and the config, chosen and gated exactly as ``analyze`` does."""
         from .config import AnalysisConfig
         from .engine import plan
-        from .sources import open_source
 
         if layer is None:
             raise HtsrError(f"WeightWatcher.{method}: give layer= (an id or a name).")
@@ -368,7 +399,7 @@ class WeightWatcher:
             raise OptionError(f"WeightWatcher.{method}: option {pointless[0]!r} has no meaning for one layer's "
                               f"{'weights' if method == 'get_Weights' else 'eigenvalues'}.")
         config = AnalysisConfig.from_kwargs(**_reference_defaults({**_params_options(method, params), **opts}))
-        plans = [p for p in plan(open_source(self._model(model)), config) if not p.reason]
+        plans = [p for p in plan(self._source(model), config) if not p.reason]
         for p in plans:
             if (isinstance(layer, (int, np.integer)) and p.tensor.layer_id == layer) or layer in (p.tensor.name, p.tensor.longname):
                 return p, config

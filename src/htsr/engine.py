@@ -35,7 +35,7 @@ from .matrices import (
 )
 from .results import LayerResult
 from .sources import Source, WeightTensor
-from .spectral.esd import ESD, compute_esd, top_evals
+from .spectral.esd import ESD, compute_esd, top_evals, truncate_esd
 from .spectral.fitting import TailFit, fit_tail
 from .spectral.inverse import inverse_evals
 from .spectral.marchenko_pastur import detx_result, safe_fit_mp
@@ -97,6 +97,8 @@ def _identity(t: WeightTensor, g: Geometry, slice_id: int | None = None) -> dict
     ident = dict(t.identity(), N=g.N, M=g.M, rf=g.rf, num_evals=g.num_evals)
     if slice_id is not None:
         ident.update(slice_id=slice_id, rf=1, num_evals=g.M)
+    if t.num_components:
+        ident["num_evals"] = min(int(ident["num_evals"]), t.num_components)
     return ident
 
 
@@ -123,6 +125,8 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray, config: Analy
         if config.inverse:  # the reference's inverse ESD (spectral/inverse.py); sv columns stay those of W
             esd = dataclasses.replace(esd, evals=inverse_evals([esd_fn(sub[k:k + 1], g.N).evals
                                                                 for k in range(sub.shape[0])]))
+        if t.num_components:
+            esd = truncate_esd(esd, t.num_components, g.N)
         evals = esd.evals
         fit: PowerLawFit | TailFit
         if config.fit == "PL" and config.pl_package == "ww" and config.xmax is None and not config.fix_fingers:

@@ -33,6 +33,13 @@ class WeightTensor:
     bias : callable or None
         ``bias() -> np.ndarray`` reads the layer's bias (the module's ``bias`` or the
         ``<name>.bias`` key) when there is one; used by :func:`htsr.compare`.
+    note : str
+        Non-empty: the tensor is listed but not analyzed, for this reason (a tied duplicate …).
+    extra : bool
+        A row the reference does not have (RNN gates, attention q/k/v; ``sources/splits.py``).
+    num_components : int or None
+        When set, only the largest ``num_components`` eigenvalues form the ESD: the
+        reference's truncated SVD of a LoRA update of rank r (``peft=``).
     load : callable
         ``load() -> np.ndarray`` reads the tensor. For in-memory sources it is a
         read-only view of the user's tensor (no copy): consumers copy it
@@ -50,6 +57,8 @@ class WeightTensor:
     load: Callable[[], np.ndarray] = field(repr=False, compare=False)
     note: str = ""
     bias: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    extra: bool = False  # a row htsr adds and the reference does not have (sources/splits.py)
+    num_components: int | None = None  # analyze only the largest k eigenvalues (PEFT rows, as the reference)
 
     def identity(self) -> dict:
         """``layer_id, name, longname, layer_type`` (the type's string value): the columns that name a layer."""

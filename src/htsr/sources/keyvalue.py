@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from ..config import LayerType
 from .base import WeightTensor, layer_type_from_shape, natural_key
 
 
@@ -27,6 +28,7 @@ class Entry:
     origin: str
     load: Callable[[], np.ndarray]
     note: str = ""
+    layer_type: LayerType | None = None  # None: from the key and rank (layer_type_from_shape)
 
 
 def is_weight_key(key: str) -> bool:
@@ -55,7 +57,7 @@ def weight_tensors(entries: Iterable[Entry]) -> Iterator[WeightTensor]:
             layer_id=layer_id,
             name=name,
             longname=name,
-            layer_type=layer_type_from_shape(e.key, e.shape),
+            layer_type=e.layer_type or layer_type_from_shape(e.key, e.shape),
             shape=tuple(int(s) for s in e.shape),
             dtype=e.dtype,
             origin=e.origin,

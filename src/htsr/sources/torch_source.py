@@ -1,8 +1,9 @@
-"""PyTorch modules, tensors and ``.bin`` / ``.pt`` / ``.pth`` state-dict files.
+"""PyTorch modules and tensors in memory, and the fallback for pickles that are not ``torch.save`` files.
 
 torch is imported only here, and only when the object is already a torch
-object or the file is a PyTorch file. Files are read with
-``torch.load(weights_only=True)`` alone: a pickle that needs anything more is
+object or the file needs it. ``torch.save`` files (zip or legacy) are read by
+:mod:`.torch_pickle` without torch; any other pickle is read with
+``torch.load(weights_only=True)`` alone: one that needs anything more is
 refused, never executed.
 """
 
@@ -76,18 +77,42 @@ def _module_type(module: Any) -> LayerType:
     return LayerType.OTHER
 
 
-def module_tensors(model: Any) -> Iterator[WeightTensor]:
+def _split_type(module: Any) -> str:
+    import torch
+
+    for cls in (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN, torch.nn.MultiheadAttention):
+        if isinstance(module, cls):
+            return cls.__name__
+    return ""
+
+
+def module_tensors(model: Any, extra_rows: bool = True) -> Iterator[WeightTensor]:
     """One WeightTensor per module that holds a ``weight`` tensor.
 
     ``layer_id`` is the module's index in ``model.modules()``; ``name`` the
     attribute name and ``longname`` the dotted path, as the reference numbers
     them. Nothing on the model is changed. A weight shared with an earlier
     module (tied embeddings) is yielded with a ``note`` naming the first.
+    With ``extra_rows``, the gate matrices of RNNs and the q/k/v blocks of
+    ``nn.MultiheadAttention`` follow as extra rows (:mod:`.splits`), numbered
+    after the last module.
     """
     import torch
 
+    from .splits import split_pieces
+
     seen: dict[tuple, str] = {}
+    extras: list[tuple[str, str, tuple, Any]] = []
+    n_modules = 0
     for layer_id, (longname, module) in enumerate(model.named_modules()):
+        n_modules = layer_id + 1
+        split = _split_type(module) if extra_rows else ""
+        if split:
+            params = {n: (tuple(int(s) for s in p.shape), functools.partial(tensor_to_numpy, p))
+                      for n, p in module.named_parameters(recurse=False)}
+            dtype = next((str(p.dtype).replace("torch.", "") for p in module.parameters(recurse=False)), "float32")
+            for pname, shape, load in split_pieces(split, params):
+                extras.append((longname, pname, shape, (load, dtype)))
         try:
             weight = getattr(module, "weight", None)  # a property or parametrization may compute (and fail)
         except Exception:
@@ -123,6 +148,10 @@ def module_tensors(model: Any) -> Iterator[WeightTensor]:
             note=note,
             bias=functools.partial(tensor_to_numpy, bias) if isinstance(bias, torch.Tensor) else None,
         )
+    for offset, (longname, pname, shape, (load, dtype)) in enumerate(extras):
+        full = f"{longname}.{pname}" if longname else pname
+        yield WeightTensor(layer_id=n_modules + offset, name=pname, longname=full, layer_type=LayerType.DENSE,
+                           shape=shape, dtype=dtype, origin="<module>", key=full, load=load, extra=True)
 
 
 def load_state_dict_file(path: Path) -> dict:

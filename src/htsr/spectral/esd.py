@@ -183,6 +183,19 @@ def esd_from_slices(stack: np.ndarray, ev: np.ndarray, N: int, fast: bool = Fals
     return ESD(evals=evals, sv_max=sv_max, sv_min=sv_min, rank_loss=rank_loss)
 
 
+def truncate_esd(esd: ESD, k: int, N: int) -> ESD:
+    """The ESD of the ``k`` largest eigenvalues only (a truncated SVD's view of a rank-k matrix).
+
+    ``sv_min`` becomes the smallest kept singular value and ``rank_loss`` is counted on
+    the kept values.
+    """
+    if k >= esd.evals.size:
+        return esd
+    evals = esd.evals[-k:]
+    sv = np.sqrt(evals)
+    return ESD(evals=evals, sv_max=esd.sv_max, sv_min=float(sv[0]), rank_loss=int(sv.size - rank_count(sv, N)))
+
+
 def compute_esd(stack: np.ndarray, N: int, fast: bool = False) -> ESD:
     """ESD of a stack of matrices (rf, rows, cols), pooled.
 

@@ -1,0 +1,90 @@
+"""Weights the reference skips, split into the matrices a layer really multiplies by.
+
+* ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``: ``weight_ih_l<k>[_reverse]`` and
+  ``weight_hh_l<k>[_reverse]`` stack the gates along the rows — LSTM (i, f, g,
+  o), GRU (r, z, n), RNN one matrix; LSTM's ``weight_hr_l<k>`` (projection) is
+  one matrix.
+* ``nn.MultiheadAttention``: ``in_proj_weight`` stacks (q, k, v); separate
+  ``q_proj_weight`` / ``k_proj_weight`` / ``v_proj_weight`` (different key and
+  value sizes) are taken as they are. ``out_proj`` is an ``nn.Linear`` and is
+  already a row of its own.
+
+Each piece is a dense row named ``<param>.<gate>`` (``weight_ih_l0.f``,
+``in_proj.q``), long name ``<module path>.<param>.<gate>``, with ``extra=True``.
+Rows are numbered after the model's last module, so the reference's ids of
+the ordinary rows do not move; the compat ``WeightWatcher`` leaves them out
+(the reference does not analyze these weights).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+_RNN_PARAM = re.compile(r"^weight_(ih|hh|hr)_l\d+(_reverse)?$")
+_GATES = {"lstm": "ifgo", "gru": "rzn"}
+
+
+def rnn_kind(type_name: str) -> str | None:
+    """'lstm', 'gru' or 'rnn' from a class name (``torch.nn.modules.rnn.LSTM`` …), None otherwise."""
+    last = type_name.rsplit(".", 1)[-1].lower()
+    if last in ("lstm", "gru", "rnn"):
+        return last
+    return None
+
+
+def is_attention(type_name: str) -> bool:
+    return type_name.rsplit(".", 1)[-1] == "MultiheadAttention"
+
+
+Piece = tuple[str, tuple[int, ...], Callable[[], np.ndarray]]
+
+
+def _rows(load: Callable[..., np.ndarray], start: int, stop: int) -> Callable[[], np.ndarray]:
+    def piece() -> np.ndarray:
+        arr = np.asarray(load())[start:stop]
+        out = np.ascontiguousarray(arr)
+        out.flags.writeable = False
+        return out
+
+    return piece
+
+
+def split_pieces(type_name: str,
+                 params: Mapping[str, tuple[tuple[int, ...], Callable[..., np.ndarray]]]) -> Iterator[Piece]:
+    """(name, shape, load) of every extra row of one module, in parameter order.
+
+    ``params`` maps the module's own parameter names to (shape, load).
+    """
+    kind = rnn_kind(type_name)
+    if kind is not None:
+        for pname, (shape, load) in params.items():
+            if not _RNN_PARAM.match(pname) or len(shape) != 2:
+                continue
+            gates = _GATES.get(kind, "") if "_hr_" not in pname else ""
+            if gates and shape[0] % len(gates) == 0:
+                h = shape[0] // len(gates)
+                for i, g in enumerate(gates):
+                    yield f"{pname}.{g}", (h, shape[1]), _rows(load, i * h, (i + 1) * h)
+            else:
+                yield pname, shape, _rows(load, 0, shape[0])
+    elif is_attention(type_name):
+        if "in_proj_weight" in params and len(params["in_proj_weight"][0]) == 2:
+            shape, load = params["in_proj_weight"]
+            if shape[0] % 3 == 0:
+                e = shape[0] // 3
+                for i, g in enumerate("qkv"):
+                    yield f"in_proj.{g}", (e, shape[1]), _rows(load, i * e, (i + 1) * e)
+        else:
+            for g in "qkv":
+                if f"{g}_proj_weight" in params and len(params[f"{g}_proj_weight"][0]) == 2:
+                    shape, load = params[f"{g}_proj_weight"]
+                    yield f"{g}_proj", shape, _rows(load, 0, shape[0])
+
+
+def module_params(module: Any) -> dict[str, Any]:
+    """A live torch module's own parameters by name (no recursion)."""
+    return dict(module.named_parameters(recurse=False))

@@ -1,0 +1,71 @@
+"""RNN gate matrices and attention q/k/v as extra rows; the compat WeightWatcher leaves them out like the reference.
+
+The reference (weightwatcher 0.7.7) lists only ``attn.out_proj`` (id 4) and ``fc`` (id 5) for ``Net`` below:
+observed with its ``describe()``; the extra rows are numbered after the last module so those ids hold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import htsr
+from htsr.sources import open_source
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(24, 32, num_layers=2, bidirectional=True)
+        self.gru = nn.GRU(16, 20)
+        self.attn = nn.MultiheadAttention(48, 4)
+        self.fc = nn.Linear(48, 30)
+
+
+def net():
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+def test_gates_and_qkv_are_slices_of_the_stacked_weights():
+    model = net()
+    rows = {t.longname: t for t in open_source(model).tensors}
+    ih = model.lstm.weight_ih_l1_reverse.detach().numpy()
+    for i, g in enumerate("ifgo"):
+        t = rows[f"lstm.weight_ih_l1_reverse.{g}"]
+        assert t.extra and t.shape == (32, 64)
+        np.testing.assert_array_equal(t.load(), ih[32 * i:32 * (i + 1)])
+    hh = model.gru.weight_hh_l0.detach().numpy()
+    for i, g in enumerate("rzn"):
+        np.testing.assert_array_equal(rows[f"gru.weight_hh_l0.{g}"].load(), hh[20 * i:20 * (i + 1)])
+    qkv = model.attn.in_proj_weight.detach().numpy()
+    for i, g in enumerate("qkv"):
+        np.testing.assert_array_equal(rows[f"attn.in_proj.{g}"].load(), qkv[48 * i:48 * (i + 1)])
+    ordinary = [t for t in rows.values() if not t.extra]
+    assert [(t.layer_id, t.longname) for t in ordinary] == [(4, "attn.out_proj"), (5, "fc")]
+    extra_ids = [t.layer_id for t in rows.values() if t.extra]
+    assert extra_ids == list(range(6, 6 + 32 + 6 + 3))
+
+
+def test_separate_projections_when_key_and_value_sizes_differ():
+    torch.manual_seed(1)
+    attn = nn.MultiheadAttention(32, 4, kdim=20, vdim=12)
+    rows = {t.name: t for t in open_source(nn.Sequential(attn)).tensors if t.extra}
+    assert {k: v.shape for k, v in rows.items()} == {"q_proj": (32, 32), "k_proj": (32, 20), "v_proj": (32, 12)}
+    np.testing.assert_array_equal(rows["k_proj"].load(), attn.k_proj_weight.detach().numpy())
+
+
+def test_compat_leaves_the_extra_rows_out_and_pickles_keep_them(tmp_path):
+    model = net()
+    details = htsr.analyze(model, seed=0).details
+    assert len(details) == 2 + 32 + 6 + 3 and details["alpha"].notna().all()
+    compat = htsr.WeightWatcher(model=model).analyze()
+    assert list(compat["layer_id"]) == [4, 5] and list(compat["name"]) == ["out_proj", "fc"]
+    assert list(htsr.WeightWatcher(model=model).describe()["layer_id"]) == [4, 5]
+    torch.save(model, tmp_path / "net.pt")
+    pd.testing.assert_frame_equal(htsr.analyze(tmp_path / "net.pt", seed=0).details, details)
+    assert list(htsr.WeightWatcher(model=str(tmp_path / "net.pt")).describe()["layer_id"]) == [4, 5]
