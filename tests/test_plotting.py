@@ -258,3 +258,36 @@ def test_without_matplotlib_plotting_fails_clearly(monkeypatch, tmp_path):
     with pytest.raises(htsr.HtsrError, match=r"pip install 'htsr\[plot\]'"):
         plotting.plot_report(report, savedir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_parallel_drawing_gives_the_same_pictures_as_serial(monkeypatch):
+    """Forked workers reuse one figure per kind; the PNGs equal those drawn one by one in-process."""
+    rng = np.random.default_rng(11)
+    model = {f"l{k}.weight": rng.standard_t(4, (120, 60)) for k in range(plotting.PARALLEL_MIN_LAYERS)}
+    report = htsr.analyze(model, randomize=True, keep_esd=True)
+    if plotting._parallel_workers(len(report.layers)) == 0:
+        pytest.skip("drawing in worker processes needs Linux, several cores and no other thread")
+    parallel = plotting.render_pngs(report)
+    monkeypatch.setattr(plotting, "_parallel_workers", lambda n: 0)
+    serial = plotting.render_pngs(dataclasses.replace(report, pngs={}))
+    assert list(parallel) == list(serial) == [r.key for r in report.layers]
+    for key in serial:
+        assert [k for k, _ in parallel[key]] == [k for k, _ in serial[key]] == [*FIVE, "randesd"]
+        assert [p for _, p in parallel[key]] == [p for _, p in serial[key]]
+    # the HTML report reuses the drawn figures: nothing is drawn again
+    monkeypatch.setattr(plotting, "_layer_pngs", lambda *a: pytest.fail("drawn twice"))
+    html = report.to_html()
+    assert html.count("<img") == len(report.layers) + report.traps["layer_id"].nunique()  # ESDs + trap overlays
+
+
+def test_palette_png_is_small_and_keeps_the_colours():
+    import io
+
+    from PIL import Image
+
+    report = _trap_report()
+    (kind, png), = [(k, p) for k, p in plotting.render_pngs(report, kinds=("randesd",))[report.layer(1).key]]
+    img = Image.open(io.BytesIO(png))
+    assert kind == "randesd" and img.mode == "P" and len(png) < 25_000
+    colours = {c for _, c in img.convert("RGB").getcolors(maxcolors=256)}
+    assert (255, 165, 0) in colours  # the orange line at the largest randomized eigenvalue

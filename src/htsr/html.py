@@ -7,7 +7,7 @@ model file (layer names, source path, reasons, trap entries) goes through :func:
 Sections: run metadata, summary, alpha per layer (with the α = 2 and α = 6 bands), the per-layer
 table (click a header to sort; over-/under-trained, failed and trapped rows highlighted),
 correlation traps (each trapped layer's original-vs-randomized figure and the matrix entries
-responsible), per-layer log-log ESD figures (when the report kept the eigenvalues) and the skipped
+responsible), per-layer log-log ESD figures (drawn once: those the plots drew are reused) and the skipped
 layers with their reasons.
 """
 
@@ -300,7 +300,7 @@ def _trap_groups_section(report, traps: list[dict]) -> str:
     return "".join(out)
 
 
-def _traps_section(report, rows: list[dict], figures: bool) -> str:
+def _traps_section(report, rows: list[dict], pngs: dict | None) -> str:
     options = report.meta.get("options", {}) if report.meta else {}
     if not options.get("randomize") and "num_traps" not in report.details.columns:
         return '<p class="note">Correlation traps are looked for with <code>randomize=True</code> ' \
@@ -330,10 +330,8 @@ def _traps_section(report, rows: list[dict], figures: bool) -> str:
             out.append(f'<p class="note">{_e(first.get("longname"))}</p>')
         png = None
         result = results.get(key)
-        if figures and result is not None:
-            from .plotting import overlay_png, trap_note
-
-            png = overlay_png(result, trap_note(report, key))
+        if pngs is not None and result is not None:
+            png = dict(pngs.get(key, [])).get("randesd")
         if png:
             out.append(f"<figure>{_img(png, 'original vs randomized ESD of ' + title)}"
                        "<figcaption>Original ESD (green), randomized (red), largest randomized eigenvalue "
@@ -355,18 +353,17 @@ def _traps_section(report, rows: list[dict], figures: bool) -> str:
     return "".join(out)
 
 
-def _esd_figures(report) -> str:
-    from .plotting import figure_png, layer_figures
-
+def _esd_figures(report, pngs: dict) -> str:
     out = []
     for result in report.layers:
-        for _kind, fig in layer_figures(result):  # the log-log ESD comes first
-            label = f"layer {result.layer_id}" + (f" slice {result.slice_id}" if result.slice_id is not None else "") \
-                + f": {result.name}"
-            alpha = _fmt(result.fit.alpha if result.fit is not None else None)
-            out.append(f"<details><summary>{_e(label)} (alpha {_e(alpha or 'n/a')})</summary>"
-                       f"<figure>{_img(figure_png(fig), 'log-log ESD of ' + label)}</figure></details>")
-            break
+        png = dict(pngs.get(result.key, [])).get("esd")
+        if png is None:
+            continue
+        label = f"layer {result.layer_id}" + (f" slice {result.slice_id}" if result.slice_id is not None else "") \
+            + f": {result.name}"
+        alpha = _fmt(result.fit.alpha if result.fit is not None else None)
+        out.append(f"<details><summary>{_e(label)} (alpha {_e(alpha or 'n/a')})</summary>"
+                   f"<figure>{_img(png, 'log-log ESD of ' + label)}</figure></details>")
     return "".join(out)
 
 
@@ -383,11 +380,16 @@ def render_report(report, figures: bool = True) -> str:
     -------
     str
     """
+    pngs = None
     if figures:
         try:
             import matplotlib  # noqa: F401
         except ImportError:  # the page is still complete, just without figures
             figures = False
+        else:
+            from .plotting import render_pngs
+
+            pngs = render_pngs(report, kinds=("esd", "randesd"))
     meta = report.meta or {}
     details = report.details
     rows = _records(details)
@@ -425,10 +427,10 @@ def render_report(report, figures: bool = True) -> str:
         "<span class=\"tag trap\">correlation trap</span>; grey rows failed.</p>",
         _layer_table(report, rows, trapped),
         "<h2 id=\"traps\">Correlation traps</h2>",
-        _traps_section(report, rows, figures),
+        _traps_section(report, rows, pngs),
     ]
-    if figures and any(r.esd is not None for r in report.layers):
-        parts += ["<h2 id=\"esd\">Log-log ESD per layer</h2>", _esd_figures(report)]
+    if pngs:
+        parts += ["<h2 id=\"esd\">Log-log ESD per layer</h2>", _esd_figures(report, pngs)]
     parts.append("<h2 id=\"skipped\">Skipped layers</h2>")
     if skipped:
         parts.append(_table(("layer_id", "name", "layer_type", "shape", "reason"),

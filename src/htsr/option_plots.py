@@ -95,12 +95,17 @@ def vector_figures(row: Any, vm: Any, num_tail: int | None) -> Iterator[tuple[st
     yield "vector_hists", fig
 
 
-def option_figures(report: Any, result: Any) -> Iterator[tuple[str, Any]]:
-    """The option figures of one :class:`~htsr.results.LayerResult` of a report made with ``deltas=True``."""
+def wants_option_figures(report: Any) -> bool:
+    """True when the report's run asked for the option figures (``deltas=True``)."""
+    options = report.meta.get("options", {}) if isinstance(report.meta, dict) else {}
+    return bool(options.get("deltas"))
+
+
+def option_figures(result: Any) -> Iterator[tuple[str, Any]]:
+    """The option figures (``deltas=True``: level spacings) of one :class:`~htsr.results.LayerResult`."""
     import matplotlib
 
-    options = report.meta.get("options", {}) if isinstance(report.meta, dict) else {}
-    if not options.get("deltas") or result.esd is None:
+    if result.esd is None:
         return
     xmin = float(result.fit.xmin) if result.fit is not None else float("nan")
     with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]

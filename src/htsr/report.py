@@ -302,6 +302,9 @@ class Report:
     layers : tuple of LayerResult
         The typed results the tables are made from, in row order: eigenvalues, fits,
         randomized ESDs and located traps (plots and the HTML report read these).
+    pngs : dict
+        Figures already rendered, ``{((layer_id, slice_id), kind): PNG bytes}`` (filled by the
+        plots, reused by the HTML report).
     """
 
     details: Any
@@ -311,6 +314,7 @@ class Report:
     trap_groups: Any = None
     meta: dict = field(default_factory=dict)
     layers: tuple = field(default=(), repr=False)
+    pngs: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_results(cls, results: Sequence["LayerResult"], plans: Sequence["Plan"], config: "AnalysisConfig",
