@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from ._version import __version__
 from .config import AnalysisConfig
-from .errors import SourceError
+from .errors import OptionError, SourceError
 from .report import Report, describe_frame
 
 
 def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask: Any = None, base_model: Any = None,
-            **options: Any):
+            checkpoint: Any = None, **options: Any):
     """Analyze every weight matrix of ``model`` and return a :class:`~htsr.report.Report`.
 
     Parameters
@@ -26,9 +25,18 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
         Show the per-layer figures (inline in Jupyter). Nothing is saved unless ``savefig`` is given.
     savefig : str, optional
         Folder to write the figures into (PNG).
-    dask : distributed.Client or True, optional
-        Run one task per tensor on a Dask cluster (``True``: an embedded local cluster).
-        Every worker must see the model's path. Default: this process (threads, or the GPU).
+    dask : 'local', a scheduler address, a distributed.Client, or True, optional
+        Run one task per tensor on a Dask cluster: ``'local'`` (or ``True``) starts an embedded
+        ``LocalCluster`` of ``workers`` processes (0: one per core) for the call; an address such
+        as ``'tcp://host:8786'`` connects to a running scheduler. Every worker must see the
+        model's path. Results are bit-identical to a run in this process, in the same order.
+        Default: this process (threads, or the GPU).
+    checkpoint : str or path, optional
+        A JSON-lines file that every finished layer is appended to. Run the same call again after
+        an interruption (even ``kill -9``) and the layers already there are read back, not
+        recomputed: the report is identical to an uninterrupted run's. A checkpoint written with
+        other options or for another model is refused (:class:`~htsr.errors.CheckpointError`).
+        See :mod:`htsr.checkpoint`.
     base_model : optional
         A model of the same architecture (anything ``model`` may be): every row is then
         ``W − W_base``, matched by key; unmatched layers are listed in ``Report.skipped``.
@@ -62,6 +70,13 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     if plot or savefig:
         options.setdefault("keep_esd", True)
     config = AnalysisConfig.from_kwargs(**options)
+    if dask is not None and dask is not False:
+        from .cluster import parse_dask
+
+        dask = parse_dask(dask)
+    if checkpoint is not None and (config.stacked or config.intra):
+        raise OptionError("The 'checkpoint' option does not work with 'stacked' or 'intra' (rows built from "
+                          "several layers).")
     source = _with_base(open_source(model), base_model)
     plans = engine.plan(source, config)
     if not any(p.is_layer for p in plans):
@@ -70,23 +85,39 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
             + (f" (e.g. {plans[0].tensor.key!r}, shape {plans[0].tensor.shape})" if plans else "") + "."
         )
     todo = [p for p in plans if not p.reason]
-    progress = engine.Progress(len(todo), config.progress)
+    from .progress import Progress
+
+    progress = Progress(len(todo), config.progress, desc="htsr analyze", unit="layer")
     results: list = []
-    try:
+    device = _device(config) if dask is None or dask is False else "cpu"
+
+    def compute(planned: list) -> Any:
         if config.stacked or config.intra:  # rows built from several layers (htsr/combined.py)
             from .combined import run_intra, run_stacked
 
-            outputs: Iterable[list] = run_stacked(plans, config) if config.stacked else run_intra(plans, config)
-        elif dask is not None and dask is not False:
+            return run_stacked(planned, config) if config.stacked else run_intra(planned, config)
+        if dask is not None and dask is not False:
             from .cluster import run_dask
 
-            outputs = run_dask(plans, config, dask, progress)
+            return run_dask(planned, config, dask, progress)
+        return engine.run(planned, config, progress, device=device)
+
+    ckpt = None
+    try:
+        if checkpoint is not None:
+            from .checkpoint import Checkpoint, make_header, resume, source_fingerprint
+
+            opts = dict(_options_dict(config), device=device)
+            ckpt = Checkpoint.open(checkpoint, make_header(__version__, opts, source_fingerprint(source)))
+            outputs = resume(todo, ckpt, compute, on_done=lambda p: progress.update(p.tensor.longname))
         else:
-            outputs = engine.run(plans, config, progress, device=_device(config))
+            outputs = compute(plans)
         for out in outputs:
             results.extend(out)
     finally:
         progress.close()
+        if ckpt is not None:
+            ckpt.close()
     meta = {
         "htsr_version": __version__,
         "source": source.description,
@@ -99,7 +130,7 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     if plot or savefig:
         from . import plotting
 
-        plotting.plot_report(result, show=plot, savedir=savefig)
+        plotting.plot_report(result, show=plot, savedir=savefig, progress=config.progress)
     result.meta["elapsed_s"] = round(time.perf_counter() - start, 3)
     return result
 

@@ -4,7 +4,9 @@
 
     htsr analyze PATH [--randomize] [--mp-fit] [--layers SPEC] [--seed N] [--plots DIR]
                       [--report FILE.html] [--format table|csv|json] [-o FILE]
-                      [--fail-on over-trained,under-trained,traps,outlier-dims] [--device auto|cpu|cuda] [--debug]
+                      [--fail-on over-trained,under-trained,traps,outlier-dims] [--device auto|cpu|cuda]
+                      [--max-n N|none] [--dask local|ADDRESS] [--workers N] [--checkpoint FILE]
+                      [--quiet] [--debug]
     htsr describe PATH [--layers SPEC] [--format table|csv|json] [-o FILE]
     htsr compare A B [--layers SPEC] [--format table|csv|json] [-o FILE] [--report FILE.html]
     htsr demo [--report FILE.html]
@@ -48,6 +50,18 @@ def _fail_on(text: str) -> tuple[str, ...]:
     return items
 
 
+def _max_n(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none'; got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``htsr`` command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -87,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "layers (outlier-dims); comma-separated; 'traps' and 'outlier-dims' imply --randomize")
     an.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where eigenvalues are computed (default auto: a CUDA GPU when visible)")
+    an.add_argument("--dask", metavar="local|ADDRESS",
+                    help="run one task per layer on Dask: 'local' starts a cluster of one process per core "
+                         "(or --workers), an address such as tcp://host:8786 uses a running scheduler; every "
+                         "worker must see PATH (pip install 'htsr[dask]')")
+    an.add_argument("--checkpoint", metavar="FILE",
+                    help="append each finished layer to FILE (JSON lines); run the same command again after an "
+                         "interruption to resume from it (a checkpoint of other options or another model is "
+                         "refused)")
+    an.add_argument("--workers", type=int, default=0, metavar="N",
+                    help="layers analyzed at once (threads, or local Dask processes; default 0: one per core)")
+    an.add_argument("-q", "--quiet", action="store_true",
+                    help="no progress bars (they are shown only when stderr is a terminal anyway)")
+    an.add_argument("--max-n", type=_max_n, default=50000, metavar="N|none",
+                    help="skip layers whose larger side exceeds N (default 50000, the reference's skip of "
+                         "vocabulary embeddings); 'none' analyzes them (in bounded memory)")
 
     de = sub.add_parser("describe", parents=[common], help="list the weight tensors and whether each is analyzed",
                         description="List every weight tensor of PATH, its shape and whether it would be analyzed "
@@ -261,7 +290,7 @@ def _emit(text: str, output: str | None, stdout: TextIO) -> None:
 
 
 def _analyze_options(args: argparse.Namespace) -> dict:
-    opts: dict[str, Any] = {"seed": args.seed, "device": args.device}
+    opts: dict[str, Any] = {"seed": args.seed, "device": args.device, "max_N": args.max_n, "workers": args.workers}
     if args.randomize or any(w in args.fail_on for w in _NEEDS_RANDOMIZE):
         opts["randomize"] = True
     if args.mp_fit:
@@ -270,6 +299,8 @@ def _analyze_options(args: argparse.Namespace) -> dict:
         opts["layers"] = args.layers
     if args.report:
         opts["keep_esd"] = True
+    if args.quiet:
+        opts["progress"] = False
     return opts
 
 
@@ -277,7 +308,8 @@ def _cmd_analyze(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
     from .api import analyze
 
     model, base = _with_base(args)
-    report = analyze(model, savefig=args.plots or None, base_model=base, **_analyze_options(args))
+    report = analyze(model, savefig=args.plots or None, base_model=base, dask=args.dask, checkpoint=args.checkpoint,
+                     **_analyze_options(args))
     fmt = _choose_format(args.format, args.output, stdout)
     text = {"table": report_table, "csv": lambda r: r.to_csv(), "json": lambda r: r.to_json() + "\n"}[fmt](report)
     _emit(text, args.output, stdout)

@@ -66,7 +66,8 @@ class AnalysisConfig:
     min_evals, max_evals, max_N
         Layer gates: a layer is skipped when it has fewer than ``min_evals`` or
         more than ``max_evals`` eigenvalues (M·rf), or when its larger dimension
-        N exceeds ``max_N``.
+        N exceeds ``max_N`` (the reference's vocabulary-embedding skip; ``max_N=None``
+        lifts it: large matrices are analyzed in bounded memory, see :mod:`htsr.blocked`).
     pool
         Conv layers: pool the kernel-position slices into one ESD (default) or
         give one row per slice.
@@ -160,7 +161,7 @@ class AnalysisConfig:
 
     min_evals: int = 10
     max_evals: int = 15000
-    max_N: int = 50000
+    max_N: int | None = 50000
     pool: bool = True
     conv2d_norm: bool = True
     randomize: bool = False
@@ -194,7 +195,8 @@ class AnalysisConfig:
         _check_fit_options(self)
         _positive_int("min_evals", self.min_evals)
         _positive_int("max_evals", self.max_evals)
-        _positive_int("max_N", self.max_N)
+        if self.max_N is not None:
+            _positive_int("max_N", self.max_N)
         _positive_int("workers", self.workers, allow_zero=True)
         _positive_int("start_ids", self.start_ids, allow_zero=True)
         if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or self.seed < 0:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from .blocked import uses_blocks
 from .config import AnalysisConfig, LayerType, fit_options
 from .errors import HtsrError, LayerError
 from .matrices import (
@@ -33,8 +32,10 @@ from .matrices import (
     reference_geometry,
     slices,
 )
+from .progress import Progress
 from .results import LayerResult
 from .sources import Source, WeightTensor
+from .sources.base import StoredMatrix
 from .spectral.esd import ESD, compute_esd, top_evals, truncate_esd
 from .spectral.fitting import TailFit, fit_tail
 from .spectral.inverse import inverse_evals
@@ -84,10 +85,11 @@ def plan(source: Source, config: AnalysisConfig) -> list[Plan]:
                 reason = f"fewer than min_evals={config.min_evals} eigenvalues ({what} = {count})"
             elif count > config.max_evals:
                 reason = f"more than max_evals={config.max_evals} eigenvalues ({what} = {count})"
-            elif geom.N > config.max_N:
-                reason = f"N = {geom.N} exceeds max_N={config.max_N}"
+            elif config.max_N is not None and geom.N > config.max_N:
+                reason = (f"N = {geom.N} exceeds max_N={config.max_N} "
+                          "(max_N=None, or --max-n none on the command line, analyzes it)")
             else:
-                reason = memory_reason(t.shape, t.dtype, available)
+                reason = memory_reason(t.shape, t.dtype, available, config.randomize)
         out.append(Plan(t, geom, reason or "", is_layer))
     return out
 
@@ -102,24 +104,44 @@ def _identity(t: WeightTensor, g: Geometry, slice_id: int | None = None) -> dict
     return ident
 
 
-def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray, config: AnalysisConfig,
-                  esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd) -> list[LayerResult]:
-    """The results of one layer: one, or one per conv slice with ``pool=False``."""
-    W, note = as_float(array, t.where)
-    ref = config.reference  # the reference's treatment (docs/compat.md)
-    ref_conv1d = ref and t.layer_type is LayerType.CONV1D and W.ndim == 3  # one (in, k) matrix per output
-    stack = W if ref_conv1d else slices(W, t.layer_type, config.conv2d_norm,
-                                        reference_conv2d_factor(g.rf, config.pool or not ref))
-    groups: list[tuple[int | None, np.ndarray]]
-    if config.pool or (stack.shape[0] == 1 and not ref):
-        groups = [(None, stack)]
-    elif ref_conv1d:
-        groups = [(0, stack)]
-    else:  # the reference gives every row a slice_id with pool=False (0 for a single matrix)
-        groups = [(i, stack[i:i + 1]) for i in range(stack.shape[0])]
+def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix, config: AnalysisConfig,
+                  esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd, device: str = "cpu") -> list[LayerResult]:
+    """The results of one layer: one, or one per conv slice with ``pool=False``.
+
+    A :class:`~htsr.sources.base.StoredMatrix` (a large dense layer) is analyzed
+    block by block (:mod:`htsr.blocked`), never copied whole to float64;
+    ``randomize`` then decodes it whole (it shuffles every element), and the
+    options that need every element for their own numbers (``reference``,
+    ``inverse``, ``vectors``) decode it before anything else.
+    """
+    if isinstance(array, StoredMatrix) and (config.reference or config.inverse or config.vectors):
+        array = array.decoded()
+    blocked = None
+    groups: list
+    if isinstance(array, StoredMatrix):
+        from .blocked import blocked_esd, blocked_esd_torch
+
+        if device == "cpu":
+            blocked, note = blocked_esd(array, g.N, t.where, fast=config.fast)
+        else:
+            blocked, note = blocked_esd_torch(array, g.N, t.where, device=device)
+        ref = ref_conv1d = False
+        groups = [(None, array.decoded()[None] if config.randomize else None)]
+    else:
+        W, note = as_float(array, t.where)
+        ref = config.reference  # the reference's treatment (docs/compat.md)
+        ref_conv1d = ref and t.layer_type is LayerType.CONV1D and W.ndim == 3  # one (in, k) matrix per output
+        stack = W if ref_conv1d else slices(W, t.layer_type, config.conv2d_norm,
+                                            reference_conv2d_factor(g.rf, config.pool or not ref))
+        if config.pool or (stack.shape[0] == 1 and not ref):
+            groups = [(None, stack)]
+        elif ref_conv1d:
+            groups = [(0, stack)]
+        else:  # the reference gives every row a slice_id with pool=False (0 for a single matrix)
+            groups = [(i, stack[i:i + 1]) for i in range(stack.shape[0])]
     out = []
     for slice_id, sub in groups:
-        esd = esd_fn(sub, g.N)
+        esd = blocked if blocked is not None else esd_fn(sub, g.N)
         if ref_conv1d:
             esd = top_evals(esd, g.M, g.N)
         if config.inverse:  # the reference's inverse ESD (spectral/inverse.py); sv columns stay those of W
@@ -161,8 +183,8 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray, config: Analy
     return out
 
 
-def analyze_plan(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig,
-                 esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd) -> list[LayerResult]:
+def analyze_plan(p: Plan, array: np.ndarray | StoredMatrix | Exception, config: AnalysisConfig,
+                 esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd, device: str = "cpu") -> list[LayerResult]:
     """:func:`analyze_array` for a planned tensor whose read gave ``array`` (or the read's error).
 
     Never raises for a bad layer: bad weights or a failed read give one ``invalid``
@@ -175,7 +197,7 @@ def analyze_plan(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig,
             raise array
         # degenerate layers (underflowing, constant) make numpy warn; their rows say what happened
         with np.errstate(all="ignore"):
-            return analyze_array(t, g, array, config, esd_fn)
+            return analyze_array(t, g, array, config, esd_fn, device)
     except HtsrError as exc:  # LayerError (bad weights) or a read error
         return [LayerResult(**_identity(t, g), status="invalid", reason=str(exc))]
     except MemoryError:
@@ -184,9 +206,15 @@ def analyze_plan(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig,
         return [LayerResult(**_identity(t, g), status="failed", reason=f"{exc.__class__.__name__}: {exc}")]
 
 
-def load_tensor(p: Plan) -> np.ndarray | Exception:
-    """Read a planned tensor; a failure comes back as the exception (reported on the layer's row)."""
+def load_tensor(p: Plan, blocks: bool = False) -> np.ndarray | StoredMatrix | Exception:
+    """Read a planned tensor; a failure comes back as the exception (reported on the layer's row).
+
+    With ``blocks``, a large dense matrix comes back as a :class:`StoredMatrix` (read in blocks later).
+    """
     try:
+        if blocks and uses_blocks(p.tensor.shape):
+            t = p.tensor
+            return t.stored() if t.stored is not None else StoredMatrix.from_array(t.load())
         return p.tensor.load()
     except HtsrError as exc:
         return exc
@@ -271,7 +299,7 @@ def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: "Progress |
             while True:
                 unfinished = {f for f in unfinished if not f.done()}
                 while nxt < len(todo) and len(unfinished) < workers + 1:
-                    fut = pool.submit(task, todo[nxt], reader.submit(load_tensor, todo[nxt]))
+                    fut = pool.submit(task, todo[nxt], reader.submit(load_tensor, todo[nxt], True))
                     futures[nxt] = fut
                     unfinished.add(fut)
                     nxt += 1
@@ -290,7 +318,8 @@ def _batches(todo: list[Plan], budget: int) -> list[list[Plan]]:
     size = 0
     for p in todo:
         nbytes = 8 * int(np.prod(p.tensor.shape))
-        if out and out[-1][0].tensor.shape == p.tensor.shape and size + nbytes <= budget:
+        if out and out[-1][0].tensor.shape == p.tensor.shape and size + nbytes <= budget \
+                and not uses_blocks(p.tensor.shape):  # a large layer goes alone, in blocks
             out[-1].append(p)
             size += nbytes
         else:
@@ -325,7 +354,7 @@ def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | No
     batches = _batches(todo, GPU_BATCH_BYTES)
 
     def load_all(batch: list[Plan]) -> list:
-        return [load_tensor(p) for p in batch]
+        return [load_tensor(p, blocks=True) for p in batch]
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader:
         pending = reader.submit(load_all, batches[0])
@@ -339,38 +368,8 @@ def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | No
                 esds = batched_esds(stacks, [p.geometry.N if p.geometry else 0 for p in batch])
             for p, array, esd in zip(batch, arrays, esds):
                 esd_fn = compute_esd_cuda if esd is None else (lambda sub, N, _e=esd: _e)
-                out = analyze_plan(p, array, config, esd_fn)
+                out = analyze_plan(p, array, config, esd_fn, device="cuda")
                 if progress is not None:
                     progress.update(p.tensor.longname)
                 yield out
             del arrays
-
-
-class Progress:
-    """A one-line progress bar on stderr, shown only when stderr is a terminal (or forced)."""
-
-    def __init__(self, total: int, enabled: bool | None = None, label: str = "htsr") -> None:
-        self.total = max(total, 1)
-        self.done = 0
-        self.label = label
-        self.start = time.perf_counter()
-        stream = sys.stderr
-        self.enabled = (stream is not None and hasattr(stream, "isatty") and stream.isatty()) if enabled is None else enabled
-        self._width = 0
-
-    def update(self, what: str = "") -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        frac = self.done / self.total
-        bar = "#" * int(24 * frac)
-        elapsed = time.perf_counter() - self.start
-        line = f"\r{self.label} [{bar:<24}] {self.done}/{self.total} {elapsed:5.1f}s {what[:40]}"
-        self._width = max(self._width, len(line))
-        sys.stderr.write(line.ljust(self._width))
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.done:
-            sys.stderr.write("\r" + " " * self._width + "\r")
-            sys.stderr.flush()

@@ -7,7 +7,8 @@ Every error htsr raises on purpose derives from :class:`HtsrError`, so one
     ├── SourceError               a model, file or folder that cannot be read
     │   └── UnsafeFileError       a file that would need code execution to load (a full pickle)
     ├── LayerError                one layer's weights cannot be analyzed (caught per layer by the engine)
-    └── OptionError               a bad option value (also a ``ValueError``) or unknown keyword (``TypeError``)
+    ├── OptionError               a bad option value (also a ``ValueError``) or unknown keyword (``TypeError``)
+    └── CheckpointError           a checkpoint file from another run (options, model, version) or corrupt
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class UnknownOptionError(HtsrError, TypeError):
     """A keyword argument htsr does not know."""
 
 
+class CheckpointError(HtsrError):
+    """A checkpoint file that does not belong to this run, or cannot be read or written."""
+
+
 __all__ = [
     "HtsrError",
     "SourceError",
@@ -44,4 +49,5 @@ __all__ = [
     "LayerError",
     "OptionError",
     "UnknownOptionError",
+    "CheckpointError",
 ]

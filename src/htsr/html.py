@@ -388,8 +388,13 @@ def render_report(report, figures: bool = True) -> str:
             figures = False
         else:
             from .plotting import render_pngs
+            from .progress import Progress
 
-            pngs = render_pngs(report, kinds=("esd", "randesd"))
+            kinds = ("esd", "randesd")
+            todo = sum(r.esd is not None and any((r.key, k) not in report.pngs for k in kinds) for r in report.layers)
+            with Progress(todo, (report.meta or {}).get("options", {}).get("progress"), desc="htsr report",
+                          unit="layer") as bar:
+                pngs = render_pngs(report, kinds=kinds, on_layer=bar.update)
     meta = report.meta or {}
     details = report.details
     rows = _records(details)

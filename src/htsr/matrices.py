@@ -162,16 +162,29 @@ def check_weights(array: np.ndarray, where: str) -> tuple[np.ndarray, str]:
     # ±Inf shows as an extreme, all-zero is max = min = 0, and the peak bounds the overflow check.
     lo, hi = (float(src.min()), float(src.max())) if src.size else (0.0, 0.0)
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        nan = int(np.count_nonzero(np.isnan(src)))
-        inf = int(np.count_nonzero(np.isinf(src)))
-        parts = ([f"{nan} NaN"] if nan else []) + ([f"{inf} Inf"] if inf else [])
-        raise LayerError(f"invalid: {' and '.join(parts)} entries")
-    if src.size and lo == 0.0 and hi == 0.0:
+        raise_nonfinite(*nonfinite_counts(src))
+    check_range(lo, hi, src.size)
+    return src, note
+
+
+def nonfinite_counts(src: np.ndarray) -> tuple[int, int]:
+    """Numbers of NaN and of ±Inf entries of ``src``."""
+    return int(np.count_nonzero(np.isnan(src))), int(np.count_nonzero(np.isinf(src)))
+
+
+def raise_nonfinite(nan: int, inf: int) -> None:
+    """The LayerError of a matrix with ``nan`` NaN and ``inf`` Inf entries."""
+    parts = ([f"{nan} NaN"] if nan else []) + ([f"{inf} Inf"] if inf else [])
+    raise LayerError(f"invalid: {' and '.join(parts)} entries")
+
+
+def check_range(lo: float, hi: float, size: int) -> None:
+    """LayerError when finite weights in [lo, hi] (``size`` entries) are all zero or overflow WᵀW."""
+    if size and lo == 0.0 and hi == 0.0:
         raise LayerError("invalid: all entries are zero")
     peak = max(abs(lo), abs(hi))
-    if peak > np.sqrt(np.finfo(np.float64).max / max(src.size, 1)) * 1e-3:
+    if peak > np.sqrt(np.finfo(np.float64).max / max(size, 1)) * 1e-3:
         raise LayerError(f"invalid: entries up to {peak:.3g} overflow WᵀW in float64")
-    return src, note
 
 
 def work_bytes(shape: tuple[int, ...], itemsize: int = 8) -> int:
@@ -220,19 +233,27 @@ def available_memory() -> int | None:
     return avail
 
 
-def memory_reason(shape: tuple[int, ...], dtype: str, available: int | None) -> str | None:
+def memory_reason(shape: tuple[int, ...], dtype: str, available: int | None, randomize: bool = False) -> str | None:
     """Why a layer is skipped for memory (None when it fits or the OS does not say).
 
     ``dtype`` is the stored dtype's name; bfloat16/float8 are counted as the
-    float32 they are decoded to.
+    float32 they are decoded to. Large dense matrices are counted as the
+    blocked route needs them (:func:`htsr.blocked.gram_bytes`), plus what
+    ``randomize`` needs to shuffle every element (:func:`htsr.blocked.randomize_bytes`).
     """
     if available is None:
         return None
+    from .blocked import gram_bytes, randomize_bytes, uses_blocks
+
     try:  # only plain names: np.dtype() parses strings like "(9,)f8" and may raise anything on junk
         itemsize = max(np.dtype(dtype).itemsize, 1) if dtype.isidentifier() else 4
     except Exception:  # bfloat16, float8_*, qint8 …: decoded to float32
         itemsize = 4
-    need = work_bytes(shape, itemsize)
+    if uses_blocks(shape):  # the stored bytes (memory-mapped), not the decoded float32
+        itemsize = {"bfloat16": 2, "float8_e4m3": 1, "float8_e5m2": 1}.get(dtype, itemsize)
+        need = gram_bytes(shape, itemsize) + (randomize_bytes(shape) if randomize else 0)
+    else:
+        need = work_bytes(shape, itemsize)
     if need <= available:
         return None
     gib = 1024 ** 3

@@ -474,7 +474,8 @@ def render_pngs(report, kinds: Collection[str] | None = None,
     return {r.key: [(k, cache[(r.key, k)]) for k in kinds if (r.key, k) in cache] for r in layers}
 
 
-def plot_report(report, show: bool = False, savedir: str | Path | None = None) -> list[Path]:
+def plot_report(report, show: bool = False, savedir: str | Path | None = None,
+                progress: bool | None = None) -> list[Path]:
     """Draw every layer's figures; show them inline in Jupyter and/or save them as PNGs.
 
     Parameters
@@ -488,6 +489,8 @@ def plot_report(report, show: bool = False, savedir: str | Path | None = None) -
     savedir : str or Path, optional
         Folder (created if needed) to write ``layer<id>.<name>.<kind>.png`` files into; nothing is
         written anywhere else.
+    progress : bool or None
+        A progress bar over the layers (None: where a person watches; see :mod:`htsr.progress`).
 
     Returns
     -------
@@ -498,6 +501,7 @@ def plot_report(report, show: bool = False, savedir: str | Path | None = None) -
 
     _require_matplotlib()
     folder = None
+    root = None
     if savedir:
         folder = Path(savedir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -512,8 +516,12 @@ def plot_report(report, show: bool = False, savedir: str | Path | None = None) -
     written: list[Path] = []
     if folder is None and display is None:
         return written
+    from .progress import Progress
+
     names = {r.key: r.name for r in report.layers}
-    for key, pngs in render_pngs(report).items():
+    with Progress(sum(r.esd is not None for r in report.layers), progress, desc="htsr figures", unit="layer") as bar:
+        drawn = render_pngs(report, on_layer=bar.update)
+    for key, pngs in drawn.items():
         for kind, png in pngs:
             if display is not None:
                 display(png)

@@ -44,6 +44,12 @@ class WeightTensor:
         ``load() -> np.ndarray`` reads the tensor. For in-memory sources it is a
         read-only view of the user's tensor (no copy): consumers copy it
         (``matrices.as_float``) and can never write through it.
+    note : str
+        Why the tensor is not analyzed (a tied duplicate), or empty.
+    stored : callable or None
+        ``stored() -> StoredMatrix``: the 2-D tensor memory-mapped in its stored
+        dtype and decoded one block at a time (file sources; None otherwise).
+        Large matrices are analyzed from it in bounded memory (:mod:`htsr.blocked`).
     """
 
     layer_id: int
@@ -59,6 +65,7 @@ class WeightTensor:
     bias: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
     extra: bool = False  # a row htsr adds and the reference does not have (sources/splits.py)
     num_components: int | None = None  # analyze only the largest k eigenvalues (PEFT rows, as the reference)
+    stored: Callable[[], "StoredMatrix"] | None = field(default=None, repr=False, compare=False)
 
     def identity(self) -> dict:
         """``layer_id, name, longname, layer_type`` (the type's string value): the columns that name a layer."""
@@ -95,3 +102,67 @@ def layer_type_from_shape(key: str, shape: tuple[int, ...]) -> LayerType:
     if ndim == 1 and "norm" in lowered:
         return LayerType.NORM
     return LayerType.OTHER
+
+
+class StoredMatrix:
+    """A 2-D tensor read in blocks: the raw data stays in its file (or array) in its stored dtype.
+
+    Each call to :meth:`rows` or :meth:`cols` maps the data, decodes only the
+    requested block (bfloat16 and float8 to float32, other dtypes as stored) and
+    unmaps it again, so the memory held is one decoded block, not the tensor.
+
+    Parameters
+    ----------
+    shape : (rows, cols)
+    dtype : str
+        The stored dtype's name (``bfloat16``, ``float16`` …), for messages.
+    open_raw : callable
+        ``open_raw() -> ndarray``: the raw (undecoded) data, shape ``shape``, typically
+        a fresh read-only ``numpy.memmap``.
+    decode : callable
+        Raw block → decoded block (identity for numpy dtypes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = StoredMatrix.from_array(np.arange(12.0).reshape(4, 3))
+    >>> m.rows(1, 3).tolist(), m.cols(2, 3).ravel().tolist()
+    ([[3.0, 4.0, 5.0], [6.0, 7.0, 8.0]], [2.0, 5.0, 8.0, 11.0])
+    """
+
+    def __init__(self, shape: tuple[int, int], dtype: str, open_raw: Callable[[], np.ndarray],
+                 decode: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = dtype
+        self._open = open_raw
+        self._decode = decode
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> "StoredMatrix":
+        """Wrap an in-memory 2-D array (blocks are views, decoded by ``np.asarray``)."""
+        arr = np.asarray(array)
+        return cls(arr.shape, arr.dtype.name, lambda: arr, np.asarray)
+
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop``, decoded (a new array unless the source is in memory and numpy-typed)."""
+        raw = self._open()
+        try:
+            return self._decode(raw[start:stop])
+        finally:
+            del raw
+
+    def cols(self, start: int, stop: int) -> np.ndarray:
+        """Columns ``start:stop``, decoded."""
+        raw = self._open()
+        try:
+            return self._decode(raw[:, start:stop])
+        finally:
+            del raw
+
+    def decoded(self) -> np.ndarray:
+        """The whole matrix, decoded (float32 for bfloat16/float8; as stored otherwise)."""
+        return self.rows(0, self.shape[0])

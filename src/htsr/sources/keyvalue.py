@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from ..config import LayerType
-from .base import WeightTensor, layer_type_from_shape, natural_key
+from .base import StoredMatrix, WeightTensor, layer_type_from_shape, natural_key
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Entry:
     load: Callable[[], np.ndarray]
     note: str = ""
     layer_type: LayerType | None = None  # None: from the key and rank (layer_type_from_shape)
+    stored: Callable[[], StoredMatrix] | None = None
 
 
 def is_weight_key(key: str) -> bool:
@@ -65,4 +66,5 @@ def weight_tensors(entries: Iterable[Entry]) -> Iterator[WeightTensor]:
             load=e.load,
             note=e.note,
             bias=biases.get(e.key[: -len("weight")]) if is_weight_key(e.key) else None,
+            stored=e.stored,
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LayerError, SourceError
+from .base import StoredMatrix
 from .dtypes import bf16_to_float32, fp8_to_float32
 from .keyvalue import Entry, order_keys
 
@@ -142,6 +143,38 @@ def _loader(path: Path, key: str, info: dict, start: int):
     return load
 
 
+def _decoder(dtype: str, storage: type):
+    """Raw block (stored dtype, little-endian) → decoded array, a new native-order array."""
+    if dtype == "BF16":
+        return lambda raw: bf16_to_float32(np.asarray(raw))
+    if dtype in ("F8_E4M3", "F8_E5M2"):
+        return lambda raw: fp8_to_float32(np.asarray(raw), dtype)
+    return lambda raw: np.array(raw, dtype=storage)
+
+
+def _stored(path: Path, key: str, info: dict, start: int):
+    """``stored()`` for a 2-D tensor of a readable dtype (None otherwise): a :class:`StoredMatrix`
+    that memory-maps the tensor for each block it decodes."""
+    dtype = info["dtype"]
+    shape = tuple(info["shape"])
+    if len(shape) != 2 or _itemsize(dtype) is None or math.prod(shape) == 0:
+        return None
+    storage = _SPECIAL[dtype][0] if dtype in _SPECIAL else _NUMPY[dtype]
+    b = info["data_offsets"][0]
+    name = _SPECIAL[dtype][1] if dtype in _SPECIAL else np.dtype(storage).name
+
+    def open_raw() -> np.ndarray:
+        try:
+            return np.memmap(path, dtype=np.dtype(storage).newbyteorder("<"), mode="r", offset=start + b, shape=shape)
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"{path}: cannot read tensor {key!r}: {exc}.") from None
+
+    def stored() -> StoredMatrix:
+        return StoredMatrix((shape[0], shape[1]), name, open_raw, _decoder(dtype, storage))
+
+    return stored
+
+
 def file_entries(path: Path, keys: list[str] | None = None) -> list[Entry]:
     """Entries of one file, in natural key order unless ``keys`` gives the order."""
     header, start, _ = read_header(path)
@@ -154,7 +187,8 @@ def file_entries(path: Path, keys: list[str] | None = None) -> list[Entry]:
         info = header[key]
         dt = info["dtype"]
         name = _SPECIAL[dt][1] if dt in _SPECIAL else np.dtype(_NUMPY[dt]).name if dt in _NUMPY else dt
-        out.append(Entry(key, tuple(info["shape"]), name, str(path), _loader(path, key, info, start)))
+        out.append(Entry(key, tuple(info["shape"]), name, str(path), _loader(path, key, info, start),
+                         stored=_stored(path, key, info, start)))
     return out
 
 

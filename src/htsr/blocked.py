@@ -1,0 +1,317 @@
+"""Eigenvalues of large matrices in bounded memory: the Gram matrix accumulated block by block.
+
+A dense layer with at least ``BLOCKED_MIN_ELEMENTS`` entries is never copied
+whole to float64. Its smaller Gram matrix is summed from blocks read straight
+from the stored dtype (a memory-mapped bfloat16/float16/float32 safetensors
+tensor, or an in-memory array)::
+
+    rows ≥ cols:  G = Σ_b W[b, :]ᵀ W[b, :]      (row blocks)
+    rows < cols:  G = Σ_b W[:, b] W[:, b]ᵀ      (column blocks)
+
+each block a symmetric rank-k update (CBLAS ``syrk`` with β = 1, in place, from
+the OpenBLAS numpy ships; numpy's ``matmul`` into one more M×M buffer where
+that library is not found) in float64, then the same eigensolver as :func:`htsr.spectral.esd.compute_esd`. Only the order of
+the sums differs from the whole-matrix product, so the eigenvalues agree with
+it to rounding (tested to 1e-12 relative). The weight checks of
+:func:`htsr.matrices.check_weights` (NaN/Inf, all zero, overflow, dtype) run on
+every block, with the same messages.
+
+A slice too ill-conditioned for the Gram route (λmin/λmax ≤ ``GRAM_SAFE_RATIO``)
+falls back, as in ``compute_esd``, to singular values — here of the triangular
+factor R of a streamed QR (``R = qr([R; W_b])`` block after block: the same
+singular values as W, in M×M memory) instead of the SVD of the whole matrix.
+
+Memory held for an N×M layer (M the smaller side), besides the source:
+
+==================  =========================================================
+the Gram matrix     8·M² bytes (plus an M×M product buffer without CBLAS)
+one block           ``BLOCK_BYTES`` of float64 (64 MiB) plus its decoded form
+eigensolver         one more M×M copy at most (numpy's ``eigvalsh``)
+a memory map        one block's pages (row blocks); the whole stored tensor
+                    while a column block is read (rows < cols)
+==================  =========================================================
+
+For Llama-2-70B's 28672×8192 bfloat16 matrices this is about 0.7 GB per
+worker instead of ~6 GB. Statistics that need every element at once are the exception:
+``randomize`` shuffles the whole matrix (see :func:`randomize_bytes`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .matrices import check_range, check_weights, nonfinite_counts, raise_nonfinite
+from .sources.base import StoredMatrix
+from .spectral.esd import ESD, GRAM_SAFE_RATIO, eigvalsh_gram, rank_count
+
+#: Dense matrices with at least this many entries (a 256 MiB float64 copy) are read in blocks.
+BLOCKED_MIN_ELEMENTS = 1 << 25
+#: Bytes of float64 per block.
+BLOCK_BYTES = 64 << 20
+
+
+def uses_blocks(shape: tuple[int, ...], min_elements: int | None = None) -> bool:
+    """True when a tensor of ``shape`` is analyzed block by block (2-D, at least ``min_elements``)."""
+    limit = BLOCKED_MIN_ELEMENTS if min_elements is None else min_elements
+    return len(shape) == 2 and math.prod(shape) >= limit
+
+
+def gram_bytes(shape: tuple[int, ...], itemsize: int) -> int:
+    """Upper estimate of the bytes the blocked route needs for one matrix (source data included)."""
+    rows, cols = shape[0], shape[1]
+    m = min(rows, cols)
+    return rows * cols * itemsize + 3 * 8 * m * m + 2 * BLOCK_BYTES
+
+
+def randomize_bytes(shape: tuple[int, ...]) -> int:
+    """Bytes ``randomize`` needs on top for one 2-D matrix of ``shape``.
+
+    Shuffling needs every element at once: the decoded matrix (float32, 4 B per
+    element), the shuffled copy (float32, 4 B), the permutation (int64, 8 B),
+    the trap statistics' float64 view of the original (8 B) and a float32 Gram
+    matrix: 24 B per element + 8·M² (5.7 GB for a 28672×8192 matrix).
+    """
+    n = math.prod(shape)
+    m = min(shape[0], shape[1])
+    return 24 * n + 8 * m * m
+
+
+def _spans(total: int, step: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, total, step):
+        yield start, min(start + step, total)
+
+
+def iter_blocks(m: StoredMatrix, block_elements: int) -> Iterator[np.ndarray]:
+    """Decoded blocks of ``m`` oriented as (k, M): row blocks when rows ≥ cols, else column blocks transposed.
+
+    ``Σ blockᵀ·block`` over the blocks is the smaller Gram matrix.
+    """
+    rows, cols = m.shape
+    if rows >= cols:
+        for a, b in _spans(rows, max(1, block_elements // cols)):
+            yield m.rows(a, b)
+    else:
+        for a, b in _spans(cols, max(1, block_elements // rows)):
+            yield m.cols(a, b).T
+
+
+class _Scan:
+    """The checks of :func:`~htsr.matrices.check_weights`, over the blocks of one matrix."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.lo = math.inf
+        self.hi = -math.inf
+        self.nan = 0
+        self.inf = 0
+        self.note: str | None = None
+
+    def add(self, block: np.ndarray) -> np.ndarray:
+        """Check one block; return it as a numeric array (ml_dtypes widened to float32)."""
+        if self.note is None:  # the dtype checks and note, once
+            _, self.note = check_weights(block[:0], self.where)
+        if block.dtype.kind == "V":  # ml_dtypes bfloat16 / float8 in memory
+            block = np.asarray(block).astype(np.float32)
+        if block.size == 0:
+            return block
+        lo, hi = float(block.min()), float(block.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            nan, inf = nonfinite_counts(block)
+            self.nan += nan
+            self.inf += inf
+        else:
+            self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+        return block
+
+    @property
+    def bad(self) -> bool:
+        return bool(self.nan or self.inf)
+
+    def finish(self, size: int) -> str:
+        if self.bad:
+            raise_nonfinite(self.nan, self.inf)
+        check_range(self.lo if size else 0.0, self.hi if size else 0.0, size)
+        return self.note or ""
+
+
+@functools.lru_cache(maxsize=None)
+def _syrk(dtype: str) -> Callable[..., None] | None:
+    """CBLAS ``?syrk`` (64-bit integers) of the OpenBLAS that numpy ships, through ctypes (GIL released), or None."""
+    import ctypes
+    import glob
+    import os
+
+    here = os.path.dirname(np.__file__)
+    libs = glob.glob(os.path.join(here, "..", "numpy.libs", "*openblas*")) + glob.glob(
+        os.path.join(here, ".dylibs", "*openblas*"))
+    letter = "d" if dtype == "float64" else "s"
+    real = ctypes.c_double if dtype == "float64" else ctypes.c_float
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        fn = getattr(lib, f"scipy_cblas_{letter}syrk64_", None) or getattr(lib, f"cblas_{letter}syrk64_", None)
+        if fn is None:
+            continue
+        i64 = ctypes.c_int64
+        fn.restype = None
+        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i64, i64, real, ctypes.c_void_p, i64, real,
+                       ctypes.c_void_p, i64]
+        return fn
+    return None
+
+
+def _add_gram(g: np.ndarray, b: np.ndarray, buf: list) -> None:
+    """``g += bᵀ b`` for a block b (k, M): in place with CBLAS syrk (upper triangle only), else via numpy."""
+    fn = _syrk(g.dtype.name)
+    if fn is not None and b.flags.c_contiguous:  # row-major k×M: C := AᵀA + C
+        fn(101, 121, 112, g.shape[0], b.shape[0], 1.0, b.ctypes.data, b.shape[1], 1.0, g.ctypes.data, g.shape[0])
+        return
+    if fn is not None and b.T.flags.c_contiguous:  # b = Aᵀ with A row-major M×k: C := A·Aᵀ + C
+        fn(101, 121, 111, g.shape[0], b.shape[0], 1.0, b.ctypes.data, b.shape[0], 1.0, g.ctypes.data, g.shape[0])
+        return
+    if not buf:
+        buf.append(np.empty_like(g))
+    np.matmul(b.T, b, out=buf[0])  # one operand the other's transpose: BLAS syrk, full matrix
+    np.add(g, buf[0], out=g)
+
+
+def _mirror_upper(g: np.ndarray, tile: int = 1024) -> None:
+    """Copy the upper triangle of ``g`` onto its lower one, in place, a tile at a time."""
+    m = g.shape[0]
+    for a in range(0, m, tile):
+        b = min(m, a + tile)
+        g[a:b, :a] = g[:a, a:b].T
+        t = g[a:b, a:b]
+        t[...] = np.triu(t) + np.triu(t, 1).T
+
+
+def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
+                 block_elements: int | None = None) -> tuple[np.ndarray, str]:
+    """The smaller Gram matrix of ``m`` summed over blocks, and the dtype note.
+
+    Parameters
+    ----------
+    m : StoredMatrix
+        The matrix (rows, cols).
+    where : str
+        Names the layer in errors.
+    dtype : float64 (default) or float32
+        Precision of the blocks and the sum.
+    block_elements : int, optional
+        Entries per block (default ``BLOCK_BYTES / 8``).
+
+    Returns
+    -------
+    gram : ndarray, shape (M, M)
+    note : str
+        As :func:`~htsr.matrices.as_float` (e.g. ``'int8 weights analyzed as floats'``).
+
+    Raises
+    ------
+    LayerError
+        NaN/Inf, all-zero or overflowing weights, an unsupported dtype.
+
+    Examples
+    --------
+    >>> W = np.arange(1.0, 13.0).reshape(4, 3)
+    >>> G, _ = blocked_gram(StoredMatrix.from_array(W), block_elements=3)
+    >>> bool(np.array_equal(G, W.T @ W))
+    True
+    """
+    step = block_elements or BLOCK_BYTES // 8
+    size = min(m.shape)
+    g = np.zeros((size, size), dtype=dtype)
+    buf: list = []  # a product buffer, only when CBLAS syrk is not at hand
+    scan = _Scan(where)
+    for block in iter_blocks(m, step):
+        block = scan.add(block)
+        if scan.bad:
+            continue  # keep scanning: the message counts every NaN/Inf
+        _add_gram(g, np.asarray(block, dtype=dtype), buf)
+    buf.clear()
+    note = scan.finish(m.size)
+    _mirror_upper(g)
+    return g, note
+
+
+def streamed_r(m: StoredMatrix, block_elements: int | None = None) -> np.ndarray:
+    """Triangular factor R (≤ M×M) of a QR of W (or Wᵀ when rows < cols), streamed over blocks.
+
+    ``R = qr([R; W_b])`` block after block; R has the singular values of W.
+    """
+    step = block_elements or BLOCK_BYTES // 8
+    r: np.ndarray | None = None
+    for block in iter_blocks(m, step):
+        b = np.asarray(block, dtype=np.float64)
+        r = np.linalg.qr(b if r is None else np.vstack([r, b]), mode="r")
+    assert r is not None
+    return r
+
+
+def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
+                block_elements: int | None = None) -> tuple[ESD, str]:
+    """ESD of one large matrix in bounded memory, and the dtype note.
+
+    The same numbers as :func:`htsr.spectral.esd.compute_esd` on the whole
+    matrix, to rounding: eigenvalues of the block-summed Gram matrix; when
+    λmin/λmax ≤ ``GRAM_SAFE_RATIO`` the squared singular values of the streamed
+    R factor instead (``fast``: float32, never a fallback unless all zero).
+
+    Examples
+    --------
+    >>> W = np.diag([3.0, 2.0, 1.0])
+    >>> blocked_esd(StoredMatrix.from_array(W), N=3, block_elements=2)[0].evals
+    array([1., 4., 9.])
+    """
+    dtype = np.float32 if fast else np.float64
+    g, note = blocked_gram(m, where, dtype, block_elements)
+    ev = eigvalsh_gram(g[None])[0]
+    del g
+    return esd_from_gram_evals(m, ev, N, fast, block_elements), note
+
+
+def esd_from_gram_evals(m: StoredMatrix, ev: np.ndarray, N: int, fast: bool = False,
+                        block_elements: int | None = None) -> ESD:
+    """The ESD from the Gram eigenvalues ``ev`` of ``m``, with the streamed-QR fallback of :func:`blocked_esd`."""
+    top = ev[-1] if ev.size else 0.0
+    if top <= 0 or (not fast and ev[0] <= top * GRAM_SAFE_RATIO):
+        sv = np.linalg.svd(streamed_r(m, block_elements), compute_uv=False)
+        e = np.sort(sv * sv)
+    else:
+        e = ev.astype(np.float64, copy=False)
+    e = np.clip(e, 0.0, None)
+    sv = np.sqrt(e)
+    return ESD(evals=e, sv_max=float(sv[-1]), sv_min=float(sv[0]), rank_loss=int(sv.size - rank_count(sv, N)))
+
+
+def blocked_esd_torch(m: StoredMatrix, N: int, where: str = "", device: str = "cuda",
+                      block_elements: int | None = None) -> tuple[ESD, str]:
+    """:func:`blocked_esd` with the Gram matrix summed and diagonalized by torch on ``device`` (float64).
+
+    Blocks are decoded on the CPU (bfloat16 → float32), checked, copied to the
+    device and added with ``addmm_``; the M×M float64 Gram matrix lives on the
+    device only. The fallback (streamed QR) runs on the CPU.
+    """
+    import torch
+
+    step = block_elements or BLOCK_BYTES // 8
+    size = min(m.shape)
+    g = torch.zeros((size, size), dtype=torch.float64, device=device)
+    scan = _Scan(where)
+    for block in iter_blocks(m, step):
+        block = scan.add(block)
+        if scan.bad:
+            continue
+        b = torch.from_numpy(np.ascontiguousarray(block)).to(device).to(torch.float64)
+        g.addmm_(b.T, b)
+        del b
+    note = scan.finish(m.size)
+    ev = torch.linalg.eigvalsh(g).cpu().numpy()
+    del g
+    return esd_from_gram_evals(m, ev, N, False, block_elements), note
