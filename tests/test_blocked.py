@@ -84,7 +84,10 @@ def test_ill_conditioned_falls_back_to_streamed_qr():
     assert got.sv_min < 1e-12 * sv[0]  # the Gram route alone would give ~1e-7·s_max
     np.testing.assert_allclose(np.sqrt(got.evals[1:]), np.sort(sv)[1:], rtol=1e-12)
     r = blocked.streamed_r(StoredMatrix.from_array(W.T.copy()), block_elements=3 * 400)  # wide: QR of Wᵀ
+    assert r.shape == (60, 60) and np.allclose(np.tril(r, -1), 0)
     np.testing.assert_allclose(np.sort(np.linalg.svd(r, compute_uv=False))[1:], np.sort(sv)[1:], rtol=1e-12)
+    got = blocked.streamed_singular_values(StoredMatrix.from_array(W), block_elements=7 * 60)  # blocks < M rows
+    np.testing.assert_allclose(got[:-1], sv[:-1], rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

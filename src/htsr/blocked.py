@@ -18,8 +18,10 @@ every block, with the same messages.
 
 A slice too ill-conditioned for the Gram route (λmin/λmax ≤ ``GRAM_SAFE_RATIO``)
 falls back, as in ``compute_esd``, to singular values — here of the triangular
-factor R of a streamed QR (``R = qr([R; W_b])`` block after block: the same
-singular values as W, in M×M memory) instead of the SVD of the whole matrix.
+factor R of a streamed QR (R absorbs one block at a time in place, LAPACK
+``dtpqrt``: the same singular values as W, in M×M memory) instead of the SVD
+of the whole matrix. A square 8192×8192 layer takes this route about one time
+in ten (its λmin/λmax is ~1e-9 and spread widely).
 
 Memory held for an N×M layer (M the smaller side), besides the source:
 
@@ -226,7 +228,7 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
     """
     step = block_elements or BLOCK_BYTES // 8
     size = min(m.shape)
-    g = np.zeros((size, size), dtype=dtype)
+    g: np.ndarray = np.zeros((size, size), dtype=dtype)
     buf: list = []  # a product buffer, only when CBLAS syrk is not at hand
     scan = _Scan(where)
     for block in iter_blocks(m, step):
@@ -241,17 +243,33 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
 
 
 def streamed_r(m: StoredMatrix, block_elements: int | None = None) -> np.ndarray:
-    """Triangular factor R (≤ M×M) of a QR of W (or Wᵀ when rows < cols), streamed over blocks.
+    """Triangular factor R (M×M, Fortran order) of a QR of W (or Wᵀ when rows < cols), streamed over blocks.
 
-    ``R = qr([R; W_b])`` block after block; R has the singular values of W.
+    R starts at zero and absorbs one block at a time in place with LAPACK's
+    triangular-pentagonal QR (``dtpqrt``: the QR of ``[R; W_b]``, R overwritten),
+    so the memory is R and one block. R has the singular values of W.
     """
+    from scipy.linalg.lapack import dtpqrt
+
     step = block_elements or BLOCK_BYTES // 8
-    r: np.ndarray | None = None
+    size = min(m.shape)
+    r = np.zeros((size, size), dtype=np.float64, order="F")
+    nb = max(1, min(64, size))
     for block in iter_blocks(m, step):
-        b = np.asarray(block, dtype=np.float64)
-        r = np.linalg.qr(b if r is None else np.vstack([r, b]), mode="r")
-    assert r is not None
+        b = np.asfortranarray(block, dtype=np.float64)
+        out, _, _, info = dtpqrt(0, nb, r, b, overwrite_a=1, overwrite_b=1)
+        if info != 0:  # pragma: no cover - only on bad arguments
+            raise np.linalg.LinAlgError(f"dtpqrt failed (info={info})")
+        if out is not r:  # pragma: no cover - r is Fortran-ordered float64, so updated in place
+            r[...] = out
     return r
+
+
+def streamed_singular_values(m: StoredMatrix, block_elements: int | None = None) -> np.ndarray:
+    """Singular values of ``m`` (descending) from :func:`streamed_r`, in M×M memory."""
+    from scipy.linalg import svdvals
+
+    return svdvals(streamed_r(m, block_elements), overwrite_a=True, check_finite=False)
 
 
 def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
@@ -281,7 +299,7 @@ def esd_from_gram_evals(m: StoredMatrix, ev: np.ndarray, N: int, fast: bool = Fa
     """The ESD from the Gram eigenvalues ``ev`` of ``m``, with the streamed-QR fallback of :func:`blocked_esd`."""
     top = ev[-1] if ev.size else 0.0
     if top <= 0 or (not fast and ev[0] <= top * GRAM_SAFE_RATIO):
-        sv = np.linalg.svd(streamed_r(m, block_elements), compute_uv=False)
+        sv = streamed_singular_values(m, block_elements)
         e = np.sort(sv * sv)
     else:
         e = ev.astype(np.float64, copy=False)

@@ -201,7 +201,8 @@ def source_fingerprint(source: Any, load_in_memory: bool = True) -> dict:
         d = hashlib.sha256()
         for t in source.tensors:
             arr = np.ascontiguousarray(t.load())
-            d.update(arr.view(np.uint8).reshape(-1) if arr.size else b"")
+            if arr.size:
+                d.update(arr.reshape(-1).view(np.uint8).data)
         out["data"] = d.hexdigest()
     return out
 
@@ -269,7 +270,7 @@ class Checkpoint:
                 if diff:
                     raise CheckpointError(f"checkpoint {path} belongs to another run: {'; '.join(diff)}. "
                                           "Use another file, or delete it to start over.")
-            fh = open(path, "r+b")  # noqa: SIM115 - kept open for the run
+            fh: Any = open(path, "r+b")  # noqa: SIM115 - kept open for the run
             fh.truncate(good)  # drop a torn last line
             fh.seek(good)
             if have is None:
