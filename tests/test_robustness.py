@@ -610,9 +610,12 @@ def test_a_layer_that_would_not_fit_in_memory_is_skipped_with_a_reason(monkeypat
 
 
 def test_a_huge_sparse_safetensors_layer_is_skipped_before_reading(tmp_path):
-    """A 6 GB (sparse) float64 layer inside the default gates: its work would need ~36 GB."""
+    """A 6 GB (sparse) float64 layer inside the default gates: it is skipped when even the blocked
+    route (htsr.blocked: the stored data plus three 15000² float64 buffers, ~11.5 GB) would not fit."""
+    from htsr import blocked
+
     rows, cols = 15000, 50000
-    need = matrices.work_bytes((rows, cols), 8)
+    need = blocked.gram_bytes((rows, cols), 8) if blocked.uses_blocks((rows, cols)) else matrices.work_bytes((rows, cols), 8)
     avail = matrices.available_memory()
     if avail is None or avail >= need:
         pytest.skip(f"this machine has {avail} bytes available, enough for {need}")
