@@ -71,7 +71,7 @@ class Progress:
             except ImportError:  # no tqdm: no bar
                 return
 
-            class _Bar(tqdm):  # type: ignore[misc, valid-type]
+            class _Bar(tqdm):
                 monitor_interval = 0  # no monitor thread: figures are drawn in forked processes only
                 # when no other thread runs (plotting._parallel_workers)
 
