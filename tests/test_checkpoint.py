@@ -153,3 +153,26 @@ def test_kill_9_then_resume_gives_the_same_csv(tmp_path):
     assert (tmp_path / "resumed.csv").read_bytes() == (tmp_path / "full.csv").read_bytes()
     names = [json.loads(x)["longname"] for x in ck.read_bytes().splitlines()[1:]]
     assert sorted(names) == sorted(f"layers.{i}" for i in range(40))  # each layer once
+
+
+def test_every_result_type_is_allowed():
+    """Each dataclass a LayerResult can hold (TailFit, VectorColumns …) decodes from a checkpoint."""
+    import dataclasses
+    import typing
+
+    from htsr import results
+    from htsr.checkpoint import _dataclasses
+
+    allowed = set(_dataclasses().values())
+    hints = typing.get_type_hints(results.LayerResult)
+    for f in dataclasses.fields(results.LayerResult):
+        for t in typing.get_args(hints[f.name]) or (hints[f.name],):
+            if dataclasses.is_dataclass(t):
+                assert t in allowed, t
+
+
+def test_resume_with_the_tpl_fit(tmp_path):
+    path = _save(tmp_path / "m.safetensors", n=3)
+    ck = tmp_path / "tpl.jsonl"
+    first = htsr.analyze(path, fit="TPL", checkpoint=ck).to_csv()
+    assert htsr.analyze(path, fit="TPL", checkpoint=ck).to_csv() == first

@@ -48,17 +48,20 @@ SAMPLE_BYTES = 1 << 20
 
 # --------------------------------------------------------------------------------------- value codec
 
-_RESULT_MODULES = ("htsr.results", "htsr.spectral.esd", "htsr.spectral.powerlaw", "htsr.spectral.metrics",
-                   "htsr.spectral.marchenko_pastur", "htsr.spectral.randomize", "htsr.spectral.traps")
+_RESULT_MODULES = ("htsr.results",)  # and every module of htsr.spectral (the result types LayerResult holds)
 
 
 def _dataclasses() -> dict[str, type]:
     """The dataclasses a checkpoint may hold, by qualified name (the allow-list for decoding):
     :class:`~htsr.results.LayerResult` and the result types of :mod:`htsr.spectral` it is made of."""
     import importlib
+    import pkgutil
 
+    from . import spectral
+
+    names = list(_RESULT_MODULES) + [f"htsr.spectral.{m.name}" for m in pkgutil.iter_modules(spectral.__path__)]
     out: dict[str, type] = {}
-    for name in _RESULT_MODULES:
+    for name in names:
         module = importlib.import_module(name)
         for obj in vars(module).values():
             if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == name:
