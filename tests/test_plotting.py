@@ -266,7 +266,7 @@ def test_parallel_drawing_gives_the_same_pictures_as_serial(monkeypatch):
     model = {f"l{k}.weight": rng.standard_t(4, (120, 60)) for k in range(plotting.PARALLEL_MIN_LAYERS)}
     report = htsr.analyze(model, randomize=True, keep_esd=True)
     if plotting._parallel_workers(len(report.layers)) == 0:
-        pytest.skip("drawing in worker processes needs Linux, several cores and no other thread")
+        pytest.skip("drawing in worker processes needs Linux, several cores and no other non-daemon thread")
     parallel = plotting.render_pngs(report)
     monkeypatch.setattr(plotting, "_parallel_workers", lambda n: 0)
     serial = plotting.render_pngs(dataclasses.replace(report, pngs={}))

@@ -24,7 +24,7 @@ through a local :func:`matplotlib.rc_context`). Files are written only inside th
 names built from the layer id and a sanitized layer name.
 
 Speed (:func:`render_pngs`, used by :func:`plot_report` and the HTML report): the layers' figures are
-drawn in worker processes (forked, one per core, when the process runs no other thread), each
+drawn in worker processes (forked, one per core, unless a non-daemon thread runs beside), each
 worker reusing one figure per kind so that matplotlib's text-layout cache is hit; log axes label
 their decades without mathtext, titles are placed without measuring the tick labels, and PNGs are
 written with a 64-colour palette (these figures hold a few flat colours: about 4× smaller, the same
@@ -40,6 +40,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator
 
@@ -410,10 +411,15 @@ def _reusing_layer_pngs(*args: Any) -> list[tuple[str, bytes]]:
 def _parallel_workers(n_layers: int) -> int:
     """Worker processes for drawing: one per core (≤ 4) when forking is safe here, else 0 (draw in-process).
 
-    Forking copies only the calling thread; with other threads alive (a notebook kernel, a Dask
-    client) a lock they hold could never be released in the child, so htsr then draws in-process.
+    Forking copies only the calling thread. Daemon threads (tqdm's monitor, a notebook kernel's
+    I/O threads) are idle helpers whose locks the children never touch; another non-daemon thread
+    could be mid-work holding a lock the child needs, so then htsr draws in-process. Only fork is
+    used: spawn and forkserver re-import the caller's ``__main__``, which breaks scripts without a
+    ``if __name__ == "__main__"`` guard.
     """
-    if n_layers < PARALLEL_MIN_LAYERS or sys.platform != "linux" or threading.active_count() > 1:
+    if n_layers < PARALLEL_MIN_LAYERS or sys.platform != "linux":
+        return 0
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return min(cores, 4) if cores > 1 else 0
@@ -453,11 +459,14 @@ def render_pngs(report, kinds: Collection[str] | None = None,
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            for task, out in zip(tasks, pool.map(_reusing_layer_pngs, *zip(*tasks))):
-                drawn[task[0].key] = out
-                if on_layer is not None:
-                    on_layer()
+        with warnings.catch_warnings():
+            # Python ≥ 3.12 warns on any fork beside other threads; _parallel_workers allowed only idle daemons
+            warnings.simplefilter("ignore", DeprecationWarning)
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                for task, out in zip(tasks, pool.map(_reusing_layer_pngs, *zip(*tasks))):
+                    drawn[task[0].key] = out
+                    if on_layer is not None:
+                        on_layer()
     else:
         _REUSE = {}
         try:
