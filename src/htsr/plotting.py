@@ -109,10 +109,11 @@ def _new_figure(kind: str = ""):
 
 def _no_minor_labels(ax) -> None:
     """Log axes: decade ticks only, labelled ``1e+02`` (minor log ticks are unreadable here; mathtext is slow)."""
-    from matplotlib.ticker import LogFormatter, NullFormatter, NullLocator
+    from matplotlib.ticker import LogFormatter, LogLocator, NullFormatter, NullLocator
 
     for axis in (ax.xaxis, ax.yaxis):
         if axis.get_scale() == "log":
+            axis.set_major_locator(LogLocator(base=10.0, numticks=7))
             axis.set_minor_locator(NullLocator())
             axis.set_major_formatter(LogFormatter(labelOnlyBase=True))
         axis.set_minor_formatter(NullFormatter())
@@ -425,6 +426,16 @@ def _parallel_workers(n_layers: int) -> int:
     return min(cores, 4) if cores > 1 else 0
 
 
+def _warm_up() -> None:
+    """Import the drawing modules and load the fonts once, here (forked workers inherit them)."""
+    import matplotlib
+
+    with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]
+        fig = _new_figure()
+        fig.add_subplot().set_title("α λ 0123456789")
+        figure_png(fig)
+
+
 def render_pngs(report, kinds: Collection[str] | None = None,
                 on_layer: Callable[[], None] | None = None) -> dict[tuple, list[tuple[str, bytes]]]:
     """Every layer's figures as PNG bytes: ``{(layer_id, slice_id): [(kind, png), …]}`` in layer order.
@@ -458,6 +469,8 @@ def render_pngs(report, kinds: Collection[str] | None = None,
     if workers:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
+
+        _warm_up()  # the workers inherit matplotlib, PIL and the loaded fonts instead of each loading them
 
         with warnings.catch_warnings():
             # Python ≥ 3.12 warns on any fork beside other threads; _parallel_workers allowed only idle daemons
