@@ -316,9 +316,10 @@ class WeightWatcher:
 
             from .files import atomic_write
             from .option_plots import vector_figures
-            from .plotting import _in_notebook, _require_matplotlib, figure_png, safe_filename
+            from .plotting import figure_png, require_matplotlib, safe_filename
+            from .progress import in_notebook
 
-            _require_matplotlib()
+            require_matplotlib()
             folder = DEF_SAVE_DIR if folder is True else folder
             results = {r.layer_id: r for r in report.layers}
             config = AnalysisConfig.from_kwargs(**{k: v for k, v in opts.items() if k in ("layers", "min_evals", "max_evals")})
@@ -331,7 +332,7 @@ class WeightWatcher:
                 tail = int(result.fit.num_pl_spikes) if np.isfinite(result.fit.xmin) else None
                 for kind, fig in vector_figures(result, vm, tail):
                     png = figure_png(fig)
-                    if _in_notebook():
+                    if in_notebook():
                         from IPython.display import Image, display
 
                         display(Image(data=png))

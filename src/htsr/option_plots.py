@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .plotting import _STYLE, _label, _new_figure
+from .plotting import STYLE, layer_label, new_figure
 
 
 def level_spacings(evals: np.ndarray) -> np.ndarray:
@@ -39,7 +39,7 @@ def deltas_figures(row: Any, evals: np.ndarray, mark: float, randomized: bool = 
         logs = np.log10(np.diff(ev))
     color = "mediumorchid" if randomized else "tab:blue"
     what = "randomized " if randomized else ""
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     ok = np.isfinite(logs)
     ax.scatter(np.flatnonzero(ok), logs[ok], color=color, marker=".", s=8)
@@ -47,15 +47,15 @@ def deltas_figures(row: Any, evals: np.ndarray, mark: float, randomized: bool = 
         ax.axvline(int(np.searchsorted(ev, mark, side="left")), color="red",
                    label=("λ+" if randomized else "xmin") + f" = {mark:.4g}")
         ax.legend(loc="upper left")
-    ax.set_title(f"log10 gaps between consecutive {what}eigenvalues\n{_label(row)}")
+    ax.set_title(f"log10 gaps between consecutive {what}eigenvalues\n{layer_label(row)}")
     ax.set_xlabel("index of the gap (ascending eigenvalues)")
     ax.set_ylabel("log10 Δλ")
     yield ("rand-" if randomized else "") + "deltaEs", fig
-    fig = _new_figure()
+    fig = new_figure()
     ax = fig.add_subplot()
     if ok.any():
         ax.hist(logs[ok], bins=100, density=True, color=color)
-    ax.set_title(f"Level statistics (histogram of log10 Δλ) of the {what}ESD\n{_label(row)}")
+    ax.set_title(f"Level statistics (histogram of log10 Δλ) of the {what}ESD\n{layer_label(row)}")
     ax.set_xlabel("log10 Δλ")
     ax.set_ylabel("density")
     yield ("rand-" if randomized else "") + "level-stats", fig
@@ -67,7 +67,7 @@ def vector_figures(row: Any, vm: Any, num_tail: int | None) -> Iterator[tuple[st
     k = n if num_tail is None else max(0, min(int(num_tail), n))
     series = (("discrete entropy", vm.vec_entropy), ("localization ratio", vm.loc_ratio),
               ("participation ratio", vm.part_ratio), ("eigenvalue", vm.evals))
-    fig = _new_figure()
+    fig = new_figure()
     fig.set_size_inches(7.0, 9.0)
     axs = fig.subplots(4, 1, sharex=True)
     x = np.arange(n)
@@ -76,10 +76,10 @@ def vector_figures(row: Any, vm: Any, num_tail: int | None) -> Iterator[tuple[st
         ax.set_ylabel(name, fontsize=8)
         if 0 < k < n:
             ax.axvline(n - k - 0.5, color="red", label="xmin")
-    axs[0].set_title(f"Eigenvector metrics in eigenvalue order\n{_label(row)}")
+    axs[0].set_title(f"Eigenvector metrics in eigenvalue order\n{layer_label(row)}")
     axs[-1].set_xlabel("eigenvector (ascending eigenvalue)")
     yield "vector_metrics", fig
-    fig = _new_figure()
+    fig = new_figure()
     fig.set_size_inches(7.0, 7.5)
     axs = fig.subplots(3, 1)
     tail = np.zeros(n, dtype=bool)
@@ -91,7 +91,7 @@ def vector_figures(row: Any, vm: Any, num_tail: int | None) -> Iterator[tuple[st
             ax.hist(data[tail], bins=100, density=True, color="purple", alpha=0.5, label="tail")
         ax.set_ylabel(name, fontsize=8)
         ax.legend(loc="upper right")
-    axs[0].set_title(f"Eigenvector metrics, bulk and tail\n{_label(row)}")
+    axs[0].set_title(f"Eigenvector metrics, bulk and tail\n{layer_label(row)}")
     yield "vector_hists", fig
 
 
@@ -108,7 +108,7 @@ def option_figures(result: Any) -> Iterator[tuple[str, Any]]:
     if result.esd is None:
         return
     xmin = float(result.fit.xmin) if result.fit is not None else float("nan")
-    with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]
+    with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
         yield from deltas_figures(result, result.evals, xmin)
         rand = result.randomized
         if rand is not None:

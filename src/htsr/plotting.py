@@ -46,8 +46,10 @@ from typing import Any, Callable, Collection, Iterator
 
 import numpy as np
 
+from .progress import in_notebook as _in_notebook  # a module global: tests stand in a notebook
+
 KINDS = ("esd", "esd2", "esd3", "esd4", "esd5", "randesd", "mpfit")
-_STYLE: dict[str, Any] = {"figure.figsize": (7.0, 4.6), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
+STYLE: dict[str, Any] = {"figure.figsize": (7.0, 4.6), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
           "axes.titley": 1.0, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 8.5, "text.usetex": False}
 
 
@@ -83,7 +85,7 @@ def _isnan(v: Any) -> bool:
         return v is None
 
 
-def _label(r) -> str:
+def layer_label(r) -> str:
     s = "" if r.slice_id is None else f" slice {int(r.slice_id)}"
     return f"layer {int(r.layer_id)}{s}: {_plain(r.name, 60)}"
 
@@ -92,7 +94,7 @@ def _label(r) -> str:
 _REUSE: dict[str, Any] | None = None
 
 
-def _new_figure(kind: str = ""):
+def new_figure(kind: str = ""):
     """A fresh Agg figure; inside :func:`render_pngs` the (cleared) figure last used for ``kind``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -149,7 +151,7 @@ def _fit_ok(fit) -> bool:
 def _esd_loglog(r, evals: np.ndarray, fit) -> Any:
     from .spectral.powerlaw import EVALS_THRESH
 
-    fig = _new_figure("esd")
+    fig = new_figure("esd")
     ax = fig.add_subplot()
     x = evals[evals > EVALS_THRESH]
     if x.size:
@@ -159,7 +161,7 @@ def _esd_loglog(r, evals: np.ndarray, fit) -> Any:
     ax.set_xscale("log")
     ax.set_yscale("log")
     _no_minor_labels(ax)
-    title = f"Log-log ESD of {_label(r)}\n"
+    title = f"Log-log ESD of {layer_label(r)}\n"
     if _fit_ok(fit) and x.size:
         alpha, xmin, xmax = fit.alpha, fit.xmin, fit.xmax
         frac = np.count_nonzero(x >= xmin) / x.size
@@ -179,12 +181,12 @@ def _esd_loglog(r, evals: np.ndarray, fit) -> Any:
 
 
 def _esd_linlin(r, evals: np.ndarray, fit) -> Any:
-    fig = _new_figure("esd2")
+    fig = new_figure("esd2")
     ax = fig.add_subplot()
     ax.hist(evals, bins=100, density=True, histtype="stepfilled", color="tab:blue", alpha=0.7, label="ESD (histogram)")
     if _fit_ok(fit):
         ax.axvline(fit.xmin, color="red", label=f"xmin = {fit.xmin:.4g}")
-    ax.set_title(f"Lin-lin ESD\n{_label(r)}")
+    ax.set_title(f"Lin-lin ESD\n{layer_label(r)}")
     ax.set_xlabel("eigenvalue λ of WᵀW")
     ax.set_ylabel("density")
     ax.legend(loc="upper right")
@@ -192,7 +194,7 @@ def _esd_linlin(r, evals: np.ndarray, fit) -> Any:
 
 
 def _esd_log10(r, evals: np.ndarray, fit) -> Any:
-    fig = _new_figure("esd3")
+    fig = new_figure("esd3")
     ax = fig.add_subplot()
     x = evals[evals > 0]
     if x.size:
@@ -203,7 +205,7 @@ def _esd_log10(r, evals: np.ndarray, fit) -> Any:
     xmax = fit.xmax if fit is not None else float("nan")
     if np.isfinite(xmax) and xmax > 0:
         ax.axvline(np.log10(xmax), color="orange", label=f"xmax = {xmax:.4g}")
-    ax.set_title(f"Log-lin ESD (histogram of log10 λ)\n{_label(r)}")
+    ax.set_title(f"Log-lin ESD (histogram of log10 λ)\n{layer_label(r)}")
     ax.set_xlabel("log10 λ")
     ax.set_ylabel("density")
     ax.legend(loc="upper left")
@@ -211,7 +213,7 @@ def _esd_log10(r, evals: np.ndarray, fit) -> Any:
 
 
 def _curve(r, fit, which: str) -> Any:
-    fig = _new_figure("esd4" if which == "D" else "esd5")
+    fig = new_figure("esd4" if which == "D" else "esd5")
     ax = fig.add_subplot()
     ys = fit.Ds if which == "D" else fit.alphas
     if fit is not None and fit.xmins.size:
@@ -221,10 +223,10 @@ def _curve(r, fit, which: str) -> Any:
     if _fit_ok(fit):
         ax.axvline(fit.xmin, color="red", label=f"chosen xmin = {fit.xmin:.4g}")
     if which == "D":
-        ax.set_title(f"KS distance vs candidate xmin\n{_label(r)}")
+        ax.set_title(f"KS distance vs candidate xmin\n{layer_label(r)}")
         ax.set_ylabel("KS distance D")
     else:
-        ax.set_title(f"α vs candidate xmin\n{_label(r)}")
+        ax.set_title(f"α vs candidate xmin\n{layer_label(r)}")
         ax.set_ylabel("power-law exponent α")
         for level, colour, what in ((2.0, "tab:orange", "over-trained below"),
                                     (6.0, "tab:purple", "under-trained above")):
@@ -271,7 +273,7 @@ def overlay_figure(result, note: str = "") -> Any:
     ``result`` is a :class:`~htsr.results.LayerResult` of a ``randomize=True`` run; ``note``
     (:func:`trap_note`) names the outlier dimension its traps belong to, as a third title line.
     """
-    fig = _new_figure("randesd")
+    fig = new_figure("randesd")
     ax = fig.add_subplot()
     x = np.asarray(result.evals, dtype=float)
     r = np.asarray(result.randomized.evals, dtype=float)
@@ -289,7 +291,7 @@ def overlay_figure(result, note: str = "") -> Any:
         ax.axvline(np.log10(edge), color="darkred", ls="--", lw=1, label=f"randomized MP edge = {edge:.4g}")
     traps = result.traps.num_traps if result.traps is not None else None
     extra = "" if traps is None else f" (correlation traps: {int(traps)})"
-    ax.set_title(f"Original vs randomized ESD{extra}\n{_label(result)}" + (f"\ntraps: {note}" if note else ""))
+    ax.set_title(f"Original vs randomized ESD{extra}\n{layer_label(result)}" + (f"\ntraps: {note}" if note else ""))
     ax.set_xlabel("log10 λ")
     ax.set_ylabel("density")
     ax.legend(loc="upper left")
@@ -299,7 +301,7 @@ def overlay_figure(result, note: str = "") -> Any:
 def _mp(r, evals: np.ndarray) -> Any:
     from .spectral.marchenko_pastur import mp_density
 
-    fig = _new_figure("mpfit")
+    fig = new_figure("mpfit")
     ax = fig.add_subplot()
     mp = r.mp
     Q, sigma, scale, edge = r.Q, mp.sigma_mp, mp.W_scale, mp.bulk_max
@@ -322,7 +324,7 @@ def _mp(r, evals: np.ndarray) -> Any:
     sub = f"; spikes: {int(mp.num_spikes)}"
     if beyond:
         sub += f"; {beyond} eigenvalue(s) beyond the axis (max {top:.4g})"
-    ax.set_title(f"Marchenko–Pastur fit of {_label(r)}\nmp_softrank = {mp.mp_softrank:.3g}{sub}")
+    ax.set_title(f"Marchenko–Pastur fit of {layer_label(r)}\nmp_softrank = {mp.mp_softrank:.3g}{sub}")
     ax.set_xlabel("eigenvalue λ of WᵀW")
     ax.set_ylabel("share of eigenvalues per bin")
     ax.legend(loc="upper right")
@@ -352,7 +354,7 @@ def layer_figures(result, trap_text: str = "", kinds: Collection[str] | None = N
         drawers.append(("randesd", lambda: overlay_figure(result, trap_text)))
     if result.mp is not None and np.isfinite(result.mp.sigma_mp):
         drawers.append(("mpfit", lambda: _mp(result, evals)))
-    with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]
+    with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
         for kind, draw in drawers:
             if kinds is None or kind in kinds:
                 yield kind, draw()
@@ -364,28 +366,18 @@ def overlay_png(result, trap_text: str = "") -> bytes | None:
 
     if result.esd is None or result.randomized is None:
         return None
-    with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]
+    with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
         return figure_png(overlay_figure(result, trap_text))
 
 
-def _require_matplotlib() -> None:
+def require_matplotlib() -> None:
+    """Raise a clear :class:`~htsr.errors.HtsrError` when matplotlib is not installed."""
     from .errors import HtsrError
 
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise HtsrError("plots need matplotlib: pip install 'htsr[plot]'") from None
-
-
-def _in_notebook() -> bool:
-    ipy = sys.modules.get("IPython")
-    if ipy is None:
-        return False
-    try:
-        shell = ipy.get_ipython()
-    except AttributeError:
-        return False
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 #: From this many layers on, :func:`render_pngs` draws in worker processes.
@@ -430,8 +422,8 @@ def _warm_up() -> None:
     """Import the drawing modules and load the fonts once, here (forked workers inherit them)."""
     import matplotlib
 
-    with matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]
-        fig = _new_figure()
+    with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
+        fig = new_figure()
         fig.add_subplot().set_title("α λ 0123456789")
         figure_png(fig)
 
@@ -456,7 +448,7 @@ def render_pngs(report, kinds: Collection[str] | None = None,
     global _REUSE
     from .option_plots import wants_option_figures
 
-    _require_matplotlib()
+    require_matplotlib()
     cache: dict = report.pngs
     layers = [r for r in report.layers if r.esd is not None]
     tasks = []
@@ -521,7 +513,7 @@ def plot_report(report, show: bool = False, savedir: str | Path | None = None,
     """
     from .files import atomic_write
 
-    _require_matplotlib()
+    require_matplotlib()
     folder = None
     root = None
     if savedir:

@@ -20,7 +20,7 @@ reference writes −1).
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,8 +32,8 @@ from .fingers import (
     effective_max_fingers,
     xmin_peak_window,
 )
-from .powerlaw import EVALS_THRESH, fit_powerlaw, training_warning
-from .tpl import POWER_LAW, TRUNCATED_POWER_LAW, _fit_candidate, fit_package
+from .powerlaw import EVALS_THRESH, PowerLawFit, fit_powerlaw
+from .tpl import POWER_LAW, TRUNCATED_POWER_LAW, fit_candidate, fit_package
 
 FITS = ("PL", "TPL", "E_TPL")
 PL_PACKAGES = ("ww", "powerlaw")
@@ -41,34 +41,17 @@ FINGER_METHODS = ("xmin_peak", "clip_xmax")
 
 
 @dataclass(frozen=True)
-class TailFit:
-    """A tail fit with the reference's columns.
+class TailFit(PowerLawFit):
+    """A tail fit with the reference's option columns, besides :class:`PowerLawFit`'s.
 
-    Option-dependent columns: ``Lambda`` (TPL fits), ``num_fingers`` and
-    ``raw_alpha`` (``clip_xmax``); None when the options do not produce them.
-    ``xmins``, ``alphas`` and ``Ds`` hold the xmin search for plots when the
-    procedure has one.
+    ``Lambda`` (TPL fits), ``num_fingers`` and ``raw_alpha`` (``clip_xmax``); None when the
+    options do not produce them. ``xmins``, ``alphas`` and ``Ds`` hold the xmin search for
+    plots when the procedure has one.
     """
 
-    alpha: float
-    xmin: float
-    xmax: float
-    D: float
-    sigma: float
-    num_pl_spikes: int
-    status: str
-    reason: str = ""
     Lambda: float | None = None
     num_fingers: int | None = None
     raw_alpha: float | None = None
-    xmins: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
-    alphas: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
-    Ds: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
-
-    @property
-    def warning(self) -> str:
-        """'over-trained' if α < 2, 'under-trained' if α > 6, else ''."""
-        return training_warning(self.alpha)
 
 
 def is_default(fit: str = "PL", pl_package: str = "ww", xmax: Any = None, fix_fingers: Any = None) -> bool:
@@ -171,7 +154,7 @@ def fit_tail(evals: np.ndarray, fit: str = "PL", pl_package: str = "ww", xmax: A
     if tpl:
         if fix_fingers == "clip_xmax":
             # the TPL refitted on the chosen clipped fit's own tail
-            alpha, lam, _, _ = _fit_candidate(res.tail, xmin, res.xmax, TRUNCATED_POWER_LAW)
+            alpha, lam, _, _ = fit_candidate(res.tail, xmin, res.xmax, TRUNCATED_POWER_LAW)
         else:
             lam = float(res.Lambda)
         columns["Lambda"] = lam

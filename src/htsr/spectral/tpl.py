@@ -230,7 +230,7 @@ def _fmin(func, x0) -> np.ndarray:
         return np.atleast_1d(fmin(func, x0, full_output=True, disp=False)[0])
 
 
-def _fit_candidate(tail: np.ndarray, xmin: float, xmax: float | None, distribution: str) -> tuple[float, float, float, bool]:
+def fit_candidate(tail: np.ndarray, xmin: float, xmax: float | None, distribution: str) -> tuple[float, float, float, bool]:
     """α, Λ, σ and whether the parameters are in range, for one xmin (``tail`` = data in [xmin, xmax])."""
     n = tail.size
     alpha0 = 1 + n / np.sum(np.log(tail / xmin))
@@ -348,7 +348,7 @@ def fit_package(evals: np.ndarray, distribution: str = POWER_LAW, xmax: float | 
     ok = np.empty(xmins.size, dtype=bool)
     for k, xmin in enumerate(xmins):
         tail = data[data >= xmin]
-        a, lam, sig, good = _fit_candidate(tail, float(xmin), xmax, distribution)
+        a, lam, sig, good = fit_candidate(tail, float(xmin), xmax, distribution)
         alphas[k], lams[k], sigmas[k], ok[k] = a, lam, sig, good
         Ds[k] = _ks(bins, ecdf, float(xmin), xmax, distribution, a, lam, good)
     if ok.all() or not ok.any():
