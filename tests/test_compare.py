@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_script
 
 import htsr
 from htsr.compare import esd_distance, linear_cka
@@ -19,14 +19,7 @@ torch = pytest.importorskip("torch")
 DATA = Path(__file__).parent / "data"
 
 
-def _make_module():
-    spec = importlib.util.spec_from_file_location("make_distances", DATA / "make" / "make_distances.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-MAKE = _make_module()
+MAKE = load_script(DATA / "make" / "make_distances.py", "make_distances")
 GOLDEN = json.loads((DATA / "distances_ww077.json").read_text())
 _PAIRS: dict = {}
 

@@ -12,14 +12,13 @@ smallest and largest counts of several reference runs.
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA, load_script
 
 import htsr
-from conftest import DATA
 
 torch = pytest.importorskip("torch")
 
@@ -29,14 +28,7 @@ INT_COLUMNS = {"layer_id", "N", "M", "rf", "num_evals", "num_pl_spikes", "rank_l
 RTOL = {"sv_min": 1e-3}
 
 
-def _load_models():
-    spec = importlib.util.spec_from_file_location("compat_models", DATA / "make" / "models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-models = _load_models()
+models = load_script(DATA / "make" / "models.py", "compat_models")
 
 
 @functools.lru_cache(maxsize=None)

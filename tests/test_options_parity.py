@@ -8,13 +8,12 @@ strings must match exactly and floats to 1e-6 relative (sv_min 1e-3), as tests/t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA
+from conftest import DATA, load_script
 from test_parity import assert_rows_match
 
 import htsr
@@ -31,10 +30,7 @@ FIT_COLUMNS = ("alpha", "Lambda", "xmin", "xmax", "D", "sigma", "num_pl_spikes",
 
 
 def _models():
-    spec = importlib.util.spec_from_file_location("options_models", DATA / "make" / "options_models.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(DATA / "make" / "options_models.py", "options_models")
 
 
 @pytest.fixture(scope="module")

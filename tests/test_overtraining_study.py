@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
@@ -16,9 +16,7 @@ STUDY = Path(__file__).resolve().parents[1] / "examples" / "overtraining" / "stu
 
 
 def test_quick_study_writes_histories_table_summary_and_figures(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("overtraining_study", STUDY)
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load_script(STUDY, "overtraining_study")
     assert study.main(["--quick", "--out", str(tmp_path)]) == 0
     runs = sorted((tmp_path / "runs").glob("*.jsonl"))
     assert [p.name for p in runs] == ["adam_noise0_seed0.jsonl", "sgd_noise0_seed0.jsonl"]
