@@ -134,8 +134,8 @@ def test_overlay_from_a_result_built_by_hand():
     figs = dict(plotting.layer_figures(hand))
     assert "randesd" in figs and "mpfit" not in figs
     assert "correlation traps: 1" in figs["randesd"].axes[0].get_title()
-    _png_ok(plotting.overlay_png(hand))
-    assert plotting.overlay_png(report.layer(2)) is None
+    _png_ok(plotting.figure_png(figs["randesd"]))
+    assert list(plotting.layer_figures(report.layer(2), kinds=("randesd",))) == []
 
 
 def test_mp_density_is_a_probability_density():

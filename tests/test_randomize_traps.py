@@ -9,7 +9,7 @@ import htsr
 from htsr.config import AnalysisConfig, LayerType
 from htsr.engine import analyze_array
 from htsr.matrices import geometry
-from htsr.report import SCHEMA, column_groups, trap_frame
+from htsr.report import SCHEMA, column_groups, trap_tables
 from htsr.sources import WeightTensor
 from htsr.spectral import randomize
 from htsr.spectral.randomize import jensen_shannon, layer_rng, permutation, permutations, shuffle_stack
@@ -42,7 +42,7 @@ class Extras:
         groups = column_groups(config)
         self.result = result
         self.columns = {c.name: c.value(result) for c in SCHEMA if c.group in groups}
-        self.traps = trap_frame([result]).to_dict(orient="records")
+        self.traps = trap_tables([result])[0].to_dict(orient="records")
 
 
 def extras_of(W: np.ndarray, config: AnalysisConfig = RAND, layer_id: int = 1) -> Extras:

@@ -70,7 +70,9 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     if plot or savefig:
         options.setdefault("keep_esd", True)
     config = AnalysisConfig.from_kwargs(**options)
-    if dask is not None and dask is not False:
+    if dask is False:
+        dask = None
+    if dask is not None:
         from .cluster import parse_dask
 
         dask = parse_dask(dask)
@@ -89,14 +91,14 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
 
     progress = Progress(len(todo), config.progress, desc="htsr analyze", unit="layer")
     results: list = []
-    device = _device(config) if dask is None or dask is False else "cpu"
+    device = _device(config) if dask is None else "cpu"
 
     def compute(planned: list) -> Any:
         if config.stacked or config.intra:  # rows built from several layers (htsr/combined.py)
             from .combined import run_intra, run_stacked
 
             return run_stacked(planned, config) if config.stacked else run_intra(planned, config)
-        if dask is not None and dask is not False:
+        if dask is not None:
             from .cluster import run_dask
 
             return run_dask(planned, config, dask, progress)

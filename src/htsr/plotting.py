@@ -360,16 +360,6 @@ def layer_figures(result, trap_text: str = "", kinds: Collection[str] | None = N
                 yield kind, draw()
 
 
-def overlay_png(result, trap_text: str = "") -> bytes | None:
-    """PNG of one layer's original-vs-randomized overlay, or None when the result has no randomized ESD."""
-    import matplotlib
-
-    if result.esd is None or result.randomized is None:
-        return None
-    with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
-        return figure_png(overlay_figure(result, trap_text))
-
-
 def require_matplotlib() -> None:
     """Raise a clear :class:`~htsr.errors.HtsrError` when matplotlib is not installed."""
     from .errors import HtsrError

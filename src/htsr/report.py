@@ -246,11 +246,6 @@ def trap_tables(results: Sequence["LayerResult"]) -> tuple[Any, Any, "TrapGroupi
     return traps, groups, grouping
 
 
-def trap_frame(results: Sequence["LayerResult"]) -> Any:
-    """One row per correlation trap (``Report.traps``; see :func:`trap_tables`)."""
-    return trap_tables(results)[0]
-
-
 def skipped_frame(plans: Sequence["Plan"]) -> Any:
     """The layers a plan leaves out, with the reason (1-D tensors and non-layers are not listed)."""
     import pandas as pd
