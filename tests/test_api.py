@@ -25,7 +25,7 @@ def tiny(seed=0):
     }
 
 
-# the reference's (weightwatcher 0.7.7) public constants, re-exported from htsr.constants
+# the reference's (weightwatcher 0.7.7) public constants, in htsr.compat (not in htsr's own namespace)
 REFERENCE_CONSTANTS = """
 ACCURATE ACCURATE_SVD ADD_BIASES AUTO BIDIRECTIONAL CHANNELS CHANNELS_STR CKA CLIP_XMAX CONV1D CONV2D CONV2D_FFT
 CONV2D_NORM DEFAULT_FINGER_THRESH DEFAULT_MAX_EVALS DEFAULT_MAX_FINGERS DEFAULT_MAX_N DEFAULT_MIN_EVALS DEFAULT_PARAMS
@@ -47,29 +47,43 @@ def test_all_is_pinned():
         "__version__", "analyze", "describe", "compare", "Monitor", "fit_powerlaw", "PowerLawFit", "WeightWatcher", "HtsrError",
         "SourceError", "UnsafeFileError", "LayerError", "OptionError", "UnknownOptionError",
         "remove_traps", "SVDSmoothing", "SVDSharpness", "Report", "LayerResult", "AnalysisConfig",
-        *REFERENCE_CONSTANTS,
     ])
     for name in htsr.__all__:
         assert hasattr(htsr, name), name
+    # the reference's names stay out of htsr's own namespace: some contradict htsr (min_evals 8, ERROR = -1)
+    assert not any(hasattr(htsr, name) for name in ("DEFAULT_MIN_EVALS", "ERROR", "LAYER_TYPE", "METRICS"))
+
+
+def test_compat_all_is_pinned():
+    import htsr.compat as ww
+
+    assert sorted(ww.__all__) == sorted(["WeightWatcher", "ReferenceTreatment", "REFERENCE", "reference_distances",
+                                         *REFERENCE_CONSTANTS])
+    assert len(REFERENCE_CONSTANTS) == 124
+    for name in ww.__all__:
+        assert hasattr(ww, name), name
+    assert ww.WeightWatcher is htsr.WeightWatcher
 
 
 def test_reference_constants_values():
-    assert (htsr.LAYER_TYPE.CONV2D, htsr.LAYER_TYPE.DENSE, htsr.LAYER_TYPE.EMBEDDING) == ("conv2d", "dense", "embedding")
-    assert (htsr.PL, htsr.TPL, htsr.E_TPL, htsr.POWER_LAW) == ("PL", "TPL", "E_TPL", "power_law")
-    assert (htsr.XMIN_PEAK, htsr.CLIP_XMAX, htsr.RAW, htsr.EUCLIDEAN, htsr.CKA) == ("xmin_peak", "clip_xmax", "raw",
-                                                                                  "euclidean", "cka")
-    assert htsr.DEF_SAVE_DIR == "ww-img" and htsr.DEFAULT_MIN_EVALS == 8 and htsr.DEFAULT_MAX_EVALS == 15000
-    assert htsr.FRAMEWORK.PYTORCH == "pytorch" and htsr.METRICS.ALPHA_WEIGHTED == "alpha_weighted"
+    import htsr.compat as ww
+
+    assert (ww.LAYER_TYPE.CONV2D, ww.LAYER_TYPE.DENSE, ww.LAYER_TYPE.EMBEDDING) == ("conv2d", "dense", "embedding")
+    assert (ww.PL, ww.TPL, ww.E_TPL, ww.POWER_LAW) == ("PL", "TPL", "E_TPL", "power_law")
+    assert (ww.XMIN_PEAK, ww.CLIP_XMAX, ww.RAW, ww.EUCLIDEAN, ww.CKA) == ("xmin_peak", "clip_xmax", "raw",
+                                                                              "euclidean", "cka")
+    assert ww.DEF_SAVE_DIR == "ww-img" and ww.DEFAULT_MIN_EVALS == 8 and ww.DEFAULT_MAX_EVALS == 15000
+    assert ww.FRAMEWORK.PYTORCH == "pytorch" and ww.METRICS.ALPHA_WEIGHTED == "alpha_weighted"
     # every layer type htsr reports is spelled as the reference's LAYER_TYPE value
     from htsr.config import LayerType
 
-    assert {t.value for t in LayerType} - {"other"} <= set(vars(htsr.LAYER_TYPE).values())
+    assert {t.value for t in LayerType} - {"other"} <= set(vars(ww.LAYER_TYPE).values())
 
 
 def test_layer_type_constant_selects_layers():
     rng = np.random.default_rng(0)
     model = {"conv.weight": rng.standard_normal((16, 8, 3, 3)), "fc.weight": rng.standard_normal((30, 20))}
-    details = htsr.WeightWatcher(model=model).analyze(layers=[htsr.LAYER_TYPE.CONV2D])
+    details = htsr.WeightWatcher(model=model).analyze(layers=[htsr.compat.LAYER_TYPE.CONV2D])
     assert list(details["name"]) == ["conv"]
 
 
@@ -109,7 +123,7 @@ def test_compat_get_weights_and_esd_reference_forms():
     mats = w.get_Weights(layer=1, params=None)
     assert len(mats) == 9 and mats[0].shape == (16, 8)
     np.testing.assert_array_equal(mats[4], conv[:, :, 1, 1].T)
-    assert w.get_Weights(layer="fc", params=dict(htsr.DEFAULT_PARAMS))[0].shape == (30, 40)
+    assert w.get_Weights(layer="fc", params=dict(htsr.compat.DEFAULT_PARAMS))[0].shape == (30, 40)
     # the reference's get_ESD: raw slices whatever params says; conv2d_norm=True as a keyword: as analyze
     esd = w.get_ESD(layer=1, params={"conv2d_norm": True})
     sv = np.concatenate([np.linalg.svd(conv[:, :, i, j], compute_uv=False) for i in range(3) for j in range(3)])

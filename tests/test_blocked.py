@@ -179,7 +179,8 @@ def test_max_n_none_lifts_the_embedding_skip(tmp_path):
 
 
 def test_memory_estimate_for_blocked_layers():
-    from htsr.matrices import memory_reason, work_bytes
+    from htsr.blocked import memory_reason
+    from htsr.matrices import work_bytes
 
     shape = (28672, 8192)
     need = blocked.gram_bytes(shape, 2)

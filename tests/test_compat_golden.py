@@ -19,6 +19,7 @@ import pytest
 from conftest import DATA, load_script
 
 import htsr
+from htsr.compat import REFERENCE
 
 torch = pytest.importorskip("torch")
 
@@ -111,12 +112,12 @@ def test_rand_num_spikes_within_reference_spread(name, init):
 
 
 def test_htsr_own_treatment_stays_one_keyword_away():
-    """htsr.analyze keeps its own Conv1d taps and large-n search; reference=True gives the reference's rows."""
+    """htsr.analyze keeps its own Conv1d taps and large-n search; treatment=REFERENCE gives the reference's rows."""
     m = model("conv1d", "uniform")
     own = htsr.analyze(m, min_evals=8).details
     ref = reference_rows("default", "conv1d", "uniform")
     assert list(own["rf"][:2]) == [3, 5]  # taps pooled: M·rf eigenvalues
-    same = htsr.analyze(m, min_evals=8, reference=True).details
+    same = htsr.analyze(m, min_evals=REFERENCE.min_evals, treatment=REFERENCE).details
     assert list(same["layer_id"]) == list(ref["layer_id"]) and list(same["M"]) == list(ref["M"])
     np.testing.assert_allclose(same["alpha"], ref["alpha"], rtol=1e-6)
 

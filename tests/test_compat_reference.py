@@ -1,4 +1,4 @@
-"""The pure pieces of ``reference=True``: small-sample fit, geometry, slice scaling, top-M ESD, replicas."""
+"""The pieces of the reference's treatment (``htsr.compat.REFERENCE``): small-sample fit, geometry, slice scaling, top-M ESD, replicas."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 
 import htsr
 from htsr.config import LayerType
-from htsr.matrices import Geometry, geometry, reference_conv2d_factor, reference_geometry
-from htsr.spectral.esd import compute_esd, top_evals
+from htsr.compat.treatment import REFERENCE, reference_conv2d_factor, reference_geometry
+from htsr.matrices import Geometry, geometry
+from htsr.spectral.esd import compute_esd, top_esd
 from htsr.spectral.powerlaw import fit_powerlaw, small_sample_search
 
 
@@ -86,7 +87,7 @@ def test_reference_conv2d_factor():
 def test_conv1d_top_m_singular_values():
     rng = np.random.default_rng(0)
     W = rng.standard_normal((32, 16, 9))
-    esd = top_evals(compute_esd(W, 32), 9, 32)
+    esd = top_esd(compute_esd(W, 32).evals, 9, 32)
     sv = np.sort(np.linalg.svd(W, compute_uv=False).ravel())[-9:]  # per output: the (16, 9) matrix
     np.testing.assert_allclose(esd.evals, sv ** 2, rtol=1e-12)
     assert esd.sv_min == pytest.approx(sv[0], rel=1e-12) and esd.rank_loss == 0
@@ -97,12 +98,12 @@ def test_reference_flag_changes_only_the_documented_cases():
     model = {"dense.weight": rng.standard_normal((200, 60)), "conv.weight": rng.standard_normal((16, 12, 3, 3)),
              "head.weight": rng.standard_normal((12, 60))}
     own = htsr.analyze(model).details.set_index("name")
-    ref = htsr.analyze(model, reference=True).details.set_index("name")
+    ref = htsr.analyze(model, treatment=REFERENCE).details.set_index("name")
     cols = ["alpha", "xmin", "D", "norm", "sv_max", "num_evals", "rf"]
     assert own.loc[["dense", "conv"], cols].equals(ref.loc[["dense", "conv"], cols])  # ≥ 20 eigenvalues pooled
     assert own.loc["head", "alpha"] != ref.loc["head", "alpha"]  # 12 eigenvalues: small-sample estimator
     own_s = htsr.analyze(model, pool=False).details
-    ref_s = htsr.analyze(model, pool=False, reference=True).details
+    ref_s = htsr.analyze(model, pool=False, treatment=REFERENCE).details
     conv_own, conv_ref = own_s[own_s["name"] == "conv"], ref_s[ref_s["name"] == "conv"]
     assert list(conv_own["rf"]) == [1] * 9 and list(conv_ref["rf"]) == [9] * 9
     np.testing.assert_allclose(conv_ref["norm"].to_numpy(), 9 * conv_own["norm"].to_numpy(), rtol=1e-12)  # √(rf/2) vs √½
@@ -117,7 +118,7 @@ def test_randomize_replicas_follow_the_rows_eigenvalue_count():
     assert layer.randomized.replicas == 1 and layer.randomized.evals.size == 144
     # per slice (pool=False): 16 eigenvalues < 100: five shuffles; the reference counts the layer's 144
     own = htsr.analyze({"conv.weight": W}, randomize=True, pool=False).layers
-    ref = htsr.analyze({"conv.weight": W}, randomize=True, pool=False, reference=True, min_evals=8).layers
+    ref = htsr.analyze({"conv.weight": W}, randomize=True, pool=False, treatment=REFERENCE, min_evals=8).layers
     assert len(own) == len(ref) == 9
     assert {r.randomized.replicas for r in own} == {5} and {r.randomized.evals.size for r in own} == {80}
     assert {r.randomized.replicas for r in ref} == {1} and {r.randomized.evals.size for r in ref} == {16}

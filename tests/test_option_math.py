@@ -8,12 +8,12 @@ import pytest
 import htsr
 from htsr.config import AnalysisConfig
 from htsr.errors import OptionError
-from htsr.spectral.esd import compute_esd
+from htsr.spectral.esd import compute_esd, top_esd
 from htsr.spectral.marchenko_pastur import detx_result
 from htsr.spectral.intra import align_pair, intra_esd, intra_matrix, reference_slice
 from htsr.spectral.inverse import inverse_evals
 from htsr.spectral.marchenko_pastur import detx
-from htsr.spectral.stacked import reference_matrix, stack_matrices, top_esd
+from htsr.spectral.stacked import reference_matrix, stack_matrices
 from htsr.spectral.vectors import (
     COLUMNS,
     discrete_entropy,
@@ -106,7 +106,7 @@ def test_stacked_standardization():
     conv = np.random.default_rng(0).standard_normal((4, 6, 2, 2))
     assert reference_matrix(conv).shape == (6, 16)               # taps (6, 4) side by side
     esd = compute_esd(np.random.default_rng(1).standard_normal((1, 50, 20)), 50)
-    top = top_esd(esd, 50, 5)
+    top = top_esd(esd.evals, 5, 50)
     assert top.evals.size == 5 and top.sv_min == pytest.approx(np.sqrt(esd.evals[-5]))
     d = htsr.analyze({"a.weight": np.random.default_rng(2).standard_normal((30, 20)),
                       "b.weight": np.random.default_rng(3).standard_normal((40, 20))}, stacked=True).details

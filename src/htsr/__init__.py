@@ -8,17 +8,18 @@ Marchenko–Pastur and shuffles W to find correlation traps.
 >>> import htsr
 >>> report = htsr.analyze(model)                       # doctest: +SKIP
 >>> watcher = htsr.WeightWatcher(model=model)          # the reference tool's API  # doctest: +SKIP
+
+The reference tool's constants and its treatment of layers are in :mod:`htsr.compat`
+(``import htsr.compat as ww``), not here: this namespace is htsr's own API.
 """
 
 from __future__ import annotations
 
-from . import constants as _constants
 from ._version import __version__
 from .api import analyze, describe
 from .compare import compare
 from .compat import WeightWatcher
 from .config import AnalysisConfig
-from .constants import *  # noqa: F403  (the reference's public constants: LAYER_TYPE, METRICS, TPL, …)
 from .errors import HtsrError, LayerError, OptionError, SourceError, UnknownOptionError, UnsafeFileError
 from .monitor import Monitor
 from .report import Report
@@ -47,5 +48,4 @@ __all__ = [
     "remove_traps",
     "SVDSmoothing",
     "SVDSharpness",
-    *_constants.__all__,
 ]

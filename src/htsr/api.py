@@ -10,10 +10,11 @@ from ._version import __version__
 from .config import AnalysisConfig
 from .errors import OptionError, SourceError
 from .report import Report, describe_frame
+from .treatment import HTSR, Treatment
 
 
 def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask: Any = None, base_model: Any = None,
-            checkpoint: Any = None, **options: Any):
+            checkpoint: Any = None, treatment: Treatment = HTSR, **options: Any) -> Report:
     """Analyze every weight matrix of ``model`` and return a :class:`~htsr.report.Report`.
 
     Parameters
@@ -40,12 +41,15 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     base_model : optional
         A model of the same architecture (anything ``model`` may be): every row is then
         ``W − W_base``, matched by key; unmatched layers are listed in ``Report.skipped``.
+    treatment : Treatment, optional
+        How layers become rows (:mod:`htsr.treatment`): htsr's own rules by default;
+        ``htsr.compat.REFERENCE`` gives the reference tool's treatment of small, Conv1d
+        and sliced layers, as :class:`~htsr.WeightWatcher` uses it (``docs/compat.md``).
     **options
         Fields of :class:`~htsr.config.AnalysisConfig`: ``min_evals=10, max_evals=15000,
         max_N=50000, pool=True, conv2d_norm=True, randomize=False, mp_fit=False, detX=False,
-        seed=0, layers=None, device='auto', workers=0, fast=False, progress=None, reference=False``
-        (``reference=True``: the reference tool's treatment of small, Conv1d and sliced layers, as
-        :class:`~htsr.WeightWatcher` uses), and the reference's other options: ``fit='PL'|'TPL'|'E_TPL',
+        seed=0, layers=None, device='auto', workers=0, fast=False, progress=None``,
+        and the reference's other options: ``fit='PL'|'TPL'|'E_TPL',
         pl_package, xmax, fix_fingers, xmin_max, max_fingers, finger_thresh, vectors, inverse, intra,
         sparsify, stacked, deltas`` (``docs/compat.md``).
 
@@ -79,8 +83,8 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     if checkpoint is not None and (config.stacked or config.intra):
         raise OptionError("The 'checkpoint' option does not work with 'stacked' or 'intra' (rows built from "
                           "several layers).")
-    source = _with_base(open_source(model), base_model)
-    plans = engine.plan(source, config)
+    source = _with_base(open_source(model, reference_ids=treatment.reference_ids), base_model)
+    plans = engine.plan(source, config, treatment)
     if not any(p.is_layer for p in plans):
         raise SourceError(
             f"{source.description}: no 2-D (or conv) weight matrices found among {len(plans)} tensors"
@@ -97,19 +101,19 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
         if config.stacked or config.intra:  # rows built from several layers (htsr/combined.py)
             from .combined import run_intra, run_stacked
 
-            return run_stacked(planned, config) if config.stacked else run_intra(planned, config)
+            return run_stacked(planned, config, treatment) if config.stacked else run_intra(planned, config, treatment)
         if dask is not None:
             from .cluster import run_dask
 
-            return run_dask(planned, config, dask, progress)
-        return engine.run(planned, config, progress, device=device)
+            return run_dask(planned, config, dask, progress, treatment)
+        return engine.run(planned, config, progress, device=device, treatment=treatment)
 
     ckpt = None
     try:
         if checkpoint is not None:
             from .checkpoint import Checkpoint, make_header, resume, source_fingerprint
 
-            opts = dict(_options_dict(config), device=device)
+            opts = dict(_options_dict(config, treatment), device=device)
             ckpt = Checkpoint.open(checkpoint, make_header(__version__, opts, source_fingerprint(source)))
             outputs = resume(todo, ckpt, compute, on_done=lambda p: progress.update(p.tensor.longname))
         else:
@@ -123,7 +127,7 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     meta = {
         "htsr_version": __version__,
         "source": source.description,
-        "options": {k: (v.value if hasattr(v, "value") else v) for k, v in _options_dict(config).items()},
+        "options": {k: (v.value if hasattr(v, "value") else v) for k, v in _options_dict(config, treatment).items()},
         "seed": config.seed,
         "elapsed_s": round(time.perf_counter() - start, 3),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -143,11 +147,12 @@ def _device(config: AnalysisConfig) -> str:
     return resolve_device(config.device)
 
 
-def _options_dict(config: AnalysisConfig) -> dict:
+def _options_dict(config: AnalysisConfig, treatment: Treatment) -> dict:
     from dataclasses import asdict
 
     d = asdict(config)
     d["layers"] = {"include": list(config.layers.include), "exclude": list(config.layers.exclude)}
+    d["treatment"] = treatment.name
     return d
 
 
@@ -159,7 +164,7 @@ def _with_base(source: Any, base_model: Any) -> Any:
     return delta_source(source, base_model)
 
 
-def describe(model: Any, *, base_model: Any = None, **options: Any):
+def describe(model: Any, *, base_model: Any = None, treatment: Treatment = HTSR, **options: Any) -> Any:
     """List every weight tensor and whether it will be analyzed (no eigenvalues computed).
 
     Returns
@@ -179,4 +184,5 @@ def describe(model: Any, *, base_model: Any = None, **options: Any):
     from .sources import open_source
 
     config = AnalysisConfig.from_kwargs(**options)
-    return describe_frame(engine.plan(_with_base(open_source(model), base_model), config))
+    source = open_source(model, reference_ids=treatment.reference_ids)
+    return describe_frame(engine.plan(_with_base(source, base_model), config, treatment))

@@ -46,7 +46,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .matrices import check_range, check_weights, nonfinite_counts, raise_nonfinite
+from .matrices import check_range, check_weights, nonfinite_counts, raise_nonfinite, work_bytes
 from .sources.base import StoredMatrix
 from .spectral.esd import ESD, GRAM_SAFE_RATIO, eigvalsh_gram, rank_count
 
@@ -80,6 +80,32 @@ def randomize_bytes(shape: tuple[int, ...]) -> int:
     n = math.prod(shape)
     m = min(shape[0], shape[1])
     return 24 * n + 8 * m * m
+
+
+def memory_reason(shape: tuple[int, ...], dtype: str, available: int | None, randomize: bool = False) -> str | None:
+    """Why a layer is skipped for memory (None when it fits or the OS does not say).
+
+    ``dtype`` is the stored dtype's name; bfloat16/float8 are counted as the
+    float32 they are decoded to. Large dense matrices are counted as the
+    blocked route needs them (:func:`gram_bytes`), plus what
+    ``randomize`` needs to shuffle every element (:func:`randomize_bytes`).
+    """
+    if available is None:
+        return None
+    try:  # only plain names: np.dtype() parses strings like "(9,)f8" and may raise anything on junk
+        itemsize = max(np.dtype(dtype).itemsize, 1) if dtype.isidentifier() else 4
+    except Exception:  # bfloat16, float8_*, qint8 …: decoded to float32
+        itemsize = 4
+    if uses_blocks(shape):  # the stored bytes (memory-mapped), not the decoded float32
+        itemsize = {"bfloat16": 2, "float8_e4m3": 1, "float8_e5m2": 1}.get(dtype, itemsize)
+        need = gram_bytes(shape, itemsize) + (randomize_bytes(shape) if randomize else 0)
+    else:
+        need = work_bytes(shape, itemsize)
+    if need <= available:
+        return None
+    gib = 1024 ** 3
+    return (f"needs about {need / gib:.1f} GiB of memory for its eigenvalues, "
+            f"more than the {available / gib:.1f} GiB available")
 
 
 def _spans(total: int, step: int) -> Iterator[tuple[int, int]]:
@@ -133,6 +159,13 @@ class _Scan:
     def bad(self) -> bool:
         return bool(self.nan or self.inf)
 
+    def blocks(self, m: StoredMatrix, step: int) -> Iterator[np.ndarray]:
+        """The checked blocks of ``m`` while they are all finite (the scan goes on to count every NaN/Inf)."""
+        for block in iter_blocks(m, step):
+            block = self.add(block)
+            if not self.bad:
+                yield block
+
     def finish(self, size: int) -> str:
         if self.bad:
             raise_nonfinite(self.nan, self.inf)
@@ -144,19 +177,12 @@ class _Scan:
 def _syrk(dtype: str) -> Callable[..., None] | None:
     """CBLAS ``?syrk`` (64-bit integers) of the OpenBLAS that numpy ships, through ctypes (GIL released), or None."""
     import ctypes
-    import glob
-    import os
 
-    here = os.path.dirname(np.__file__)
-    libs = glob.glob(os.path.join(here, "..", "numpy.libs", "*openblas*")) + glob.glob(
-        os.path.join(here, ".dylibs", "*openblas*"))
+    from .blas import numpy_openblas
+
     letter = "d" if dtype == "float64" else "s"
     real = ctypes.c_double if dtype == "float64" else ctypes.c_float
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for _, lib in numpy_openblas():
         fn = getattr(lib, f"scipy_cblas_{letter}syrk64_", None) or getattr(lib, f"cblas_{letter}syrk64_", None)
         if fn is None:
             continue
@@ -231,10 +257,7 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
     g: np.ndarray = np.zeros((size, size), dtype=dtype)
     buf: list = []  # a product buffer, only when CBLAS syrk is not at hand
     scan = _Scan(where)
-    for block in iter_blocks(m, step):
-        block = scan.add(block)
-        if scan.bad:
-            continue  # keep scanning: the message counts every NaN/Inf
+    for block in scan.blocks(m, step):
         _add_gram(g, np.asarray(block, dtype=dtype), buf)
     buf.clear()
     note = scan.finish(m.size)
@@ -322,10 +345,7 @@ def blocked_esd_torch(m: StoredMatrix, N: int, where: str = "", device: str = "c
     size = min(m.shape)
     g = torch.zeros((size, size), dtype=torch.float64, device=device)
     scan = _Scan(where)
-    for block in iter_blocks(m, step):
-        block = scan.add(block)
-        if scan.bad:
-            continue
+    for block in scan.blocks(m, step):
         b = torch.from_numpy(np.ascontiguousarray(block)).to(device).to(torch.float64)
         g.addmm_(b.T, b)
         del b

@@ -29,6 +29,7 @@ from typing import Any, Sequence, TextIO
 
 from ._version import __version__
 from .files import is_missing as _missing
+from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED  # the alpha thresholds, declared once
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 FAIL_ON = ("over-trained", "under-trained", "traps", "outlier-dims")
@@ -213,7 +214,7 @@ def report_table(report) -> str:
         hit = [r for r in rows if r.get("warning") == label]
         if hit:
             names = ", ".join(f"{r['layer_id']}:{_clean(r.get('name'), 44)}" for r in hit)
-            out.append(f"{label} (alpha {'< 2' if label == 'over-trained' else '> 6'}): {len(hit)} layer(s): "
+            out.append(f"{label} (alpha {f'< {OVER_TRAINED:g}' if label == 'over-trained' else f'> {UNDER_TRAINED:g}'}): {len(hit)} layer(s): "
                        f"{names}\n")
     bad = [r for r in rows if r.get("status") not in (None, "success")]
     for r in bad:

@@ -24,16 +24,18 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator
 
+from .blas import blas_single_thread
 from .config import AnalysisConfig
-from .engine import Plan, analyze_plan, blas_single_thread, load_tensor
+from .engine import Plan, analyze_plan, load_tensor
 from .errors import OptionError
 from .progress import Progress
 from .results import LayerResult
+from .treatment import HTSR, Treatment
 
 
-def _task(plan: Plan, config: AnalysisConfig) -> list[LayerResult]:
+def _task(plan: Plan, config: AnalysisConfig, treatment: Treatment) -> list[LayerResult]:
     with blas_single_thread():
-        return analyze_plan(plan, load_tensor(plan, blocks=True), config)
+        return analyze_plan(plan, load_tensor(plan, blocks=True), config, treatment=treatment)
 
 
 def parse_dask(value: Any) -> Any:
@@ -69,8 +71,8 @@ def _connect(target: Any, config: AnalysisConfig) -> tuple[Any, list]:
     return target, []
 
 
-def run_dask(plans: list[Plan], config: AnalysisConfig, client: Any, progress: Progress | None = None
-             ) -> Iterator[list[LayerResult]]:
+def run_dask(plans: list[Plan], config: AnalysisConfig, client: Any, progress: Progress | None = None,
+             treatment: Treatment = HTSR) -> Iterator[list[LayerResult]]:
     """Submit one task per planned layer to ``client`` (see :func:`parse_dask`); outputs in plan order."""
     todo = [p for p in plans if not p.reason]
     if not todo:
@@ -80,7 +82,7 @@ def run_dask(plans: list[Plan], config: AnalysisConfig, client: Any, progress: P
     client, owned = _connect(parse_dask(client), config)
     run_id = uuid.uuid4().hex[:12]  # keys unique per call: two runs may share one cluster
     try:
-        futures = [client.submit(_task, p, config, pure=False, key=f"htsr-{run_id}-{k}-{p.tensor.layer_id}")
+        futures = [client.submit(_task, p, config, treatment, pure=False, key=f"htsr-{run_id}-{k}-{p.tensor.layer_id}")
                    for k, p in enumerate(todo)]
         for p, fut in zip(todo, futures):
             out = fut.result()

@@ -15,19 +15,23 @@ import numpy as np
 from .config import AnalysisConfig, LayerType
 from .engine import Plan, analyze_array
 from .errors import HtsrError
-from .matrices import Geometry, as_float
+from .matrices import Geometry
+from .prepare import read_matrix
 from .results import LayerResult
+from .spectral.esd import compute_esd, top_esd
 from .spectral.intra import intra_esd, intra_matrix, reference_slice
+from .spectral.stacked import reference_matrix, stack_matrices
+from .treatment import HTSR, Treatment
 
 
-def run_intra(plans: list[Plan], config: AnalysisConfig) -> list[list[LayerResult]]:
+def run_intra(plans: list[Plan], config: AnalysisConfig, treatment: Treatment = HTSR) -> list[list[LayerResult]]:
     """Rows ``"<prev id> X <id> "`` (the reference's names) for consecutive analyzed layers that share a dimension."""
     outputs: list[list[LayerResult]] = []
     prev: tuple[Any, np.ndarray] | None = None
     for p in (q for q in plans if not q.reason):
         assert p.geometry is not None
         try:
-            W, _ = as_float(p.tensor.load(), p.tensor.where)
+            W, _ = read_matrix(p.tensor)
         except HtsrError:
             prev = None
             continue
@@ -45,7 +49,7 @@ def run_intra(plans: list[Plan], config: AnalysisConfig) -> list[list[LayerResul
                     return intra_esd(sub[0], N, n_comp)
 
                 with np.errstate(all="ignore"):
-                    rows = analyze_array(p.tensor, g, X, config.replace(pool=True), esd_fn=esd_fn)
+                    rows = analyze_array(p.tensor, g, X, config.replace(pool=True), esd_fn=esd_fn, treatment=treatment)
                 name = f"{prev[0].layer_id} X {p.tensor.layer_id} "
                 outputs.append([dataclasses.replace(r, name=name, xflag=True, num_evals=min(n_comp, g.M))
                                 for r in rows])
@@ -53,15 +57,12 @@ def run_intra(plans: list[Plan], config: AnalysisConfig) -> list[list[LayerResul
     return outputs
 
 
-def run_stacked(plans: list[Plan], config: AnalysisConfig) -> list[list[LayerResult]]:
+def run_stacked(plans: list[Plan], config: AnalysisConfig, treatment: Treatment = HTSR) -> list[list[LayerResult]]:
     """One row, ``layer_id`` 0 and name ``Stacked Layer``: every analyzed layer stacked (:mod:`htsr.spectral.stacked`)."""
-    from .spectral.esd import compute_esd
-    from .spectral.stacked import reference_matrix, stack_matrices, top_esd
-
     todo = [p for p in plans if not p.reason]
     mats = []
     for p in todo:
-        W, _ = as_float(p.tensor.load(), p.tensor.where)
+        W, _ = read_matrix(p.tensor)
         mats.append(reference_matrix(W))
     if not mats:
         return []
@@ -72,10 +73,10 @@ def run_stacked(plans: list[Plan], config: AnalysisConfig) -> list[list[LayerRes
     g = Geometry(X.shape[0], X.shape[1], 1)
 
     def esd_fn(sub: np.ndarray, N: int) -> Any:
-        return top_esd(compute_esd(sub, N), N, n_comp)
+        return top_esd(compute_esd(sub, N).evals, n_comp, N)
 
     dense = dataclasses.replace(first.tensor, layer_type=LayerType.DENSE)
     with np.errstate(all="ignore"):
-        rows = analyze_array(dense, g, X, config.replace(pool=True), esd_fn=esd_fn)
+        rows = analyze_array(dense, g, X, config.replace(pool=True), esd_fn=esd_fn, treatment=treatment)
     return [[dataclasses.replace(r, layer_id=0, name="Stacked Layer", layer_type="stacked", num_evals=n_comp)
              for r in rows]]

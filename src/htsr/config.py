@@ -145,18 +145,6 @@ class AnalysisConfig:
         With plots: also draw the level spacings of each ESD (log10 gaps between
         consecutive eigenvalues and their histogram; :mod:`htsr.option_plots`).
         Changes no number.
-    reference
-        Reproduce weightwatcher 0.7.7's numbers where htsr deliberately treats a
-        layer differently (set by :class:`htsr.WeightWatcher`; each case and its
-        reason is in ``docs/compat.md``): fewer than 20 eigenvalues fitted with
-        the reference's small-sample estimator; a 3-D Conv1d kernel read as one
-        matrix (M = min(out, in, k), rf = 1, its top M singular values) instead
-        of one slice per tap; even conv2d kernels with fewer outputs than inputs
-        report N and M swapped; with ``pool=False`` each conv2d slice is scaled
-        by √(rf/2) instead of √½, keeps ``rf`` = kh·kw, is dropped when its
-        M < ``min_evals`` (or > ``max_evals``), and non-conv rows get
-        ``slice_id`` 0; ``randomize`` uses five shuffles when the layer's M·rf
-        (not the row's eigenvalue count) is below 100.
     """
 
     min_evals: int = 10
@@ -189,7 +177,6 @@ class AnalysisConfig:
     sparsify: bool = True
     stacked: bool = False
     deltas: bool = False
-    reference: bool = False
 
     def __post_init__(self) -> None:
         _check_fit_options(self)
@@ -202,7 +189,7 @@ class AnalysisConfig:
         if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or self.seed < 0:
             raise OptionError(f"The 'seed' option must be a non-negative integer; got {self.seed!r}.")
         for name in ("pool", "conv2d_norm", "randomize", "mp_fit", "detX", "fast", "keep_esd", "inverse", "vectors",
-                     "intra", "sparsify", "stacked", "deltas", "reference"):
+                     "intra", "sparsify", "stacked", "deltas"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise OptionError(f"The '{name}' option must be True or False; got {value!r}.")

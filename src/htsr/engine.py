@@ -17,34 +17,24 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .blocked import uses_blocks
+from .blas import blas_single_thread
+from .blocked import memory_reason, uses_blocks
 from .config import AnalysisConfig, LayerType, fit_options
 from .errors import HtsrError, LayerError
-from .matrices import (
-    Geometry,
-    as_float,
-    available_memory,
-    check_weights,
-    geometry,
-    memory_reason,
-    not_a_matrix_reason,
-    reference_conv2d_factor,
-    reference_geometry,
-    slices,
-)
+from .matrices import Geometry, as_float, available_memory, check_weights, not_a_matrix_reason, slices
+from .prepare import layer_stack, randomize_row, row_esd
 from .progress import Progress
 from .results import LayerResult
 from .sources import Source, WeightTensor
 from .sources.base import StoredMatrix
-from .spectral.esd import ESD, compute_esd, top_evals, truncate_esd
+from .spectral.esd import ESD, compute_esd, top_esd
 from .spectral.fitting import TailFit, fit_tail
 from .spectral.inverse import inverse_evals
 from .spectral.marchenko_pastur import detx_result, safe_fit_mp
 from .spectral.metrics import norm_metrics
-from .spectral.powerlaw import SMALL_N, PowerLawFit, fit_powerlaw
-from .spectral.randomize import randomized_esd, replica_count
-from .spectral.traps import find_traps
+from .spectral.powerlaw import PowerLawFit, fit_powerlaw
 from .spectral.vectors import vector_columns
+from .treatment import HTSR, Treatment
 
 ANALYZED_TYPES = (LayerType.DENSE, LayerType.EMBEDDING, LayerType.CONV1D, LayerType.CONV2D)
 
@@ -59,16 +49,18 @@ class Plan:
     is_layer: bool  # False for 1-D tensors and non-layer modules: listed by describe() only
 
 
-def plan(source: Source, config: AnalysisConfig) -> list[Plan]:
-    """Decide for every tensor whether it is analyzed, without reading any data."""
-    import dataclasses
+def plan(source: Source, config: AnalysisConfig, treatment: Treatment = HTSR) -> list[Plan]:
+    """Decide for every tensor whether it is analyzed, without reading any data.
 
+    ``treatment`` gives each tensor's geometry and the eigenvalue count the gates
+    see (:mod:`htsr.treatment`; the compat class passes the reference's).
+    """
     out = []
     available = available_memory()  # read once from the OS; a layer that would not fit is skipped
     for t in source.tensors:
         if config.start_ids and source.kind == "module":
             t = dataclasses.replace(t, layer_id=t.layer_id + config.start_ids)
-        geom = reference_geometry(t.shape, t.layer_type) if config.reference else geometry(t.shape)
+        geom = treatment.geometry(t.shape, t.layer_type)
         reason = not_a_matrix_reason(t.shape, t.layer_type)
         is_layer = reason is None or geom is not None  # an empty matrix is listed in .skipped
         if reason is None and t.layer_type not in ANALYZED_TYPES:
@@ -79,8 +71,7 @@ def plan(source: Source, config: AnalysisConfig) -> list[Plan]:
         if reason is None and not config.layers.selects(t.layer_id, t.name, t.longname, t.layer_type.value):
             reason = "not selected by the 'layers' option"
         if reason is None and geom is not None:
-            # the reference gates each slice's M with pool=False (the whole layer goes), else M·rf
-            what, count = ("M", geom.M) if config.reference and not config.pool else ("M·rf", geom.M * geom.rf)
+            what, count = treatment.gate_count(geom, config.pool)
             if count < config.min_evals:
                 reason = f"fewer than min_evals={config.min_evals} eigenvalues ({what} = {count})"
             elif count > config.max_evals:
@@ -105,18 +96,20 @@ def _identity(t: WeightTensor, g: Geometry, slice_id: int | None = None) -> dict
 
 
 def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix, config: AnalysisConfig,
-                  esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd, device: str = "cpu") -> list[LayerResult]:
+                  esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd, device: str = "cpu",
+                  treatment: Treatment = HTSR) -> list[LayerResult]:
     """The results of one layer: one, or one per conv slice with ``pool=False``.
 
     A :class:`~htsr.sources.base.StoredMatrix` (a large dense layer) is analyzed
     block by block (:mod:`htsr.blocked`), never copied whole to float64;
-    ``randomize`` then decodes it whole (it shuffles every element), and the
-    options that need every element for their own numbers (``reference``,
-    ``inverse``, ``vectors``) decode it before anything else.
+    ``randomize`` then decodes it whole (it shuffles every element), and what
+    needs every element for its own numbers (``inverse``, ``vectors``, a
+    treatment with ``needs_all_elements``) decodes it before anything else.
     """
-    if isinstance(array, StoredMatrix) and (config.reference or config.inverse or config.vectors):
+    if isinstance(array, StoredMatrix) and (treatment.needs_all_elements or config.inverse or config.vectors):
         array = array.decoded()
     blocked = None
+    top_m = False
     groups: list
     if isinstance(array, StoredMatrix):
         from .blocked import blocked_esd, blocked_esd_torch
@@ -125,47 +118,29 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
             blocked, note = blocked_esd(array, g.N, t.where, fast=config.fast)
         else:
             blocked, note = blocked_esd_torch(array, g.N, t.where, device=device)
-        ref = ref_conv1d = False
         groups = [(None, array.decoded()[None] if config.randomize else None)]
     else:
         W, note = as_float(array, t.where)
-        ref = config.reference  # the reference's treatment (docs/compat.md)
-        ref_conv1d = ref and t.layer_type is LayerType.CONV1D and W.ndim == 3  # one (in, k) matrix per output
-        stack = W if ref_conv1d else slices(W, t.layer_type, config.conv2d_norm,
-                                            reference_conv2d_factor(g.rf, config.pool or not ref))
-        if config.pool or (stack.shape[0] == 1 and not ref):
-            groups = [(None, stack)]
-        elif ref_conv1d:
-            groups = [(0, stack)]
-        else:  # the reference gives every row a slice_id with pool=False (0 for a single matrix)
-            groups = [(i, stack[i:i + 1]) for i in range(stack.shape[0])]
+        stack, top_m = layer_stack(W, t, g, config, treatment)
+        groups = treatment.row_groups(stack, config.pool, top_m)
     out = []
     for slice_id, sub in groups:
-        esd = blocked if blocked is not None else esd_fn(sub, g.N)
-        if ref_conv1d:
-            esd = top_evals(esd, g.M, g.N)
+        esd = row_esd(blocked if blocked is not None else esd_fn(sub, g.N), g, top_m)
         if config.inverse:  # the reference's inverse ESD (spectral/inverse.py); sv columns stay those of W
             esd = dataclasses.replace(esd, evals=inverse_evals([esd_fn(sub[k:k + 1], g.N).evals
                                                                 for k in range(sub.shape[0])]))
-        if t.num_components:
-            esd = truncate_esd(esd, t.num_components, g.N)
+        if t.num_components and t.num_components < esd.evals.size:  # a PEFT row: its rank-r view
+            esd = top_esd(esd.evals, t.num_components, g.N, sv_max=esd.sv_max)
         evals = esd.evals
         fit: PowerLawFit | TailFit
         if config.fit == "PL" and config.pl_package == "ww" and config.xmax is None and not config.fix_fingers:
-            fit = fit_powerlaw(evals, curves=config.keep_esd, small_n=SMALL_N if ref else 0)
+            fit = fit_powerlaw(evals, curves=config.keep_esd, small_n=treatment.small_n)
         else:  # the reference's other fits: TPL, the powerlaw package's method, xmax, fix_fingers
             fit = fit_tail(evals, **fit_options(config))
         randomized = traps = None
         if config.randomize:
-            key = (config.seed, t.layer_id, slice_id or 0)
-            # replicas when the randomized fit would see few eigenvalues: the row's (the reference: the layer's M·rf)
-            count = g.M * g.rf if ref else evals.size
-            randomized, shuffled = randomized_esd(sub, evals, g.Q, g.M, key, replica_count(count))
-            traps = find_traps(sub, shuffled, randomized, key)
-            del shuffled
-        ident = _identity(t, g, slice_id)
-        if ref:  # slice rows keep the layer's rf; num_evals counts what was kept
-            ident.update(rf=g.rf, num_evals=int(evals.size))
+            randomized, traps = randomize_row(sub, evals, g, config.seed, t.layer_id, slice_id, treatment)
+        ident = treatment.row_identity(_identity(t, g, slice_id), g, int(evals.size))
         out.append(LayerResult(
             **ident,
             status=fit.status,
@@ -184,7 +159,8 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
 
 
 def analyze_plan(p: Plan, array: np.ndarray | StoredMatrix | Exception, config: AnalysisConfig,
-                 esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd, device: str = "cpu") -> list[LayerResult]:
+                 esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd, device: str = "cpu",
+                 treatment: Treatment = HTSR) -> list[LayerResult]:
     """:func:`analyze_array` for a planned tensor whose read gave ``array`` (or the read's error).
 
     Never raises for a bad layer: bad weights or a failed read give one ``invalid``
@@ -197,7 +173,7 @@ def analyze_plan(p: Plan, array: np.ndarray | StoredMatrix | Exception, config: 
             raise array
         # degenerate layers (underflowing, constant) make numpy warn; their rows say what happened
         with np.errstate(all="ignore"):
-            return analyze_array(t, g, array, config, esd_fn, device)
+            return analyze_array(t, g, array, config, esd_fn, device, treatment)
     except HtsrError as exc:  # LayerError (bad weights) or a read error
         return [LayerResult(**_identity(t, g), status="invalid", reason=str(exc))]
     except MemoryError:
@@ -224,18 +200,6 @@ def load_tensor(p: Plan, blocks: bool = False) -> np.ndarray | StoredMatrix | Ex
         return LayerError(f"cannot read {p.tensor.where}: {exc.__class__.__name__}: {exc}")
 
 
-def blas_single_thread():
-    """Context that pins the BLAS libraries to one thread each (threadpoolctl)."""
-    # Load every BLAS the workers will call *before* limiting: threadpoolctl only pins the libraries
-    # loaded when it is entered. scipy ships its own OpenBLAS; were it loaded later, inside a worker,
-    # the first run in a process would use threaded BLAS and differ from later runs in the last bits.
-    import scipy.linalg  # noqa: F401
-    import scipy.linalg.blas  # noqa: F401
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def _worker_count(config: AnalysisConfig, n_layers: int) -> int:
     import os
 
@@ -244,7 +208,7 @@ def _worker_count(config: AnalysisConfig, n_layers: int) -> int:
 
 
 def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" = None,
-        device: str = "cpu") -> Iterator[list[LayerResult]]:
+        device: str = "cpu", treatment: Treatment = HTSR) -> Iterator[list[LayerResult]]:
     """Analyze the planned layers; yield their outputs in plan order.
 
     CPU: ``config.workers`` threads (0: one per core) each analyze a whole
@@ -266,18 +230,19 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
     if not todo:
         return
     if device == "cuda":
-        yield from _run_cuda(todo, config, progress)
+        yield from _run_cuda(todo, config, progress, treatment)
         return
     esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd
     if config.fast:
         esd_fn = functools.partial(compute_esd, fast=True)
     workers = _worker_count(config, len(todo))
     with blas_single_thread():
-        yield from _run_threads(todo, config, progress, esd_fn, workers)
+        yield from _run_threads(todo, config, progress, esd_fn, workers, treatment)
 
 
 def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None",
-                 esd_fn: Callable[[np.ndarray, int], ESD], workers: int) -> Iterator[list[LayerResult]]:
+                 esd_fn: Callable[[np.ndarray, int], ESD], workers: int,
+                 treatment: Treatment = HTSR) -> Iterator[list[LayerResult]]:
     """``workers`` layers at once; one reader thread keeps at most ``workers + 1`` tensors loaded.
 
     A layer is submitted whenever fewer than ``workers + 1`` layers are unfinished, so one
@@ -288,7 +253,7 @@ def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: "Progress |
     from concurrent.futures import FIRST_COMPLETED, wait
 
     def task(p: Plan, loading: Any) -> list[LayerResult]:
-        return analyze_plan(p, loading.result(), config, esd_fn)
+        return analyze_plan(p, loading.result(), config, esd_fn, treatment=treatment)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="htsr-work") as pool:
@@ -328,7 +293,8 @@ def _batches(todo: list[Plan], budget: int) -> list[list[Plan]]:
     return out
 
 
-def _gpu_stack(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig) -> np.ndarray | None:
+def _gpu_stack(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig,
+               treatment: Treatment = HTSR) -> np.ndarray | None:
     """The matrices of a layer for a GPU batch, or None when it cannot be batched.
 
     A failed read, invalid weights or a per-slice run (``pool=False``) are left to
@@ -342,13 +308,14 @@ def _gpu_stack(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig) -
         return None
     # a plain float matrix travels as stored (widened exactly on the GPU); others as float64
     raw = src.ndim == 2 and src.dtype in (np.float16, np.float32, np.float64)
-    if config.reference and src.ndim == 3:  # the reference's Conv1d: analyze_plan's own route
+    if treatment.top_m(p.tensor.layer_type, src.ndim):  # e.g. the reference's Conv1d: analyze_plan's own route
         return None
     stack = slices(src if raw else src.astype(np.float64), p.tensor.layer_type, config.conv2d_norm)
     return None if stack.shape[0] > 1 and not config.pool else stack
 
 
-def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None") -> Iterator[list[LayerResult]]:
+def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None",
+              treatment: Treatment = HTSR) -> Iterator[list[LayerResult]]:
     from .accel import GPU_BATCH_BYTES, batched_esds, compute_esd_cuda
 
     batches = _batches(todo, GPU_BATCH_BYTES)
@@ -364,11 +331,11 @@ def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | No
                 pending = reader.submit(load_all, batches[k + 1])
             esds: list[ESD | None] = [None]
             if len(batch) > 1:
-                stacks = [_gpu_stack(p, a, config) for p, a in zip(batch, arrays)]
+                stacks = [_gpu_stack(p, a, config, treatment) for p, a in zip(batch, arrays)]
                 esds = batched_esds(stacks, [p.geometry.N if p.geometry else 0 for p in batch])
             for p, array, esd in zip(batch, arrays, esds):
                 esd_fn = compute_esd_cuda if esd is None else (lambda sub, N, _e=esd: _e)
-                out = analyze_plan(p, array, config, esd_fn, device="cuda")
+                out = analyze_plan(p, array, config, esd_fn, device="cuda", treatment=treatment)
                 if progress is not None:
                     progress.update(p.tensor.longname)
                 yield out

@@ -20,6 +20,7 @@ from html import escape
 from typing import Any, Iterable
 
 from .files import is_missing as _missing
+from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED  # the alpha thresholds, declared once
 
 TABLE_COLUMNS = ("layer_id", "name", "layer_type", "N", "M", "num_evals", "alpha", "D", "xmin",
                  "num_pl_spikes", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank", "entropy",
@@ -205,16 +206,16 @@ def alpha_chart_svg(rows: list[dict], width: int = 1200, height: int = 320) -> s
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="alpha per layer" '
              f'viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px">',
-             f'<rect x="{left}" y="{y(2):.1f}" width="{pw}" height="{y(0) - y(2):.1f}" fill="#fde2e2"/>',
-             f'<rect x="{left}" y="{pad_top}" width="{pw}" height="{y(6) - pad_top:.1f}" fill="#fff3cd"/>']
+             f'<rect x="{left}" y="{y(OVER_TRAINED):.1f}" width="{pw}" height="{y(0) - y(OVER_TRAINED):.1f}" fill="#fde2e2"/>',
+             f'<rect x="{left}" y="{pad_top}" width="{pw}" height="{y(UNDER_TRAINED) - pad_top:.1f}" fill="#fff3cd"/>']
     step = 2 if top <= 12 else 4
     for t in range(0, int(top) + 1, step):
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#e5e5e5"/>'
                      f'<text x="{left - 6}" y="{y(t) + 4:.1f}" font-size="11" text-anchor="end">{t}</text>')
-    for level, colour in ((2, "#c0392b"), (6, "#b7950b")):
+    for level, colour in ((OVER_TRAINED, "#c0392b"), (UNDER_TRAINED, "#b7950b")):
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(level):.1f}" y2="{y(level):.1f}" '
                      f'stroke="{colour}" stroke-dasharray="5,4"/>')
-    parts.append(f'<text x="{left + 6}" y="{y(2) + 14:.1f}" font-size="11" fill="#c0392b">'
+    parts.append(f'<text x="{left + 6}" y="{y(OVER_TRAINED) + 14:.1f}" font-size="11" fill="#c0392b">'
                  'α &lt; 2: over-trained</text>'
                  f'<text x="{left + 6}" y="{pad_top + 14}" font-size="11" fill="#8a6d00">'
                  'α &gt; 6: under-trained</text>')

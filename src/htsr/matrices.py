@@ -12,9 +12,9 @@ conv2d            (out, in, kh, kw)   one out×in slice per kernel position
 ================  ==================  ==========================================
 
 N is the larger and M the smaller side of a slice; a layer has M·rf
-eigenvalues. :func:`reference_geometry` and :func:`reference_conv2d_factor`
-give the reference's (weightwatcher 0.7.7) treatment where it differs
-(``reference=True``, set by the compat class; see ``docs/compat.md``). Arrays are checked here: NaN/Inf, complex or empty weights raise
+eigenvalues. The reference's (weightwatcher 0.7.7) geometry and slice scaling,
+where they differ, are in :mod:`htsr.compat.treatment` (``docs/compat.md``).
+Arrays are checked here: NaN/Inf, complex or empty weights raise
 :class:`~htsr.errors.LayerError` with a reason the report shows.
 """
 
@@ -35,8 +35,7 @@ class Geometry:
     """N (larger side), M (smaller side) and rf (number of slices) of a layer.
 
     ``evals`` is the number of eigenvalues when it is not M·rf (only in the
-    reference's geometry: a Conv1d keeps its top M values, an even conv2d
-    kernel with fewer outputs than inputs reports N and M swapped).
+    reference's geometry, :func:`htsr.compat.treatment.reference_geometry`).
     """
 
     N: int
@@ -60,42 +59,6 @@ def geometry(shape: tuple[int, ...]) -> Geometry | None:
     rows, cols = shape[0], shape[1]
     rf = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
     return Geometry(N=max(rows, cols), M=min(rows, cols), rf=rf)
-
-
-def reference_geometry(shape: tuple[int, ...], layer_type: LayerType) -> Geometry | None:
-    """N, M, rf as the reference reports them (None for tensors that are not matrices).
-
-    Differs from :func:`geometry` in two cases:
-
-    - a 3-D Conv1d kernel (out, in, k) is one "matrix": N = max(out, in, k),
-      M = min(out, in, k), rf = 1, and its eigenvalues are the squares of the M
-      largest singular values of the (in, k) matrices of all outputs (the
-      kernel read as a stack; :func:`htsr.spectral.esd.top_evals`);
-    - a conv2d kernel with fewer outputs than inputs and an even number of
-      kernel positions: the reference swaps N and M once per position, so an
-      even count leaves N = out (the smaller side) and M = in; the eigenvalues
-      are still min(out, in)·rf.
-
-    Examples
-    --------
-    >>> reference_geometry((32, 16, 3), LayerType.CONV1D)
-    Geometry(N=32, M=3, rf=1, evals=3)
-    >>> reference_geometry((32, 64, 2, 2), LayerType.CONV2D)
-    Geometry(N=32, M=64, rf=4, evals=128)
-    """
-    g = geometry(shape)
-    if g is None:
-        return None
-    if layer_type is LayerType.CONV1D and len(shape) == 3:
-        return Geometry(N=max(shape), M=min(shape), rf=1, evals=min(shape))
-    if layer_type is LayerType.CONV2D and len(shape) == 4 and shape[0] < shape[1] and g.rf % 2 == 0:
-        return Geometry(N=shape[0], M=shape[1], rf=g.rf, evals=shape[0] * g.rf)
-    return g
-
-
-def reference_conv2d_factor(rf: int, pooled: bool) -> float:
-    """Factor the reference multiplies conv2d slices by under ``conv2d_norm``: √½ pooled, √(rf/2) per slice (``pool=False``)."""
-    return math.sqrt(0.5) if pooled else math.sqrt(rf / 2.0)
 
 
 def not_a_matrix_reason(shape: tuple[int, ...], layer_type: LayerType) -> str | None:
@@ -231,34 +194,6 @@ def available_memory() -> int | None:
     except (OSError, ValueError):
         pass
     return avail
-
-
-def memory_reason(shape: tuple[int, ...], dtype: str, available: int | None, randomize: bool = False) -> str | None:
-    """Why a layer is skipped for memory (None when it fits or the OS does not say).
-
-    ``dtype`` is the stored dtype's name; bfloat16/float8 are counted as the
-    float32 they are decoded to. Large dense matrices are counted as the
-    blocked route needs them (:func:`htsr.blocked.gram_bytes`), plus what
-    ``randomize`` needs to shuffle every element (:func:`htsr.blocked.randomize_bytes`).
-    """
-    if available is None:
-        return None
-    from .blocked import gram_bytes, randomize_bytes, uses_blocks
-
-    try:  # only plain names: np.dtype() parses strings like "(9,)f8" and may raise anything on junk
-        itemsize = max(np.dtype(dtype).itemsize, 1) if dtype.isidentifier() else 4
-    except Exception:  # bfloat16, float8_*, qint8 …: decoded to float32
-        itemsize = 4
-    if uses_blocks(shape):  # the stored bytes (memory-mapped), not the decoded float32
-        itemsize = {"bfloat16": 2, "float8_e4m3": 1, "float8_e5m2": 1}.get(dtype, itemsize)
-        need = gram_bytes(shape, itemsize) + (randomize_bytes(shape) if randomize else 0)
-    else:
-        need = work_bytes(shape, itemsize)
-    if need <= available:
-        return None
-    gib = 1024 ** 3
-    return (f"needs about {need / gib:.1f} GiB of memory for its eigenvalues, "
-            f"more than the {available / gib:.1f} GiB available")
 
 
 def slices(array: np.ndarray, layer_type: LayerType, conv2d_norm: bool = True,

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import HtsrError, OptionError
+from .spectral.powerlaw import OVER_TRAINED  # the alpha threshold, declared once
 
 FLAG_NAMES = ("mean_alpha_below_2", "trap", "alpha_falling_val_rising")
 
@@ -284,7 +285,7 @@ class Monitor:
         prev = self.history[-1] if self.history else None
         active_before = set(prev.get("active", [])) if prev else set()
         active = set()
-        if record["mean_alpha"] is not None and record["mean_alpha"] < 2:
+        if record["mean_alpha"] is not None and record["mean_alpha"] < OVER_TRAINED:
             active.add("mean_alpha_below_2")
         if self.randomize and prev is not None:
             for name, layer in record["layers"].items():

@@ -7,6 +7,8 @@ import html
 import io
 from typing import Any
 
+from .spectral.powerlaw import OVER_TRAINED  # the alpha threshold, declared once
+
 
 def _series(history: list[dict]) -> tuple[list[int], dict[str, dict[str, list]]]:
     steps = [r["step"] for r in history]
@@ -37,7 +39,7 @@ def plot_history(history: list[dict]):
         ax[0, 0].plot(steps, [_f(v) for v in s["alpha"]], marker=".", lw=1, label=name)
         ax[0, 1].plot(steps, [_f(v) for v in s["rel_change"]], marker=".", lw=1, label=name)
     ax[0, 0].plot(steps, [_f(r.get("mean_alpha")) for r in history], color="k", lw=2, label="mean")
-    ax[0, 0].axhline(2.0, color="r", ls="--", lw=0.8)
+    ax[0, 0].axhline(OVER_TRAINED, color="r", ls="--", lw=0.8)
     ax[0, 0].set_ylabel("alpha")
     ax[0, 1].set_ylabel("‖W − W0‖ / ‖W0‖")
     ax[1, 0].step(steps, [_f(r.get("num_traps")) for r in history], where="post", color="tab:red")

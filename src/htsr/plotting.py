@@ -47,6 +47,7 @@ from typing import Any, Callable, Collection, Iterator
 import numpy as np
 
 from .progress import in_notebook as _in_notebook  # a module global: tests stand in a notebook
+from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED  # the alpha thresholds, declared once
 
 KINDS = ("esd", "esd2", "esd3", "esd4", "esd5", "randesd", "mpfit")
 STYLE: dict[str, Any] = {"figure.figsize": (7.0, 4.6), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
@@ -228,8 +229,8 @@ def _curve(r, fit, which: str) -> Any:
     else:
         ax.set_title(f"α vs candidate xmin\n{layer_label(r)}")
         ax.set_ylabel("power-law exponent α")
-        for level, colour, what in ((2.0, "tab:orange", "over-trained below"),
-                                    (6.0, "tab:purple", "under-trained above")):
+        for level, colour, what in ((OVER_TRAINED, "tab:orange", "over-trained below"),
+                                    (UNDER_TRAINED, "tab:purple", "under-trained above")):
             ax.axhline(level, color=colour, ls=":", lw=1.2, label=f"α = {level:g} ({what})")
     ax.set_xlabel("candidate xmin (log scale)")
     ax.legend(loc="best")

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import HtsrError, OptionError
+from .spectral.powerlaw import UNDER_TRAINED
 
 SMOOTHING_METHODS = ("detX", "svd", "rmt", "alpha_min", "auto")
 
@@ -95,14 +96,12 @@ def _layers(target: _Target, config) -> list:
 
 def _randomized(p, config, stack: np.ndarray, g):
     """The layer's randomized ESD and trap search, exactly as ``analyze(randomize=True)`` computes them."""
+    from .prepare import randomize_row
     from .spectral.esd import compute_esd
-    from .spectral.randomize import randomized_esd, replica_count
-    from .spectral.traps import find_traps
+    from .treatment import HTSR
 
-    key = (config.seed, p.tensor.layer_id, 0)
     evals = compute_esd(stack, g.N).evals
-    randomized, shuffled = randomized_esd(stack, evals, g.Q, g.M, key, replica_count(evals.size))
-    return randomized, find_traps(stack, shuffled, randomized, key)
+    return randomize_row(stack, evals, g, config.seed, p.tensor.layer_id, None, HTSR)
 
 
 def _scale(tensor, config) -> float:
@@ -114,16 +113,17 @@ def _scale(tensor, config) -> float:
 def _per_layer(model: Any, inplace: bool, options: dict,
                change: Callable[[Any, Any, np.ndarray, np.ndarray, Any], np.ndarray | None]) -> Any:
     """Run ``change(plan, config, raw, stack, geometry)`` on each layer; write back what it returns."""
-    from .engine import blas_single_thread
-    from .matrices import as_float, slices
+    from .blas import blas_single_thread
+    from .prepare import layer_stack, read_matrix
+    from .treatment import HTSR
 
     config = _config(options)
     target = _Target(model, inplace)
     with blas_single_thread():  # the engine's BLAS setting: the same shuffles give the same bits
         for p in _layers(target, config):
             t = p.tensor
-            raw, _ = as_float(t.load(), t.where)
-            stack = slices(raw, t.layer_type, config.conv2d_norm)
+            raw, _ = read_matrix(t)
+            stack, _ = layer_stack(raw, t, p.geometry, config, HTSR)
             new = change(p, config, raw, stack, p.geometry)
             if new is not None:
                 target.write(t, new)
@@ -210,7 +210,7 @@ def _num_components(method: str, percent: float, evals: np.ndarray, g) -> int:
         return detx(evals)[0]
     if method == "auto":
         alpha = fit_powerlaw(evals).alpha
-        method = "rmt" if alpha > 6 else "detX"
+        method = "rmt" if alpha > UNDER_TRAINED else "detX"
         return _num_components(method, percent, evals, g)
     if method == "rmt":
         return fit_mp(evals, g.Q, g.M).num_spikes

@@ -57,11 +57,12 @@ class Source:
     kind: str  # module, mapping, safetensors, folder, npz, torch-file, onnx, gguf, keras, pytree, msgpack, lora
 
 
-def open_source(obj: Any, extra_rows: bool = True) -> Source:
+def open_source(obj: Any, extra_rows: bool = True, reference_ids: bool = False) -> Source:
     """Recognize ``obj`` and list its weight tensors (nothing is read yet).
 
     ``extra_rows=False`` leaves out the rows the reference does not have
-    (RNN gates, attention q/k/v: :mod:`.splits`); the compat layer passes it.
+    (RNN gates, attention q/k/v: :mod:`.splits`); ``reference_ids=True`` numbers
+    ONNX rows as the reference does (``Treatment.reference_ids``). The compat layer passes both.
 
     Raises
     ------
@@ -89,9 +90,9 @@ def open_source(obj: Any, extra_rows: bool = True) -> Source:
     if is_onnx_model(obj):
         from .onnx_file import onnx_tensors
 
-        return Source(f"ONNX model {obj.graph.name!r}", tuple(onnx_tensors(obj, None, not extra_rows)), "onnx")
+        return Source(f"ONNX model {obj.graph.name!r}", tuple(onnx_tensors(obj, None, reference_ids)), "onnx")
     if isinstance(obj, (str, os.PathLike)):
-        return _open_path(Path(obj), extra_rows)
+        return _open_path(Path(obj), extra_rows, reference_ids)
     from .jax_source import is_pytree
 
     if is_pytree(obj):
@@ -110,7 +111,7 @@ def open_source(obj: Any, extra_rows: bool = True) -> Source:
                 except SourceError:
                     inner = None
             if inner is not None and inner is not obj:
-                return open_source(inner, extra_rows)
+                return open_source(inner, extra_rows, reference_ids)
             raise SourceError(
                 f"The dict given holds no tensors or numpy arrays ({len(obj)} keys"
                 + (f", e.g. {next(iter(obj))!r}" if obj else "") + ")."
@@ -124,7 +125,7 @@ def open_source(obj: Any, extra_rows: bool = True) -> Source:
     )
 
 
-def _open_path(path: Path, extra_rows: bool = True) -> Source:
+def _open_path(path: Path, extra_rows: bool = True, reference_ids: bool = False) -> Source:
     from . import safetensors_file
 
     try:
@@ -147,10 +148,10 @@ def _open_path(path: Path, extra_rows: bool = True) -> Source:
             return Source(str(path), tuple(weight_tensors(_bin_index_entries(path))), "folder")
         for name in ("pytorch_model.bin", "model.pt", "model.pth"):
             if (path / name).is_file():
-                return _open_path(path / name, extra_rows)
+                return _open_path(path / name, extra_rows, reference_ids)
         npz = sorted(path.glob("*.npz"))
         if len(npz) == 1:
-            return _open_path(npz[0], extra_rows)
+            return _open_path(npz[0], extra_rows, reference_ids)
         raise SourceError(
             f"{path}: no model weights found in this folder (looked for model.safetensors, "
             "model.safetensors.index.json, *.safetensors, pytorch_model.bin)."
@@ -170,7 +171,7 @@ def _open_path(path: Path, extra_rows: bool = True) -> Source:
         from . import onnx_file
 
         safetensors_file.require_regular_file(path)
-        return Source(str(path), tuple(onnx_file.onnx_tensors(onnx_file.load_model(path), path, not extra_rows)), "onnx")
+        return Source(str(path), tuple(onnx_file.onnx_tensors(onnx_file.load_model(path), path, reference_ids)), "onnx")
     if suffix in (".keras", ".h5", ".hdf5"):
         from .keras_source import keras_tensors
 

@@ -81,18 +81,11 @@ def _two_stage(dtype: str) -> Callable[[np.ndarray, np.ndarray], None] | None:
     which releases the GIL. Any other numpy build gets None (and ``eigvalsh``).
     """
     import ctypes
-    import glob
-    import os
 
-    here = os.path.dirname(np.__file__)
-    libs = glob.glob(os.path.join(here, "..", "numpy.libs", "*openblas*")) + glob.glob(
-        os.path.join(here, ".dylibs", "*openblas*"))
+    from ..blas import numpy_openblas
+
     letter = "d" if dtype == "float64" else "s"
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for path, lib in numpy_openblas():
         for name, int_t in ((f"scipy_LAPACKE_{letter}syevd_2stage64_", ctypes.c_int64),
                             (f"LAPACKE_{letter}syevd_2stage64_", ctypes.c_int64)):
             fn = getattr(lib, name, None)
@@ -183,19 +176,6 @@ def esd_from_slices(stack: np.ndarray, ev: np.ndarray, N: int, fast: bool = Fals
     return ESD(evals=evals, sv_max=sv_max, sv_min=sv_min, rank_loss=rank_loss)
 
 
-def truncate_esd(esd: ESD, k: int, N: int) -> ESD:
-    """The ESD of the ``k`` largest eigenvalues only (a truncated SVD's view of a rank-k matrix).
-
-    ``sv_min`` becomes the smallest kept singular value and ``rank_loss`` is counted on
-    the kept values.
-    """
-    if k >= esd.evals.size:
-        return esd
-    evals = esd.evals[-k:]
-    sv = np.sqrt(evals)
-    return ESD(evals=evals, sv_max=esd.sv_max, sv_min=float(sv[0]), rank_loss=int(sv.size - rank_count(sv, N)))
-
-
 def compute_esd(stack: np.ndarray, N: int, fast: bool = False) -> ESD:
     """ESD of a stack of matrices (rf, rows, cols), pooled.
 
@@ -221,20 +201,24 @@ def compute_esd(stack: np.ndarray, N: int, fast: bool = False) -> ESD:
     return esd_from_slices(stack, ev, N, fast)
 
 
-def top_evals(esd: ESD, count: int, N: int) -> ESD:
-    """The ``count`` largest eigenvalues of ``esd`` as one matrix's ESD (the reference's Conv1d treatment).
+def top_esd(evals: np.ndarray, count: int, N: int, sv_max: float | None = None) -> ESD:
+    """The ESD of the ``count`` largest of the sorted ``evals`` alone: the one top-k rule.
 
-    ``sv_max``, ``sv_min`` and ``rank_loss`` are those of the kept singular
-    values taken together, with the rank tolerance of a matrix of larger side ``N``.
+    ``sv_min`` and ``rank_loss`` (rank tolerance of a matrix of larger side ``N``)
+    are those of the kept singular values √λ, as a truncated SVD gives them;
+    ``sv_max`` too unless given (a PEFT row keeps its matrix's own). Used for the
+    reference's Conv1d kernels, PEFT rows (``num_components``), ``stacked`` and
+    ``intra`` rows.
 
     Examples
     --------
     >>> import numpy as np
-    >>> e = top_evals(compute_esd(np.diag([3.0, 2.0, 1.0])[None], N=3), 2, N=3)
+    >>> e = top_esd(compute_esd(np.diag([3.0, 2.0, 1.0])[None], N=3).evals, 2, N=3)
     >>> e.evals, e.sv_min
     (array([4., 9.]), 2.0)
     """
-    evals = esd.evals[-count:] if count > 0 else esd.evals[:0]
-    sv = np.sqrt(evals)
-    return ESD(evals=evals, sv_max=float(sv[-1]) if sv.size else 0.0, sv_min=float(sv[0]) if sv.size else 0.0,
+    kept = evals[-count:] if count > 0 else evals[:0]
+    sv = np.sqrt(kept)
+    top = (float(sv[-1]) if sv.size else 0.0) if sv_max is None else sv_max
+    return ESD(evals=kept, sv_max=top, sv_min=float(sv[0]) if sv.size else 0.0,
                rank_loss=int(sv.size - rank_count(sv, N)))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .esd import ESD
+from .esd import ESD, top_esd
 
 
 def reference_slice(array: np.ndarray) -> np.ndarray:
@@ -88,8 +88,4 @@ def intra_esd(X: np.ndarray, N: int, n_comp: int) -> ESD:
     >>> esd.evals.tolist(), esd.sv_max
     ([1.0, 4.0], 2.0)
     """
-    s = np.sort(np.linalg.svd(np.asarray(X, dtype=np.float64), compute_uv=False))[-n_comp:]
-    root = np.sqrt(s)
-    tol = root.max() * N * np.finfo(root.dtype).eps if root.size else 0.0
-    rank_loss = int(root.size - np.count_nonzero(root > tol))
-    return ESD(evals=s, sv_max=float(root.max()), sv_min=float(root.min()), rank_loss=rank_loss)
+    return top_esd(np.sort(np.linalg.svd(np.asarray(X, dtype=np.float64), compute_uv=False)), n_comp, N)

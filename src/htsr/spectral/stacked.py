@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .esd import ESD
-
 
 def reference_matrix(array: np.ndarray) -> np.ndarray:
     """One layer's matrix for the stack: dense as stored; conv slices (each larger side first) side by side."""
@@ -51,12 +49,3 @@ def stack_matrices(mats: list[np.ndarray]) -> np.ndarray:
         parts.append(np.pad(z, ((0, 0), (0, width - m.shape[1]))))
     stacked = np.vstack(parts)
     return stacked.T if stacked.shape[0] < stacked.shape[1] else stacked
-
-
-def top_esd(esd: ESD, N: int, n_comp: int) -> ESD:
-    """Keep the ``n_comp`` largest eigenvalues; sv_min and rank_loss from those (as a truncated SVD gives them)."""
-    top = esd.evals[-n_comp:]
-    sv = np.sqrt(np.clip(top, 0, None))
-    tol = sv.max() * N * np.finfo(np.float64).eps if sv.size else 0.0
-    return ESD(evals=top, sv_max=float(sv.max()), sv_min=float(sv.min()),
-               rank_loss=int(sv.size - np.count_nonzero(sv > tol)))

@@ -2,7 +2,7 @@
 
 Switching is one import line::
 
-    import htsr as ww            # was: import weightwatcher as ww
+    import htsr.compat as ww     # was: import weightwatcher as ww
     watcher = ww.WeightWatcher(model=model)
     details = watcher.analyze(plot=True, randomize=True)
     watcher.get_summary()
@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .constants import DEF_SAVE_DIR, DEFAULT_MIN_EVALS, DEFAULT_PARAMS
-from .errors import HtsrError, OptionError, UnknownOptionError
+from ..errors import HtsrError, OptionError, UnknownOptionError
+from ..treatment import HTSR, Treatment
+from .constants import DEF_SAVE_DIR, DEFAULT_PARAMS
+from .treatment import REFERENCE
 
 _log = logging.getLogger("htsr")
 
@@ -53,7 +55,7 @@ _BROKEN = {
 _ACCEPTED = {"svd_method": ("accurate", "fast")}
 _DIRECT = ("layers", "min_evals", "max_evals", "max_N", "randomize", "mp_fit", "conv2d_norm", "pool",
            "detX", "tolerance", "seed", "device", "workers", "progress", "start_ids", "inverse", "vectors", "intra", "sparsify", "stacked",
-           "reference")
+           "reference")  # reference: the compat class's own keyword (True: the reference's treatment)
 # tail-fit options (htsr.spectral.fitting); finger parameters only count with fix_fingers
 _FIT_KEYS = ("fit", "pl_package", "xmax", "fix_fingers")
 _FINGER_KEYS = {"xmin_max": None, "max_fingers": 10, "finger_thresh": 1.0}
@@ -71,15 +73,18 @@ def _positional(method: str, order: tuple[str, ...], args: tuple, kwargs: dict) 
     return kwargs
 
 
-def _reference_defaults(opts: dict) -> dict:
-    """The reference's defaults and limits: min_evals 8; 0 (or None) for min_evals/max_evals means no limit."""
-    opts.setdefault("min_evals", DEFAULT_MIN_EVALS)
-    opts.setdefault("reference", True)
+def _reference_defaults(opts: dict) -> tuple[dict, Treatment]:
+    """The reference's defaults and limits, and the treatment (``reference=False``: htsr's own).
+
+    min_evals 8 (``REFERENCE.min_evals``); 0 (or None) for min_evals/max_evals means no limit.
+    """
+    treatment: Treatment = REFERENCE if opts.pop("reference", True) else HTSR
+    opts.setdefault("min_evals", REFERENCE.min_evals)
     if not opts["min_evals"]:  # 0 / None: every layer with at least one eigenvalue
         opts["min_evals"] = 1
     if "max_evals" in opts and not opts["max_evals"]:
         opts["max_evals"] = sys.maxsize
-    return opts
+    return opts, treatment
 
 
 def _params_options(method: str, params: Any) -> dict:
@@ -200,7 +205,7 @@ class WeightWatcher:
         With a base model (this call's, else the constructor's), the rows are ``W − W_base``;
         with ``peft`` (True or ``'with_base'``) the LoRA updates of a PEFT model.
         """
-        from .sources import open_source
+        from ..sources import open_source
 
         base = base_model if base_model is not None else self.base_model
         if peft not in (False, None, True, "with_base"):
@@ -208,15 +213,16 @@ class WeightWatcher:
         if peft:
             if base is not None:
                 raise NotImplementedError("WeightWatcher: peft= together with base_model= is not implemented.")
-            from .sources.delta import peft_source
+            from ..sources.delta import peft_source
 
             return peft_source(self._model(model), with_base=peft == "with_base")
-        source = open_source(self._model(model), extra_rows=False)
+        ids = REFERENCE.reference_ids
+        source = open_source(self._model(model), extra_rows=False, reference_ids=ids)
         if base is None:
             return source
-        from .sources.delta import delta_source
+        from ..sources.delta import delta_source
 
-        return delta_source(source, open_source(base, extra_rows=False))
+        return delta_source(source, open_source(base, extra_rows=False, reference_ids=ids))
 
     def analyze(self, model: Any = None, *args: Any, **kwargs: Any):
         """Analyze the model; returns the details DataFrame (reference columns and order).
@@ -226,22 +232,23 @@ class WeightWatcher:
         plot, randomize, savefig, mp_fit, conv2d_norm, ww2x, pool …``; 0 for
         ``min_evals`` / ``max_evals`` means no limit), and htsr's keywords
         ``seed``, ``device``, ``workers``, ``progress``, ``reference`` (default
-        True here: the reference's treatment of small, Conv1d and sliced conv
-        layers, see ``docs/compat.md``). With ``plot=True`` figures are shown and
+        True: :data:`htsr.compat.REFERENCE`, the reference's treatment of small,
+        Conv1d and sliced conv layers, see ``docs/compat.md``; False: htsr's own). With ``plot=True`` figures are shown and
         saved into ``savefig`` (default ``ww-img``, as the reference;
         ``savefig=False`` saves nothing).
         """
-        from .api import analyze
+        from ..api import analyze
 
         kwargs = _positional("analyze", _ANALYZE_ORDER, args, kwargs)
         base_model, peft = kwargs.pop("base_model", None), kwargs.pop("peft", False)
         opts, plot_opts = _map_options("analyze", kwargs)
-        _reference_defaults(opts)
+        opts, treatment = _reference_defaults(opts)
         plot = bool(plot_opts["plot"])
         savefig = plot_opts["savefig"] if plot and plot_opts["savefig"] not in (False, None, "") else None
         if savefig is True:
             savefig = DEF_SAVE_DIR
-        report = analyze(self._source(model, base_model, peft), plot=plot, savefig=savefig, **opts)
+        report = analyze(self._source(model, base_model, peft), plot=plot, savefig=savefig, treatment=treatment,
+                         **opts)
         self.report = report
         details = report.details
         if peft and "rank_loss" in details:  # the reference's extra column, in its ASCII place
@@ -257,13 +264,13 @@ class WeightWatcher:
         """
         import pandas as pd
 
-        from .api import describe
+        from ..api import describe
 
         kwargs = _positional("describe", _DESCRIBE_ORDER, args, kwargs)
         base_model, peft = kwargs.pop("base_model", None), kwargs.pop("peft", False)
         opts, _ = _map_options("describe", kwargs)
-        _reference_defaults(opts)
-        frame = describe(self._source(model, base_model, peft), **opts)
+        opts, treatment = _reference_defaults(opts)
+        frame = describe(self._source(model, base_model, peft), treatment=treatment, **opts)
         frame = frame[frame["analyzed"]].reset_index(drop=True)
         cols = ["layer_id", "name", "M", "N", "Q", "layer_type", "longname", "num_evals", "rf"]
         out = frame[cols].copy()
@@ -290,12 +297,13 @@ class WeightWatcher:
         """
         import pandas as pd
 
-        from .api import analyze
-        from .config import AnalysisConfig
-        from .engine import plan
-        from .matrices import as_float, slices
-        from .sources import open_source
-        from .spectral.vectors import COLUMNS, vector_metrics
+        from ..api import analyze
+        from ..config import AnalysisConfig
+        from ..engine import plan
+        from ..matrices import slices
+        from ..prepare import read_matrix
+        from ..sources import open_source
+        from ..spectral.vectors import COLUMNS, vector_metrics
 
         if channels is not None:
             raise NotImplementedError(f"WeightWatcher.analyze_vectors: option channels={channels!r} is refused: "
@@ -314,10 +322,10 @@ class WeightWatcher:
         if plot:
             from pathlib import Path
 
-            from .files import atomic_write
-            from .option_plots import vector_figures
-            from .plotting import figure_png, require_matplotlib, safe_filename
-            from .progress import in_notebook
+            from ..files import atomic_write
+            from ..option_plots import vector_figures
+            from ..plotting import figure_png, require_matplotlib, safe_filename
+            from ..progress import in_notebook
 
             require_matplotlib()
             folder = DEF_SAVE_DIR if folder is True else folder
@@ -327,7 +335,7 @@ class WeightWatcher:
                 result = results.get(p.tensor.layer_id)
                 if p.reason or result is None or result.fit is None:
                     continue
-                W, _ = as_float(p.tensor.load(), p.tensor.where)
+                W, _ = read_matrix(p.tensor)
                 vm = vector_metrics(slices(W, p.tensor.layer_type, config.conv2d_norm))
                 tail = int(result.fit.num_pl_spikes) if np.isfinite(result.fit.xmin) else None
                 for kind, fig in vector_figures(result, vm, tail):
@@ -351,7 +359,7 @@ class WeightWatcher:
         """
         import pandas as pd
 
-        from .spectral.vectors import discrete_entropy, localization_ratio, participation_ratio
+        from ..spectral.vectors import discrete_entropy, localization_ratio, participation_ratio
 
         if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
             items = list(vectors)
@@ -377,7 +385,7 @@ class WeightWatcher:
 
     def get_summary(self, details: Any = None) -> dict:
         """Means of ``log_norm, alpha, alpha_weighted, log_alpha_norm, log_spectral_norm, stable_rank`` (and ``mp_softrank``)."""
-        from .report import summarize
+        from ..report import summarize
 
         details = self.details if details is None else details
         if details is None:
@@ -386,10 +394,11 @@ class WeightWatcher:
         summary.pop("num_traps", None)
         return summary
 
-    def _one_layer(self, method: str, model: Any, layer: Any, kwargs: dict, params: Any = None) -> tuple[Any, Any]:
-        """The plan of one analyzable layer and the config, chosen and gated exactly as ``analyze`` does."""
-        from .config import AnalysisConfig
-        from .engine import plan
+    def _one_layer(self, method: str, model: Any, layer: Any, kwargs: dict,
+                   params: Any = None) -> tuple[Any, Any, Treatment]:
+        """The plan of one analyzable layer, the config and the treatment, chosen and gated exactly as ``analyze`` does."""
+        from ..config import AnalysisConfig
+        from ..engine import plan
 
         if layer is None:
             raise HtsrError(f"WeightWatcher.{method}: give layer= (an id or a name).")
@@ -399,11 +408,12 @@ class WeightWatcher:
         if pointless:
             raise OptionError(f"WeightWatcher.{method}: option {pointless[0]!r} has no meaning for one layer's "
                               f"{'weights' if method == 'get_Weights' else 'eigenvalues'}.")
-        config = AnalysisConfig.from_kwargs(**_reference_defaults({**_params_options(method, params), **opts}))
-        plans = [p for p in plan(self._source(model), config) if not p.reason]
+        options, treatment = _reference_defaults({**_params_options(method, params), **opts})
+        config = AnalysisConfig.from_kwargs(**options)
+        plans = [p for p in plan(self._source(model), config, treatment) if not p.reason]
         for p in plans:
             if (isinstance(layer, (int, np.integer)) and p.tensor.layer_id == layer) or layer in (p.tensor.name, p.tensor.longname):
-                return p, config
+                return p, config, treatment
         known = ", ".join(f"{p.tensor.layer_id}:{p.tensor.name}" for p in plans[:20])
         raise HtsrError(f"WeightWatcher.{method}: no analyzable layer {layer!r} (layers: {known}{' …' if len(plans) > 20 else ''}).")
 
@@ -419,8 +429,8 @@ class WeightWatcher:
         same layers (an ``HtsrError`` says so otherwise); for models whose layers differ,
         use :func:`htsr.compare`, which matches layers by name.
         """
-        from .compare import reference_distances
-        from .config import AnalysisConfig
+        from ..config import AnalysisConfig
+        from .distances import reference_distances
 
         m = "raw" if method is None else str(method).lower()
         if m not in ("raw", "euclidean", "cka"):
@@ -441,10 +451,11 @@ class WeightWatcher:
         keyword options gate the layer as ``analyze`` does (``min_evals`` …): a
         layer ``analyze`` would skip is not found.
         """
-        from .matrices import as_float, slices
+        from ..matrices import slices
+        from ..prepare import read_matrix
 
-        p, _ = self._one_layer("get_Weights", model, layer, kwargs, params)
-        W, _ = as_float(p.tensor.load(), p.tensor.where)
+        p, _, _ = self._one_layer("get_Weights", model, layer, kwargs, params)
+        W, _ = read_matrix(p.tensor)
         if W.ndim != 4:
             return [W]
         return [m.T if m.shape[0] < m.shape[1] else m for m in slices(W, p.tensor.layer_type, conv2d_norm=False)]
@@ -462,29 +473,24 @@ class WeightWatcher:
         ``analyze`` as keywords; ``pool=False`` is refused (one layer, one ESD). A Conv1d layer
         gives the reference's top M eigenvalues (docs/compat.md).
         """
-        from .matrices import as_float, slices
-        from .spectral.esd import compute_esd, top_evals
+        from ..blas import blas_single_thread
+        from ..prepare import layer_stack, read_matrix, row_esd, shuffle_row
+        from ..spectral.esd import compute_esd
 
         if "seed" in kwargs:
             raise OptionError("WeightWatcher.get_ESD: give the seed once (seed=…).")
         kwargs.setdefault("conv2d_norm", False)  # the reference's get_ESD: raw slices
-        p, config = self._one_layer("get_ESD", model, layer, {**kwargs, "seed": seed}, params)
+        p, config, treatment = self._one_layer("get_ESD", model, layer, {**kwargs, "seed": seed}, params)
         if not config.pool:
             raise OptionError("WeightWatcher.get_ESD: pool=False gives one ESD per slice; use analyze(pool=False).")
-        W, _ = as_float(p.tensor.load(), p.tensor.where)
+        W, _ = read_matrix(p.tensor)
         g = p.geometry
-        conv1d = config.reference and W.ndim == 3
-        stack = W if conv1d else slices(W, p.tensor.layer_type, config.conv2d_norm)
-        esd = compute_esd(stack, g.N)
-        evals = (top_evals(esd, g.M, g.N) if conv1d else esd).evals
+        stack, top_m = layer_stack(W, p.tensor, g, config, treatment)
+        evals = row_esd(compute_esd(stack, g.N), g, top_m).evals
         if not random:
             return evals
-        from .engine import blas_single_thread
-        from .spectral.randomize import randomized_esd, replica_count
-
-        key = (config.seed, p.tensor.layer_id, 0)
         with blas_single_thread():  # as the engine computes it: the same bits
-            rand, _ = randomized_esd(stack, evals, g.Q, g.M, key, replica_count(g.M * g.rf if config.reference else evals.size))
+            rand, _ = shuffle_row(stack, evals, g, config.seed, p.tensor.layer_id, None, treatment)
         return rand.first
 
     def SVDSmoothing(self, model: Any = None, percent: float = 0.8, pool: bool = True, layers: Any = (),
@@ -497,7 +503,7 @@ class WeightWatcher:
         always uses an exact SVD); ``pool=False``, ``plot=True`` and a ``fit`` other
         than 'PL' are not implemented.
         """
-        from .transforms import SVDSmoothing
+        from ..transforms import SVDSmoothing
 
         self._check_transform("SVDSmoothing", pool, plot, fit, svd_method)
         opts, _ = _map_options("SVDSmoothing", {"layers": list(layers) if layers is not None else [],
@@ -507,7 +513,7 @@ class WeightWatcher:
     def SVDSharpness(self, model: Any = None, pool: bool = True, layers: Any = (), plot: bool = False,
                      start_ids: int = 0, seed: int = 0, inplace: bool = False):
         """Remove the randomized spikes' components; returns a sharpened **copy** (see :func:`htsr.SVDSharpness`)."""
-        from .transforms import SVDSharpness
+        from ..transforms import SVDSharpness
 
         self._check_transform("SVDSharpness", pool, plot)
         opts, _ = _map_options("SVDSharpness", {"layers": list(layers) if layers is not None else [],

@@ -1,6 +1,6 @@
 """The reference tool's public constants, so scripts written for it run unchanged.
 
-``import htsr as ww`` then ``ww.LAYER_TYPE.CONV2D``, ``ww.METRICS.ALPHA``,
+``import htsr.compat as ww`` then ``ww.LAYER_TYPE.CONV2D``, ``ww.METRICS.ALPHA``,
 ``fit=ww.TPL`` or ``fix_fingers=ww.XMIN_PEAK`` give the same values as in
 weightwatcher 0.7.7 (mostly the option names and option values its
 ``analyze()`` takes, as strings). htsr's own code uses its enums
@@ -10,14 +10,17 @@ values here are equal to those enums' values where both exist, so
 
 Examples
 --------
->>> import htsr
->>> htsr.LAYER_TYPE.CONV2D, htsr.METRICS.ALPHA, htsr.DEFAULT_MIN_EVALS
+>>> import htsr.compat as ww
+>>> ww.LAYER_TYPE.CONV2D, ww.METRICS.ALPHA, ww.DEFAULT_MIN_EVALS
 ('conv2d', 'alpha', 8)
 """
 
 from __future__ import annotations
 
 from enum import IntFlag, auto
+
+from ..spectral.powerlaw import OVER_TRAINED as _OVER_TRAINED_ALPHA
+from ..spectral.powerlaw import UNDER_TRAINED as _UNDER_TRAINED_ALPHA
 
 # --- general -----------------------------------------------------------------------------------
 WW_NAME = "weightwatcher"
@@ -112,8 +115,8 @@ SUCCESS = "success"
 FAILED = "failed"
 OVER_TRAINED = "over-trained"
 UNDER_TRAINED = "under-trained"
-OVER_TRAINED_THRESH = 2.0
-UNDER_TRAINED_THRESH = 6.0
+OVER_TRAINED_THRESH = _OVER_TRAINED_ALPHA
+UNDER_TRAINED_THRESH = _UNDER_TRAINED_ALPHA
 
 # --- defaults ----------------------------------------------------------------------------------
 DEFAULT_MAX_FINGERS = 10

@@ -1,0 +1,69 @@
+"""One layer-preparation path: load → matrices → randomize, for every caller.
+
+:func:`htsr.analyze` (the engine), the transforms (:mod:`htsr.transforms`), the
+compat class (``get_ESD``, ``get_Weights``) and the rows built from several layers
+(:mod:`htsr.combined`) read a layer, form its matrices and shuffle them through
+these functions only, so they see the same matrices and, for one seed, the same
+shuffles bit for bit:
+
+* :func:`read_matrix` — the tensor, checked, as a float64 copy;
+* :func:`layer_stack` — its stack of matrices (rf, rows, cols) under a
+  :class:`~htsr.treatment.Treatment`, and whether the ESD is cut to its top M;
+* :func:`row_esd` — a row's ESD, with that cut;
+* :func:`shuffle_row` / :func:`randomize_row` — the randomized ESD (and trap
+  search) of one row, with the one replica rule (``treatment.replica_basis``
+  → :func:`htsr.spectral.randomize.replica_count`) and the generator
+  ``default_rng([seed, layer_id, slice_id])``.
+
+BLAS is pinned with :func:`htsr.blas.blas_single_thread` around all of them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import AnalysisConfig
+from .matrices import Geometry, as_float, slices
+from .sources.base import WeightTensor
+from .spectral.esd import ESD, top_esd
+from .spectral.randomize import RandomizedESD, randomized_esd, replica_count
+from .spectral.traps import TrapSearch, find_traps
+from .treatment import Treatment
+
+
+def read_matrix(t: WeightTensor) -> tuple[np.ndarray, str]:
+    """The tensor's values as a float64 copy and a note on any conversion (:func:`htsr.matrices.as_float`)."""
+    return as_float(t.load(), t.where)
+
+
+def layer_stack(W: np.ndarray, t: WeightTensor, g: Geometry, config: AnalysisConfig,
+                treatment: Treatment) -> tuple[np.ndarray, bool]:
+    """The layer's matrices (rf, rows, cols) and whether its ESD keeps only the top M values.
+
+    A kernel the treatment reads whole (the reference's Conv1d) comes back as stored.
+    """
+    top_m = treatment.top_m(t.layer_type, W.ndim)
+    if top_m:
+        return W, True
+    return slices(W, t.layer_type, config.conv2d_norm, treatment.conv2d_factor(g, config.pool)), False
+
+
+def row_esd(esd: ESD, g: Geometry, top_m: bool) -> ESD:
+    """A row's ESD: the M largest eigenvalues only when :func:`layer_stack` said so."""
+    return top_esd(esd.evals, g.M, g.N) if top_m else esd
+
+
+def shuffle_row(sub: np.ndarray, evals: np.ndarray, g: Geometry, seed: int, layer_id: int,
+                slice_id: int | None, treatment: Treatment) -> tuple[RandomizedESD, np.ndarray]:
+    """The randomized ESD of one row and its shuffled matrices (see :func:`htsr.spectral.randomize.randomized_esd`)."""
+    key = (seed, layer_id, slice_id or 0)
+    return randomized_esd(sub, evals, g.Q, g.M, key, replica_count(treatment.replica_basis(g, evals.size)))
+
+
+def randomize_row(sub: np.ndarray, evals: np.ndarray, g: Geometry, seed: int, layer_id: int,
+                  slice_id: int | None, treatment: Treatment) -> tuple[RandomizedESD, TrapSearch]:
+    """:func:`shuffle_row` and the correlation-trap search on its shuffles."""
+    randomized, shuffled = shuffle_row(sub, evals, g, seed, layer_id, slice_id, treatment)
+    traps = find_traps(sub, shuffled, randomized, (seed, layer_id, slice_id or 0))
+    del shuffled
+    return randomized, traps
