@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import htsr
-from htsr.config import LayerType
 from htsr.compat.treatment import REFERENCE, reference_conv2d_factor, reference_geometry
+from htsr.config import LayerType
 from htsr.matrices import Geometry, geometry
 from htsr.spectral.esd import compute_esd, top_esd
 from htsr.spectral.powerlaw import fit_powerlaw, small_sample_search

@@ -11,7 +11,7 @@ import pytest
 import htsr
 from htsr.errors import SourceError
 from htsr.sources import open_source
-from htsr.sources.delta import delta_source, lora_source
+from htsr.sources.delta import adapter_weights, delta_source, lora_source
 
 sn = pytest.importorskip("safetensors.numpy")
 
@@ -29,7 +29,7 @@ def test_delta_is_the_difference_matched_by_key(tmp_path):
     tuned = {k: v + 0.1 * arrays(1, SHAPES)[k] for k, v in base.items()}
     tuned["extra.weight"] = arrays(2, {"x": (24, 24)})["x"]  # not in the base: listed as skipped
     sn.save_file(base, str(tmp_path / "base.safetensors"))
-    src = delta_source(tuned, tmp_path / "base.safetensors")
+    src = delta_source(open_source(tuned), open_source(tmp_path / "base.safetensors"))
     got = {t.key: t for t in src.tensors}
     np.testing.assert_allclose(got["fc2.weight"].load(), tuned["fc2.weight"] - base["fc2.weight"], rtol=0, atol=0)
     report = htsr.analyze(src, seed=0)
@@ -65,7 +65,7 @@ def test_lora_folder_gives_scaled_updates_and_merged_weights(tmp_path):
     assert [x.name for x in rows] == ["fc1.lora_BA", "fc2.lora_BA"]
     ba = 2.0 * t["base_model.model.fc2.lora_B.weight"].astype(np.float64) @ t["base_model.model.fc2.lora_A.weight"]
     np.testing.assert_allclose(rows[1].load(), ba, rtol=1e-12)
-    with_base = lora_source(ad, base=tmp_path / "base.safetensors")
+    with_base = lora_source(ad, open_source(adapter_weights(ad)), base=open_source(tmp_path / "base.safetensors"))
     assert [x.name for x in with_base.tensors] == ["fc1.lora_BA", "fc1.lora_W_plus_AB", "fc2.lora_BA",
                                                    "fc2.lora_W_plus_AB"]
     np.testing.assert_allclose(with_base.tensors[3].load(), base["fc2.weight"] + ba, rtol=1e-6)
@@ -113,7 +113,8 @@ def test_lora_rows_match_peft_merge(tmp_path):
                 p.normal_()
     pm.save_pretrained(tmp_path / "adapter")
     merged = pm.merge_and_unload()
-    ours = {t.name: t.load() for t in lora_source(tmp_path / "adapter", base=base_sd).tensors}
+    ours = {t.name: t.load() for t in lora_source(tmp_path / "adapter", open_source(adapter_weights(tmp_path / "adapter")),
+                                                     base=open_source(base_sd)).tensors}
     for i in ("0", "2"):
         np.testing.assert_allclose(ours[f"{i}.lora_W_plus_AB"], merged.state_dict()[f"{i}.weight"].numpy(), atol=1e-5)
         np.testing.assert_allclose(ours[f"{i}.lora_BA"], (merged.state_dict()[f"{i}.weight"] - base_sd[f"{i}.weight"]).numpy(),

@@ -9,10 +9,9 @@ import htsr
 from htsr.config import AnalysisConfig
 from htsr.errors import OptionError
 from htsr.spectral.esd import compute_esd, top_esd
-from htsr.spectral.marchenko_pastur import detx_result
 from htsr.spectral.intra import align_pair, intra_esd, intra_matrix, reference_slice
 from htsr.spectral.inverse import inverse_evals
-from htsr.spectral.marchenko_pastur import detx
+from htsr.spectral.marchenko_pastur import detx, detx_result
 from htsr.spectral.stacked import reference_matrix, stack_matrices
 from htsr.spectral.vectors import (
     COLUMNS,

@@ -159,9 +159,10 @@ def _options_dict(config: AnalysisConfig, treatment: Treatment) -> dict:
 def _with_base(source: Any, base_model: Any) -> Any:
     if base_model is None:
         return source
+    from .sources import open_source
     from .sources.delta import delta_source
 
-    return delta_source(source, base_model)
+    return delta_source(source, open_source(base_model))
 
 
 def describe(model: Any, *, base_model: Any = None, treatment: Treatment = HTSR, **options: Any) -> Any:

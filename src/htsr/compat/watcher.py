@@ -215,7 +215,7 @@ class WeightWatcher:
                 raise NotImplementedError("WeightWatcher: peft= together with base_model= is not implemented.")
             from ..sources.delta import peft_source
 
-            return peft_source(self._model(model), with_base=peft == "with_base")
+            return peft_source(open_source(self._model(model), extra_rows=False), with_base=peft == "with_base")
         ids = REFERENCE.reference_ids
         source = open_source(self._model(model), extra_rows=False, reference_ids=ids)
         if base is None:

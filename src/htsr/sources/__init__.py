@@ -33,28 +33,18 @@ from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import SourceError
-from .base import WeightTensor, natural_key
+from .base import Source, WeightTensor, natural_key
 from .keyvalue import Entry, order_keys, weight_tensors
 
 __all__ = ["Source", "open_source", "WeightTensor", "natural_key"]
 
 TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-
-
-@dataclass(frozen=True)
-class Source:
-    """What :func:`open_source` returns: a description and the weight tensors in row order."""
-
-    description: str
-    tensors: tuple[WeightTensor, ...]
-    kind: str  # module, mapping, safetensors, folder, npz, torch-file, onnx, gguf, keras, pytree, msgpack, lora
 
 
 def open_source(obj: Any, extra_rows: bool = True, reference_ids: bool = False) -> Source:
@@ -138,9 +128,9 @@ def _open_path(path: Path, extra_rows: bool = True, reference_ids: bool = False)
         from .delta import ADAPTER_CONFIG
 
         if (path / ADAPTER_CONFIG).is_file():
-            from .delta import lora_source
+            from .delta import adapter_weights, lora_source
 
-            return lora_source(path)
+            return lora_source(path, _open_path(adapter_weights(path)))
         entries = safetensors_file.folder_entries(path)
         if entries is not None:
             return Source(str(path), tuple(weight_tensors(entries)), "folder")

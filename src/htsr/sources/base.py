@@ -166,3 +166,12 @@ class StoredMatrix:
     def decoded(self) -> np.ndarray:
         """The whole matrix, decoded (float32 for bfloat16/float8; as stored otherwise)."""
         return self.rows(0, self.shape[0])
+
+
+@dataclass(frozen=True)
+class Source:
+    """What :func:`htsr.sources.open_source` returns: a description and the weight tensors in row order."""
+
+    description: str
+    tensors: tuple[WeightTensor, ...]
+    kind: str  # module, mapping, safetensors, folder, npz, torch-file, onnx, gguf, keras, pytree, msgpack, lora

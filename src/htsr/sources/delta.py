@@ -25,13 +25,12 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..config import LayerType
 from ..errors import LayerError, SourceError
-from .base import WeightTensor, natural_key
+from .base import Source, WeightTensor, natural_key
 
 ADAPTER_CONFIG = "adapter_config.json"
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
@@ -53,18 +52,15 @@ def _difference(a: Callable[[], np.ndarray], b: Callable[[], np.ndarray], where:
     return load
 
 
-def delta_source(model: Any, base: Any) -> Any:
+def delta_source(src: Source, ref: Source) -> Source:
     """A source whose rows are ``W − W_base`` (see the module docstring).
 
     Parameters
     ----------
-    model, base
-        Anything :func:`htsr.sources.open_source` reads (modules, state dicts,
-        paths, other sources); the keys are matched, not the kinds.
+    src, ref
+        The fine-tuned and the base model, opened (:func:`htsr.sources.open_source`
+        reads modules, state dicts, paths); the keys are matched, not the kinds.
     """
-    from . import Source, open_source
-
-    src, ref = open_source(model), open_source(base)
     by_key, by_long = _by_key(ref.tensors)
     out = []
     for t in src.tensors:
@@ -122,8 +118,20 @@ def _module_name(module: str) -> str:
     return module.removeprefix("base_model.model.")
 
 
-def lora_source(folder: str | Path, base: Any = None) -> Any:
+def adapter_weights(folder: str | Path) -> Path:
+    """The adapter's weight file in ``folder``: ``adapter_model.safetensors`` or ``adapter_model.bin``."""
+    folder = Path(folder)
+    weights = next((folder / n for n in ("adapter_model.safetensors", "adapter_model.bin") if (folder / n).is_file()), None)
+    if weights is None:
+        raise SourceError(f"{folder}: no adapter_model.safetensors or adapter_model.bin next to {ADAPTER_CONFIG}.")
+    return weights
+
+
+def lora_source(folder: str | Path, adapter: Source, base: Source | None = None) -> Source:
     """Rows ``ΔW = s·B·A`` of a LoRA adapter folder, and ``W + ΔW`` when ``base`` is given.
+
+    ``adapter`` is the opened :func:`adapter_weights` file, ``base`` the opened base
+    model (``open_source`` opens an adapter folder without a base itself).
 
     Raises
     ------
@@ -131,14 +139,10 @@ def lora_source(folder: str | Path, base: Any = None) -> Any:
         No ``adapter_config.json`` / adapter weights, an A without its B, or
         A and B whose shapes do not chain.
     """
-    from . import Source, open_source
-
     folder = Path(folder)
     cfg = read_lora_config(folder)
-    weights = next((folder / n for n in ("adapter_model.safetensors", "adapter_model.bin") if (folder / n).is_file()), None)
-    if weights is None:
-        raise SourceError(f"{folder}: no adapter_model.safetensors or adapter_model.bin next to {ADAPTER_CONFIG}.")
-    tensors = open_source(weights).tensors
+    weights = adapter_weights(folder)
+    tensors = adapter.tensors
     pairs: dict[str, dict[str, WeightTensor]] = {}
     for t in tensors:
         m = _LORA_KEY.match(t.key)
@@ -146,7 +150,7 @@ def lora_source(folder: str | Path, base: Any = None) -> Any:
             pairs.setdefault(m.group("module"), {})[m.group("which")] = t
     if not pairs:
         raise SourceError(f"{weights}: holds no lora_A / lora_B weights.")
-    base_src = open_source(base) if base is not None else None
+    base_src = base
     base_key, base_long = _by_key(base_src.tensors) if base_src is not None else ({}, {})
     out: list[WeightTensor] = []
     layer_id = 0
@@ -201,7 +205,7 @@ def _lora_part(longname: str) -> str | None:
     return "A" if "lora_A" in parts else "B" if "lora_B" in parts else None
 
 
-def peft_source(model: Any, with_base: bool = False) -> Any:
+def peft_source(src: Source, with_base: bool = False) -> Source:
     """The reference's ``peft=`` view of an in-memory PEFT model (``lora_A`` / ``lora_B`` submodules).
 
     Each ``lora_A`` row becomes ``lora_BA``: the update ``B·A`` (unscaled, as the
@@ -211,9 +215,6 @@ def peft_source(model: Any, with_base: bool = False) -> Any:
     the nearest preceding non-LoRA layer (the wrapped ``base_layer``), listed
     before its ``lora_BA`` row; otherwise every other layer is listed as skipped.
     """
-    from . import Source, open_source
-
-    src = open_source(model, extra_rows=False)
     out: list[WeightTensor] = []
     last_w: WeightTensor | None = None
     pending_a: WeightTensor | None = None
