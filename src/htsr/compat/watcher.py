@@ -187,8 +187,8 @@ class WeightWatcher:
         self.base_model = base_model
         self.model = model
         self.framework = framework
-        self.details = None
-        self.report = None
+        self.details: Any = None
+        self.report: Any = None  # the last analyze() call's htsr.Report
         if log_level is not None:
             logging.getLogger("htsr").setLevel(log_level)
 
