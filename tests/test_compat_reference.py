@@ -122,3 +122,20 @@ def test_randomize_replicas_follow_the_rows_eigenvalue_count():
     assert len(own) == len(ref) == 9
     assert {r.randomized.replicas for r in own} == {5} and {r.randomized.evals.size for r in own} == {80}
     assert {r.randomized.replicas for r in ref} == {1} and {r.randomized.evals.size for r in ref} == {16}
+
+
+def test_failed_fit_value_is_a_treatment_member():
+    """The reference writes −1 for a failed fit; htsr (both treatments) keeps NaN, and a treatment may choose −1."""
+    from htsr.compat import ReferenceTreatment
+
+    class MinusOne(ReferenceTreatment):
+        failed_fit_value = -1.0
+
+    model = {"flat.weight": np.ones((30, 12)), "fc.weight": np.random.default_rng(4).standard_normal((60, 30))}
+    for treatment in (None, REFERENCE):
+        d = htsr.analyze(model, **({} if treatment is None else {"treatment": treatment})).details.set_index("name")
+        assert d.loc["flat", "status"] == "failed" and np.isnan(d.loc["flat", "alpha"])
+    d = htsr.analyze(model, treatment=MinusOne()).details.set_index("name")
+    assert d.loc["flat", ["alpha", "D", "xmin"]].tolist() == [-1.0, -1.0, -1.0]
+    assert d.loc["flat", "status"] == "failed" and d.loc["flat", "warning"] == "over-trained"  # as the reference labels it
+    assert d.loc["fc", "alpha"] == htsr.analyze(model, treatment=REFERENCE).details.set_index("name").loc["fc", "alpha"]

@@ -137,6 +137,9 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
             fit = fit_powerlaw(evals, curves=config.keep_esd, small_n=treatment.small_n)
         else:  # the reference's other fits: TPL, the powerlaw package's method, xmax, fix_fingers
             fit = fit_tail(evals, **fit_options(config))
+        if fit.status == "failed" and not np.isnan(treatment.failed_fit_value):  # e.g. the reference's −1
+            v = treatment.failed_fit_value
+            fit = dataclasses.replace(fit, alpha=v, D=v, xmin=v)
         randomized = traps = None
         if config.randomize:
             randomized, traps = randomize_row(sub, evals, g, config.seed, t.layer_id, slice_id, treatment)

@@ -21,7 +21,7 @@ Every treatment decides:
 ``small_n``              fits below this many eigenvalues use the small-sample search
 ``needs_all_elements``   a large layer is decoded whole (no block-summed Gram)
 ``reference_ids``        rows numbered as the reference numbers them (ONNX)
-``failed_fit_value``     alpha, D, xmin of a failed fit (NaN: htsr's convention)
+``failed_fit_value``     alpha, D, xmin of a failed fit (NaN: htsr's convention; the status stays 'failed')
 =======================  ===================================================
 """
 
