@@ -12,6 +12,7 @@ import htsr
 from htsr import accel, engine
 from htsr.config import AnalysisConfig, LayerType
 from htsr.errors import OptionError
+from htsr.matrices import geometry
 from htsr.sources import open_source
 from htsr.sources.base import WeightTensor
 from htsr.spectral.esd import compute_esd
@@ -80,7 +81,7 @@ def _counting_plans(n: int, shape=(200, 100)):
     config = AnalysisConfig(device="cpu")
     tensors = [WeightTensor(k + 1, f"l{k}", f"l{k}", LayerType.DENSE, shape, "float64", "<test>", f"l{k}.weight",
                             loader(k)) for k in range(n)]
-    plans = [engine.Plan(t, engine.geometry(t.shape), "", True) for t in tensors]
+    plans = [engine.Plan(t, geometry(t.shape), "", True) for t in tensors]
     return plans, config, state, arrays
 
 
@@ -88,9 +89,9 @@ def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
     plans, config, state, _ = _counting_plans(12)
     real = engine.analyze_plan
 
-    def run_one(p, array, cfg, esd_fn=compute_esd):
+    def run_one(p, array, cfg, esd_fn=compute_esd, **kw):
         try:
-            return real(p, array, cfg, esd_fn)
+            return real(p, array, cfg, esd_fn, **kw)
         finally:
             with state["lock"]:
                 state["held"] -= 1
@@ -112,11 +113,11 @@ def test_a_slow_first_layer_does_not_stall_the_other_workers(monkeypatch):
     real = engine.analyze_plan
     last_ran = threading.Event()
 
-    def run_one(p, array, cfg, esd_fn=compute_esd):
+    def run_one(p, array, cfg, esd_fn=compute_esd, **kw):
         try:
             if p.tensor.name == "l0":
                 assert last_ran.wait(timeout=20), "the other worker stalled behind layer 0"
-            return real(p, array, cfg, esd_fn)
+            return real(p, array, cfg, esd_fn, **kw)
         finally:
             if p.tensor.name == "l7":
                 last_ran.set()
