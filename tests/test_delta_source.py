@@ -10,7 +10,7 @@ import pytest
 
 import htsr
 from htsr.errors import SourceError
-from htsr.sources import open_source
+from htsr.sources import open_lora, open_source
 from htsr.sources.delta import adapter_weights, delta_source, lora_source
 
 sn = pytest.importorskip("safetensors.numpy")
@@ -65,7 +65,7 @@ def test_lora_folder_gives_scaled_updates_and_merged_weights(tmp_path):
     assert [x.name for x in rows] == ["fc1.lora_BA", "fc2.lora_BA"]
     ba = 2.0 * t["base_model.model.fc2.lora_B.weight"].astype(np.float64) @ t["base_model.model.fc2.lora_A.weight"]
     np.testing.assert_allclose(rows[1].load(), ba, rtol=1e-12)
-    with_base = lora_source(ad, open_source(adapter_weights(ad)), base=open_source(tmp_path / "base.safetensors"))
+    with_base = open_lora(ad, base=tmp_path / "base.safetensors")
     assert [x.name for x in with_base.tensors] == ["fc1.lora_BA", "fc1.lora_W_plus_AB", "fc2.lora_BA",
                                                    "fc2.lora_W_plus_AB"]
     np.testing.assert_allclose(with_base.tensors[3].load(), base["fc2.weight"] + ba, rtol=1e-6)

@@ -362,10 +362,9 @@ def _with_base(args: argparse.Namespace) -> tuple[Any, Any]:
     """(model, base_model) for the API: a LoRA adapter folder takes its base itself (W + BA rows)."""
     base = getattr(args, "base", None)
     if base is not None and (Path(args.path) / "adapter_config.json").is_file():
-        from .sources import open_source
-        from .sources.delta import adapter_weights, lora_source
+        from .sources import open_lora
 
-        return lora_source(args.path, open_source(adapter_weights(args.path)), open_source(base)), None
+        return open_lora(args.path, base=base), None
     return args.path, base
 
 

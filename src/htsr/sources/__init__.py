@@ -42,7 +42,7 @@ from ..errors import SourceError
 from .base import Source, WeightTensor, natural_key
 from .keyvalue import Entry, order_keys, weight_tensors
 
-__all__ = ["Source", "open_source", "WeightTensor", "natural_key"]
+__all__ = ["Source", "open_source", "open_lora", "WeightTensor", "natural_key"]
 
 TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
@@ -115,6 +115,16 @@ def open_source(obj: Any, extra_rows: bool = True, reference_ids: bool = False) 
     )
 
 
+def open_lora(folder: str | Path, base: Any = None) -> Source:
+    """A LoRA adapter folder's rows ΔW = s·B·A, and W + ΔW for each module when ``base`` (any model) is given.
+
+    See :func:`htsr.sources.delta.lora_source`; ``open_source(folder)`` is ``open_lora(folder)``.
+    """
+    from .delta import adapter_weights, lora_source
+
+    return lora_source(folder, _open_path(adapter_weights(folder)), open_source(base) if base is not None else None)
+
+
 def _open_path(path: Path, extra_rows: bool = True, reference_ids: bool = False) -> Source:
     from . import safetensors_file
 
@@ -128,9 +138,7 @@ def _open_path(path: Path, extra_rows: bool = True, reference_ids: bool = False)
         from .delta import ADAPTER_CONFIG
 
         if (path / ADAPTER_CONFIG).is_file():
-            from .delta import adapter_weights, lora_source
-
-            return lora_source(path, _open_path(adapter_weights(path)))
+            return open_lora(path)
         entries = safetensors_file.folder_entries(path)
         if entries is not None:
             return Source(str(path), tuple(weight_tensors(entries)), "folder")
