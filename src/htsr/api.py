@@ -133,8 +133,9 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
         from . import plotting
 
         plotting.plot_report(result, show=plot, savedir=savefig, progress=config.progress)
-    result.meta["elapsed_s"] = round(time.perf_counter() - start, 3)
-    return result
+    import dataclasses
+
+    return dataclasses.replace(result, meta=dict(meta, elapsed_s=round(time.perf_counter() - start, 3)))
 
 
 def _device(config: AnalysisConfig) -> str:
