@@ -9,7 +9,7 @@ from typing import Any
 from ._version import __version__
 from .config import AnalysisConfig
 from .errors import OptionError, SourceError
-from .report import Report, describe_frame
+from .report import PlannedTensor, Report
 
 
 def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask: Any = None, base_model: Any = None,
@@ -176,8 +176,15 @@ def describe(model: Any, *, base_model: Any = None, **options: Any):
     >>> d[["name", "analyzed"]].values.tolist()
     [['fc', True], ['ln', False]]
     """
+    from .report import DESCRIBE
+
+    return DESCRIBE.frame(describe_tensors(model, base_model=base_model, **options))
+
+
+def describe_tensors(model: Any, *, base_model: Any = None, **options: Any) -> tuple[PlannedTensor, ...]:
+    """:func:`describe` as typed rows (:class:`~htsr.report.PlannedTensor`); the same arguments."""
     from . import engine
     from .sources import open_source
 
     config = AnalysisConfig.from_kwargs(**options)
-    return describe_frame(engine.plan(_with_base(open_source(model), base_model), config))
+    return tuple(PlannedTensor.from_plan(p) for p in engine.plan(_with_base(open_source(model), base_model), config))

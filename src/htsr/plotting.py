@@ -47,7 +47,6 @@ from typing import Any, Callable, Collection, Iterator
 import numpy as np
 
 from .figures import STYLE, layer_label, new_figure, reuse
-from .figures import plain as _plain
 from .option_plots import option_figures, wants_option_figures
 from .progress import in_notebook as _in_notebook  # a module global: tests stand in a notebook
 

@@ -17,6 +17,8 @@ from typing import Any
 
 #: Values of :attr:`Column.show`: where a column appears besides the CSV/JSON (which hold every column).
 SHOW = ("", "html", "cli")
+#: The columns that name a row; the short tables start with them.
+IDENTITY = ("layer_id", "name", "slice_id", "layer_type", "N", "M", "num_evals")
 
 
 @dataclass(frozen=True)
@@ -139,10 +141,18 @@ class Table:
         data = {n: typed_array(self[n], [self[n].value(r) for r in rows]) for n in order}
         return pd.DataFrame(data, columns=order)
 
+    def view_order(self, present: Iterable[str]) -> list[str]:
+        """The order people read ``present`` in: the identity columns (:data:`IDENTITY`), then numbers, then text."""
+        present = [n for n in present if n in self]
+        head = [n for n in IDENTITY if n in present]
+        rest = [n for n in present if n not in head]
+        return (head + [n for n in rest if self[n].dtype not in ("str", "object")]
+                + [n for n in rest if self[n].dtype in ("str", "object")])
+
     def shown(self, present: Iterable[str], where: str) -> list[str]:
-        """The short column set for ``where`` ('cli' or 'html') among ``present``, in ``present``'s order."""
+        """The short column set for ``where`` ('cli' or 'html') among ``present``, in :meth:`view_order`."""
         want = ("cli",) if where == "cli" else ("cli", "html")
-        return [n for n in present if n in self and self[n].show in want]
+        return [n for n in self.view_order(present) if self[n].show in want]
 
     def markdown(self) -> str:
         """The columns as a Markdown table (name, type, group, origin, meaning)."""
