@@ -432,6 +432,7 @@ def render_html(result: Comparison | Any) -> str:
              "<p class=\"note\">delta columns are B − A; <code>esd_distance</code> is the Wasserstein-1 distance "
              "between the two layers' log10 eigenvalue distributions, in decades.</p>")
     names = COMPARE.view_order(COMPARE.names)
+    names.insert(0, names.pop(names.index("longname")))
     sections = [
         pages.Section("models", "Models", intro),
         pages.Section("alpha", "Alpha per layer", alpha_chart_svg(result)),

@@ -28,6 +28,7 @@ def _f(v: Any) -> float:
 def plot_history(history: list[dict]):
     """Four panels over steps: alpha per layer (and mean), relative weight change, traps, validation loss."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     steps, layers = _series(history)
     fig = Figure(figsize=(10, 7), layout="constrained")
@@ -43,6 +44,7 @@ def plot_history(history: list[dict]):
     if any(c > 0 for c in counts if c == c):
         ax[1, 0].step(steps, counts, where="post", color="tab:red")
         ax[1, 0].set_ylim(bottom=0)
+        ax[1, 0].yaxis.set_major_locator(MaxNLocator(integer=True))
     else:  # no flat line on a ±0.04 axis: say it
         ax[1, 0].text(0.5, 0.5, "no correlation trap at any step" if any(c == 0 for c in counts) else
                       "traps are counted with randomize=True", transform=ax[1, 0].transAxes, ha="center",
@@ -51,12 +53,9 @@ def plot_history(history: list[dict]):
     ax[1, 0].set_ylabel("correlation traps (all layers)")
     ax[1, 1].plot(steps, [_f(r.get("val_loss")) for r in history], marker=".", color="tab:green")
     ax[1, 1].set_ylabel("validation loss")
-    from matplotlib.ticker import MaxNLocator
-
     for a in ax[1]:
         a.set_xlabel("step")
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax[1, 0].yaxis.set_major_locator(MaxNLocator(integer=True))
     for r in history:
         for flag in r.get("flags", []):
             ax[0, 0].axvline(r["step"], color="tab:orange", lw=0.8, alpha=0.6)

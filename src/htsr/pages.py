@@ -29,8 +29,9 @@ h1{font-size:1.5em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bo
 h3{font-size:1.05em;margin:1em 0 .3em}
 table{border-collapse:collapse;font-size:.82em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.25em .45em;text-align:right;white-space:nowrap}
-td.s,th.s{text-align:left}th{background:#f3f3f3;position:sticky;top:0;z-index:2}
-td.w{white-space:normal;min-width:12em;max-width:28em}
+td.s,th.s{text-align:left}th{background:#f3f3f3;position:sticky;top:0;z-index:2;white-space:normal;
+vertical-align:bottom}
+td.w{white-space:normal;min-width:8em;max-width:28em}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:'\\2195';color:#bbb;font-size:.8em;margin-left:.15em}
 table.wide td:first-child,table.wide th:first-child{position:sticky;left:0;background:#fff;z-index:1;
 max-width:22em;overflow:hidden;text-overflow:ellipsis;box-shadow:1px 0 0 #ccc}
@@ -149,7 +150,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, sortable: bo
            f"{f' class={chr(34)}{classes}{chr(34)}' if classes else ''}><thead><tr>"]
     for i, h in enumerate(headers):
         c = " ".join(x for x in ("s" if i in texts else "", "x" if i in hide else "") if x)
-        out.append(f"<th{f' class={chr(34)}{c}{chr(34)}' if c else ''}>{esc(h)}</th>")
+        out.append(f"<th{f' class={chr(34)}{c}{chr(34)}' if c else ''}>{esc(h).replace('_', '_<wbr>')}</th>")
     out.append("</tr></thead><tbody>")
     for n, row in enumerate(rows):
         rc = row_classes[n] if row_classes is not None else ""
@@ -332,15 +333,15 @@ def chart(series: Sequence[Series], spec: Chart) -> str:
                 out.append(f'<text x="{x(i):.1f}" y="{pad_top + ph + 13}" font-size="9" text-anchor="middle" '
                            f'fill="#555">{esc(label)}</text>')
     # the legend, above the plotted area: series, then bands
-    lx = left
+    lx = float(left)
     items = [(s.colour, s.name, "line" if s.line else "dot") for s in series if s.name]
     items += [(b.line_colour or b.colour, b.label, "band") for b in spec.bands]
     for colour, label, kind in items:
-        mark = (f'<rect x="{lx}" y="8" width="12" height="10" fill="{colour}"/>' if kind == "band" else
-                f'<line x1="{lx}" x2="{lx + 12}" y1="13" y2="13" stroke="{colour}" stroke-width="2"/>'
-                if kind == "line" else f'<circle cx="{lx + 6}" cy="13" r="4" fill="{colour}"/>')
-        out.append(f'{mark}<text x="{lx + 16}" y="17" font-size="11">{esc(label)}</text>')
-        lx += 16 + 6.5 * len(label) + 18
+        mark = (f'<rect x="{lx:.0f}" y="8" width="12" height="10" fill="{colour}"/>' if kind == "band" else
+                f'<line x1="{lx:.0f}" x2="{lx + 12:.0f}" y1="13" y2="13" stroke="{colour}" stroke-width="2"/>'
+                if kind == "line" else f'<circle cx="{lx + 6:.0f}" cy="13" r="4" fill="{colour}"/>')
+        out.append(f'{mark}<text x="{lx + 16:.0f}" y="17" font-size="11">{esc(label)}</text>')
+        lx += 16 + 6.0 * len(label) + 16
     out.append(f'<line x1="{left}" x2="{left}" y1="{pad_top}" y2="{pad_top + ph}" stroke="#333"/>'
                f'<line x1="{left}" x2="{left + pw}" y1="{pad_top + ph}" y2="{pad_top + ph}" stroke="#333"/>'
                f'<text x="{left + pw / 2:.0f}" y="{height - 6}" font-size="12" text-anchor="middle">'
