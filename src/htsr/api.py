@@ -176,7 +176,7 @@ def describe(model: Any, *, base_model: Any = None, **options: Any):
     >>> d[["name", "analyzed"]].values.tolist()
     [['fc', True], ['ln', False]]
     """
-    from .report import DESCRIBE
+    from .schema import DESCRIBE
 
     return DESCRIBE.frame(describe_tensors(model, base_model=base_model, **options))
 

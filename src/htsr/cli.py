@@ -241,7 +241,7 @@ def _with_base(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _cmd_describe(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from .api import describe_tensors
-    from .report import DESCRIBE
+    from .schema import DESCRIBE
 
     opts = {} if args.layers is None else {"layers": args.layers}
     model, base = _with_base(args)

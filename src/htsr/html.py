@@ -10,7 +10,9 @@ click away; click a header to sort; over-/under-trained, failed and trapped rows
 correlation traps (each trapped layer's original-vs-randomized figure and the matrix entries
 responsible), per-layer log-log ESD figures (drawn once: those the plots drew are reused) and the
 skipped layers with their reasons. Everything is read from the report's typed objects (its
-``LayerResult`` s, config, typed traps and trap grouping), never from its DataFrames.
+``LayerResult`` s, config, typed traps and trap grouping), never from its DataFrames. (``report`` is
+annotated ``Any``: :mod:`htsr.report` imports this module for ``Report.to_html``, so this one does
+not import it back.)
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from .pages import Markup, esc, fmt
 
 if TYPE_CHECKING:
     from .config import AnalysisConfig
-    from .report import Report, ReportTrap
     from .results import LayerResult
+    from .schema import ReportTrap
     from .spectral.trap_groups import TrapGroup
 
 
@@ -42,9 +44,9 @@ def config_items(config: AnalysisConfig) -> list[tuple[str, Any]]:
     return sorted(out)
 
 
-def layer_columns(report: Report) -> tuple[list[str], list[str]]:
+def layer_columns(report: Any) -> tuple[list[str], list[str]]:
     """The layers table's columns (every details column, the name first) and its short set."""
-    from .report import DETAILS
+    from .schema import DETAILS
 
     order = DETAILS.view_order(report.columns)
     order.insert(0, order.pop(order.index("name")))
@@ -72,9 +74,9 @@ def _traps_tag(v: Any) -> Any:
     return Markup(f'<span class="tag trap">{esc(v)}</span>') if v else v
 
 
-def layers_table(report: Report) -> str:
+def layers_table(report: Any) -> str:
     """The sortable per-layer table: the short column set, every column one click away."""
-    from .report import DETAILS
+    from .schema import DETAILS
 
     names, short = layer_columns(report)
     trapped = {t.key for t in report.trap_list}
@@ -139,7 +141,7 @@ def _trap_groups_section(groups: tuple[TrapGroup, ...], traps: tuple[ReportTrap,
     return "".join(out)
 
 
-def traps_section(report: Report, pngs: dict | None) -> str:
+def traps_section(report: Any, pngs: dict | None) -> str:
     """The correlation traps: outlier dimensions, then each trapped layer's figure and entries."""
     if not report.config.randomize:
         return '<p class="note">Correlation traps are looked for with <code>randomize=True</code> ' \
@@ -183,7 +185,7 @@ def traps_section(report: Report, pngs: dict | None) -> str:
     return "".join(out)
 
 
-def _esd_figures(report: Report, pngs: dict) -> str:
+def _esd_figures(report: Any, pngs: dict) -> str:
     out = []
     for result in report.layers:
         png = dict(pngs.get(result.key, [])).get("esd")
@@ -197,12 +199,12 @@ def _esd_figures(report: Report, pngs: dict) -> str:
     return "".join(out)
 
 
-def verdict_block(report: Report) -> str:
+def verdict_block(report: Any) -> str:
     """The verdict shown above everything else ('' for none yet: the verdict text plugs in here)."""
     return ""
 
 
-def _figures(report: Report) -> dict | None:
+def _figures(report: Any) -> dict | None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:  # the page is still complete, just without figures
@@ -216,7 +218,7 @@ def _figures(report: Report) -> dict | None:
         return render_pngs(report, kinds=kinds, on_layer=bar.update)
 
 
-def render_report(report: Report, figures: bool = True) -> str:
+def render_report(report: Any, figures: bool = True) -> str:
     """The report as one self-contained HTML page.
 
     Parameters
@@ -229,7 +231,7 @@ def render_report(report: Report, figures: bool = True) -> str:
     -------
     str
     """
-    from .report import SKIPPED
+    from .schema import SKIPPED
 
     pngs = _figures(report) if figures else None
     meta = report.meta

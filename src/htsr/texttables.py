@@ -83,7 +83,7 @@ def records_json(table: Table, rows: Sequence[Any], names: Sequence[str] | None 
 
 def report_columns(report: Report) -> list[str]:
     """The CLI table's columns: the details' short 'cli' set (and ``status`` when a row did not succeed)."""
-    from .report import DETAILS
+    from .schema import DETAILS
 
     cols = DETAILS.shown(report.columns, "cli")
     if "slice_id" in report.columns and "slice_id" not in cols:
@@ -95,7 +95,7 @@ def report_columns(report: Report) -> list[str]:
 
 def report_table(report: Report) -> str:
     """The ``--format table`` text: key columns per layer, then the summary, warnings, traps, skipped."""
-    from .report import DETAILS
+    from .schema import DETAILS
 
     layers = report.layers
     out = [fixed_width(cols := report_columns(report), DETAILS.cells(layers, cols))]
