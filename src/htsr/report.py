@@ -262,6 +262,6 @@ REGENERATE_COLUMNS_DOC = 'python -c "import htsr.report as r; print(r.columns_ma
 
 def columns_markdown() -> str:
     """``docs/columns.md``: every column of :data:`DETAILS` (a test keeps the file equal to this)."""
-    lines = ["# Output columns", "", f"Generated from `htsr.report.DETAILS`: `{REGENERATE_COLUMNS_DOC}`.", "",
+    lines = ["# Output columns", "", f"Generated from `htsr.schema.DETAILS`: `{REGENERATE_COLUMNS_DOC}`.", "",
              DETAILS.markdown()]
     return "\n".join(lines) + "\n"
