@@ -18,7 +18,7 @@ from typing import Any
 #: Values of :attr:`Column.show`: where a column appears besides the CSV/JSON (which hold every column).
 SHOW = ("", "html", "cli")
 #: The columns that name a row; the short tables start with them.
-IDENTITY = ("layer_id", "name", "slice_id", "layer_type", "N", "M", "num_evals")
+IDENTITY = ("layer_id", "name", "longname", "slice_id", "layer_type", "N", "M", "num_evals")
 
 
 @dataclass(frozen=True)
