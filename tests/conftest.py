@@ -48,3 +48,34 @@ def minilm_model(minilm_path):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+SNAPSHOTS = DATA / "snapshots"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true", default=False,
+                     help="rewrite the snapshot golden files of htsr's own outputs (tests/data/snapshots/)")
+
+
+@pytest.fixture
+def snapshot(request):
+    """``snapshot(name, text)``: assert ``text`` equals ``tests/data/snapshots/<name>``; with
+    ``--update-goldens`` write it there instead (then review the diff with git)."""
+    update = request.config.getoption("--update-goldens")
+
+    def check(name: str, text: str) -> None:
+        path = SNAPSHOTS / name
+        if update:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return
+        assert path.is_file(), f"no snapshot {path}; create it with: python -m pytest {request.node.nodeid} --update-goldens"
+        expected = path.read_text(encoding="utf-8")
+        if text != expected:
+            import difflib
+
+            diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), "golden", "now", n=1))
+            pytest.fail(f"{name} differs from its snapshot (regenerate with --update-goldens if intended):\n{diff[:4000]}")
+
+    return check

@@ -16,7 +16,6 @@ import pytest
 
 import htsr
 from htsr.html import alpha_chart_svg, render_report
-from htsr.report import TRAP_COLUMNS
 
 pytest.importorskip("matplotlib")
 
@@ -84,7 +83,7 @@ def test_sections_and_content(report, page):
     assert htsr.__version__ in body and report.meta["source"] in body and report.meta["date"] in body
     assert f"{report.meta['elapsed_s']}" in body and "seed" in body
     # the per-layer table: one row per layer, sortable, highlighted rows
-    table = text[text.index('<table class="sortable" id="layers">'):]
+    table = text[text.index('<table id="layers" class="sortable wide">'):]
     table = table[:table.index("</table>")]
     rows = re.findall(r'<tr class="([^"]*)">', table)
     assert len(rows) == len(report.details) == 4
@@ -102,7 +101,7 @@ def test_sections_and_content(report, page):
 
 def test_alpha_chart_has_bands_and_one_point_per_layer(report):
     rows = report.details.to_dict(orient="records")
-    svg = alpha_chart_svg(rows)
+    svg = alpha_chart_svg(report.layers)
     doc = Page(svg)
     assert len(doc.all("circle")) + len(doc.all("path")) == len(rows)
     assert "α &lt; 2: over-trained" in svg and "α &gt; 6: under-trained" in svg
@@ -160,7 +159,7 @@ def test_trap_section_shows_figure_and_entries(report, page):
     assert (entry[0], entry[1]) == (10, 20)
     assert f"W[10, 20] = {entry[2]:.1f}" in section
     for t in traps.itertuples():
-        assert f"<td>{t.trap_eval:.4f}".rstrip("0") in section or f"<td>{t.trap_eval:.4g}" in section
+        assert f">{t.trap_eval:.4f}".rstrip("0") + "</td>" in section or f">{t.trap_eval:.4g}</td>" in section
 
 
 def test_report_without_randomize():
@@ -170,12 +169,12 @@ def test_report_without_randomize():
     assert "this run did not randomize" in html and html.count("<img") == 1 and 'id="esd"' in html
     assert "<img" not in render_report(report, figures=False)
     assert "None: every weight matrix was analyzed." in html
-    # traps known but no randomized ESD on the layer: entries listed, figure explained
-    traps = pd.DataFrame([{"layer_id": 1, "name": "fc", "longname": "fc.weight", "slice_id": None,
-                           "trap_eval": 9.0, "bulk_max": 3.0, "ratio": 3.0, "entries": [(4, 5, 6.5)]}],
-                         columns=list(TRAP_COLUMNS))
-    details = report.details.assign(num_traps=[1])
-    html = render_report(dataclasses.replace(report, details=details, traps=traps))
+    # traps without their figure (no figures drawn): entries listed, figure explained
+    W = rng.standard_normal((80, 40)) / 9
+    W[4, 5] = 6.5
+    trapped = htsr.analyze({"fc.weight": W}, randomize=True)
+    assert [t.entries[0][:2] for t in trapped.trap_list] == [(4, 5)]
+    html = render_report(trapped, figures=False)
     assert "W[4, 5] = 6.5" in html and "Figure not available" in html
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from ._version import __version__
 from .config import AnalysisConfig
 from .errors import OptionError, SourceError
-from .report import Report, describe_frame
+from .report import PlannedTensor, Report
 from .treatment import HTSR, Treatment
 
 
@@ -137,8 +137,9 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
         from . import plotting
 
         plotting.plot_report(result, show=plot, savedir=savefig, progress=config.progress)
-    result.meta["elapsed_s"] = round(time.perf_counter() - start, 3)
-    return result
+    import dataclasses
+
+    return dataclasses.replace(result, meta=dict(meta, elapsed_s=round(time.perf_counter() - start, 3)))
 
 
 def _device(config: AnalysisConfig) -> str:
@@ -181,9 +182,17 @@ def describe(model: Any, *, base_model: Any = None, treatment: Treatment = HTSR,
     >>> d[["name", "analyzed"]].values.tolist()
     [['fc', True], ['ln', False]]
     """
+    from .schema import DESCRIBE
+
+    return DESCRIBE.frame(describe_tensors(model, base_model=base_model, treatment=treatment, **options))
+
+
+def describe_tensors(model: Any, *, base_model: Any = None, treatment: Treatment = HTSR,
+                     **options: Any) -> tuple[PlannedTensor, ...]:
+    """:func:`describe` as typed rows (:class:`~htsr.report.PlannedTensor`); the same arguments."""
     from . import engine
     from .sources import open_source
 
     config = AnalysisConfig.from_kwargs(**options)
     source = open_source(model, reference_ids=treatment.reference_ids)
-    return describe_frame(engine.plan(_with_base(source, base_model), config, treatment))
+    return tuple(PlannedTensor.from_plan(p) for p in engine.plan(_with_base(source, base_model), config, treatment))

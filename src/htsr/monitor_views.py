@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 from typing import Any
 
@@ -31,6 +30,7 @@ def _f(v: Any) -> float:
 def plot_history(history: list[dict]):
     """Four panels over steps: alpha per layer (and mean), relative weight change, traps, validation loss."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     steps, layers = _series(history)
     fig = Figure(figsize=(10, 7), layout="constrained")
@@ -42,12 +42,22 @@ def plot_history(history: list[dict]):
     ax[0, 0].axhline(OVER_TRAINED, color="r", ls="--", lw=0.8)
     ax[0, 0].set_ylabel("alpha")
     ax[0, 1].set_ylabel("‖W − W0‖ / ‖W0‖")
-    ax[1, 0].step(steps, [_f(r.get("num_traps")) for r in history], where="post", color="tab:red")
+    counts = [_f(r.get("num_traps")) for r in history]
+    if any(c > 0 for c in counts if c == c):
+        ax[1, 0].step(steps, counts, where="post", color="tab:red")
+        ax[1, 0].set_ylim(bottom=0)
+        ax[1, 0].yaxis.set_major_locator(MaxNLocator(integer=True))
+    else:  # no flat line on a ±0.04 axis: say it
+        ax[1, 0].text(0.5, 0.5, "no correlation trap at any step" if any(c == 0 for c in counts) else
+                      "traps are counted with randomize=True", transform=ax[1, 0].transAxes, ha="center",
+                      va="center", color="0.4")
+        ax[1, 0].set_yticks([])
     ax[1, 0].set_ylabel("correlation traps (all layers)")
     ax[1, 1].plot(steps, [_f(r.get("val_loss")) for r in history], marker=".", color="tab:green")
     ax[1, 1].set_ylabel("validation loss")
     for a in ax[1]:
         a.set_xlabel("step")
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     for r in history:
         for flag in r.get("flags", []):
             ax[0, 0].axvline(r["step"], color="tab:orange", lw=0.8, alpha=0.6)
@@ -64,38 +74,66 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _alpha_svg(steps: list[int], layers: dict[str, dict[str, list]], history: list[dict]) -> str:
+    from . import pages
+
+    palette = ("#4477aa", "#66ccee", "#228833", "#ccbb44", "#ee6677", "#aa3377", "#bbbbbb", "#332288")
+    series = [pages.Series(name if len(layers) <= 8 else "", s["alpha"], colour=palette[i % len(palette)],
+                           tips=[f"step {st}, {name}: alpha {a:.3f}" if a is not None else "" for st, a in
+                                 zip(steps, s["alpha"])])
+              for i, (name, s) in enumerate(layers.items())]
+    series.append(pages.Series("mean alpha", [r.get("mean_alpha") for r in history], colour="#000000"))
+    spec = pages.Chart(x_label="step", y_label="alpha", x_ticks=[str(int(s)) for s in steps], bands=pages.ALPHA_BANDS,
+                       y_max=8.0 if all((r.get("mean_alpha") or 0) < 8 for r in history) else None, y_cap=20.0)
+    return pages.chart(series, spec)
+
+
+def _traps_svg(steps: list[int], history: list[dict]) -> str:
+    """The traps over steps; a sentence instead of a flat line when no step has one."""
+    from . import pages
+
+    counts = [r.get("num_traps") for r in history]
+    if not any(counts):
+        return ('<p class="note">' + ("No correlation trap at any step." if any(c == 0 for c in counts) else
+                                      "Traps are counted with randomize=True (the default).") + "</p>")
+    spec = pages.Chart(x_label="step", y_label="correlation traps", x_ticks=[str(int(s)) for s in steps],
+                       height=220, y_max=max(c or 0 for c in counts) + 1)
+    return pages.chart([pages.Series("traps, all layers", counts, colour="#b00020")], spec)
+
+
 def render_html(history: list[dict]) -> str:
-    """One self-contained page: the figure (when matplotlib is installed), the flags, and alpha per layer per step."""
-    e = html.escape
+    """One self-contained page: alpha and traps over steps, the flags, the figure, and alpha per layer per step."""
+    from . import pages
+
     steps, layers = _series(history)
     try:
-        img = f'<img alt="alpha over training" src="data:image/png;base64,{_png(plot_history(history))}">'
+        img = f'<figure><img alt="alpha over training" src="data:image/png;base64,{_png(plot_history(history))}">' \
+              "</figure>"
     except ImportError:
         img = "<p>(matplotlib is not installed: no figure)</p>"
     flags = [(r["step"], f) for r in history for f in r.get("flags", [])]
-    flag_rows = "".join(f"<tr><td>{s}</td><td>{e(f)}</td></tr>" for s, f in flags) or \
-        '<tr><td colspan="2">none</td></tr>'
-    head = "".join(f"<th>{e(n)}</th>" for n in layers)
-    body = []
+    flag_html = pages.table(["step", "flag"], flags, text_columns=[1]) if flags else "<p>None.</p>"
+    names = list(layers)
+    rows = []
     for i, s in enumerate(steps):
-        cells = "".join(
-            "<td>" + ("" if v["alpha"][i] is None else f"{v['alpha'][i]:.3f}")
-            + ("" if not v["num_traps"][i] else f" ({v['num_traps'][i]} trap{'s' if v['num_traps'][i] > 1 else ''})")
-            + "</td>" for v in layers.values())
-        mean = history[i].get("mean_alpha")
-        val = history[i].get("val_loss")
-        body.append(f"<tr><td>{s}</td><td>{'' if mean is None else f'{mean:.3f}'}</td>"
-                    f"<td>{'' if val is None else f'{val:.4g}'}</td>{cells}</tr>")
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>htsr monitor</title>"
-        "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>"
-        f"<h1>htsr monitor</h1><p>{len(history)} evaluations.</p>{img}"
-        f"<h2>Flags</h2><table><tr><th>step</th><th>flag</th></tr>{flag_rows}</table>"
-        "<p>What the flags do and do not predict: see the project's docs/overtraining.md.</p>"
-        f"<h2>Alpha per layer</h2><table><tr><th>step</th><th>mean alpha</th><th>val loss</th>{head}</tr>"
-        + "".join(body) + "</table></body></html>"
-    )
+        cells: list = [int(s), history[i].get("mean_alpha"), history[i].get("val_loss")]
+        for v in layers.values():
+            a, t = v["alpha"][i], v["num_traps"][i]
+            text = "" if a is None else f"{a:.3f}"
+            if t:
+                text += f" ({t} trap{'s' if t > 1 else ''})"
+            cells.append(pages.Markup(pages.esc(text)))
+        rows.append(cells)
+    table = pages.table(["step", "mean alpha", "val loss"] + names, rows, sortable=True)
+    sections = [
+        pages.Section("alpha", "Alpha over training", _alpha_svg(steps, layers, history)),
+        pages.Section("traps", "Correlation traps over training", _traps_svg(steps, history)),
+        pages.Section("flags", "Flags", flag_html + '<p class="note">What the flags do and do not predict: see '
+                      "the project's docs/overtraining.md.</p>"),
+        pages.Section("figure", "All panels", img),
+        pages.Section("layers", "Alpha per layer and step", f'<div class="scroll">{table}</div>'),
+    ]
+    return pages.page("htsr monitor", f"{len(history)} evaluations", sections)
 
 
 def make_hf_callback(monitor: Any, base: type) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .plotting import STYLE, layer_label, new_figure
+from .figures import STYLE, layer_label, new_figure
 
 
 def level_spacings(evals: np.ndarray) -> np.ndarray:
@@ -97,8 +97,7 @@ def vector_figures(row: Any, vm: Any, num_tail: int | None) -> Iterator[tuple[st
 
 def wants_option_figures(report: Any) -> bool:
     """True when the report's run asked for the option figures (``deltas=True``)."""
-    options = report.meta.get("options", {}) if isinstance(report.meta, dict) else {}
-    return bool(options.get("deltas"))
+    return bool(report.config.deltas)
 
 
 def option_figures(result: Any) -> Iterator[tuple[str, Any]]:

@@ -46,20 +46,12 @@ from typing import Any, Callable, Collection, Iterator
 
 import numpy as np
 
+from .figures import STYLE, layer_label, new_figure, reuse
+from .option_plots import option_figures, wants_option_figures
 from .progress import in_notebook as _in_notebook  # a module global: tests stand in a notebook
 from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED  # the alpha thresholds, declared once
 
 KINDS = ("esd", "esd2", "esd3", "esd4", "esd5", "randesd", "mpfit")
-STYLE: dict[str, Any] = {"figure.figsize": (7.0, 4.6), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
-          "axes.titley": 1.0, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 8.5, "text.usetex": False}
-
-
-def _plain(text: Any, limit: int = 70) -> str:
-    """A model string made safe for a matplotlib title: no mathtext (``$`` escaped), bounded length."""
-    s = str(text)
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    return s.replace("\\", "\\\\").replace("$", r"\$")
 
 
 def safe_filename(layer_id: Any, name: Any, slice_id: Any, kind: str) -> str:
@@ -84,30 +76,6 @@ def _isnan(v: Any) -> bool:
         return bool(math.isnan(v))
     except TypeError:
         return v is None
-
-
-def layer_label(r) -> str:
-    s = "" if r.slice_id is None else f" slice {int(r.slice_id)}"
-    return f"layer {int(r.layer_id)}{s}: {_plain(r.name, 60)}"
-
-
-#: While :func:`render_pngs` draws, one reusable figure per kind (None: every figure is new).
-_REUSE: dict[str, Any] | None = None
-
-
-def new_figure(kind: str = ""):
-    """A fresh Agg figure; inside :func:`render_pngs` the (cleared) figure last used for ``kind``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = _REUSE.get(kind) if (_REUSE is not None and kind) else None
-    if fig is None:
-        fig = Figure()
-        FigureCanvasAgg(fig)
-        if _REUSE is not None and kind:
-            _REUSE[kind] = fig
-    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.11, top=0.86)
-    return fig
 
 
 def _no_minor_labels(ax) -> None:
@@ -237,31 +205,21 @@ def _curve(r, fit, which: str) -> Any:
     return fig
 
 
-def trap_note(report, key: tuple) -> str:
+def trap_note(report: Any, key: tuple[int, int | None]) -> str:
     """What the traps of one row ``(layer_id, slice_id)`` are: ``outlier dimension 99 (5 layers); 1 isolated``.
 
-    Read from ``report.traps`` (``kind``, ``group``) and ``report.trap_groups``; '' when the row has no trap.
+    Read from the report's typed traps (:meth:`~htsr.report.Report.traps_of`) and their outlier
+    dimensions; '' when the row has no trap.
     """
-    traps = getattr(report, "traps", None)
-    groups = getattr(report, "trap_groups", None)
-    if traps is None or len(traps) == 0 or "kind" not in traps.columns:
-        return ""
     parts: list[str] = []
     isolated = 0
-    for t in traps.to_dict(orient="records"):
-        sid = t.get("slice_id")
-        if (int(t["layer_id"]), None if sid is None or _isnan(sid) else int(sid)) != tuple(key):
-            continue
-        try:
-            g = int(t.get("group"))  # <NA> / None for traps in no group
-        except (TypeError, ValueError):
-            g = -1
-        if t.get("kind") == "shared_dim" and groups is not None and 0 <= g < len(groups):
-            grp = groups.iloc[g]
-            text = f"outlier dimension {int(grp['index'])} ({int(grp['num_layers'])} layers)"
+    for t in report.traps_of(key):
+        group = report.group(t)
+        if t.kind == "shared_dim" and group is not None:
+            text = f"outlier dimension {group.index} ({group.num_layers} layers)"
             if text not in parts:
                 parts.append(text)
-        elif t.get("kind") == "isolated":
+        elif t.kind == "isolated":
             isolated += 1
     if isolated:
         parts.append(f"{isolated} isolated")
@@ -377,8 +335,6 @@ PARALLEL_MIN_LAYERS = 8
 
 def _layer_pngs(result, trap_text: str, deltas: bool, kinds: Collection[str] | None) -> list[tuple[str, bytes]]:
     """PNG bytes of one layer's figures (a worker's task)."""
-    from .option_plots import option_figures
-
     figures = layer_figures(result, trap_text, kinds)
     if deltas and kinds is None:
         figures = itertools.chain(figures, option_figures(result))
@@ -386,9 +342,7 @@ def _layer_pngs(result, trap_text: str, deltas: bool, kinds: Collection[str] | N
 
 
 def _reusing_layer_pngs(*args: Any) -> list[tuple[str, bytes]]:
-    global _REUSE
-    if _REUSE is None:
-        _REUSE = {}
+    reuse(True)  # in a worker process: for the rest of its life
     return _layer_pngs(*args)
 
 
@@ -436,8 +390,6 @@ def render_pngs(report, kinds: Collection[str] | None = None,
     on_layer : callable, optional
         Called once per layer drawn (progress).
     """
-    global _REUSE
-    from .option_plots import wants_option_figures
 
     require_matplotlib()
     cache: dict = report.pngs
@@ -464,14 +416,14 @@ def render_pngs(report, kinds: Collection[str] | None = None,
                     if on_layer is not None:
                         on_layer()
     else:
-        _REUSE = {}
+        reuse(True)
         try:
             for task in tasks:
                 drawn[task[0].key] = _layer_pngs(*task)
                 if on_layer is not None:
                     on_layer()
         finally:
-            _REUSE = None
+            reuse(False)
     for key, pngs in drawn.items():
         cache.update(((key, k), png) for k, png in pngs)
     if kinds is None:
