@@ -60,7 +60,8 @@ from .base import WeightTensor, layer_type_from_shape
 from .onnx_graph import Chain, Use, Walk, dtype_name, materialize, stored_chain, weight_uses
 
 _ANONYMOUS = re.compile(r"^(onnx::|/)|_output_\d+$|^(val|_val|const|Constant)_?\d*$")
-_TORCH_GATES = {"LSTM": ("ifgo", "ifco"), "GRU": ("rzn", "rzh"), "RNN": ("", "")}  # PyTorch's names, ONNX's letters
+# PyTorch's gate names in its order, and where each sits in ONNX's order (LSTM i o f c, GRU z r h)
+_TORCH_GATES = {"LSTM": ("ifgo", (0, 2, 3, 1)), "GRU": ("rzn", (1, 0, 2)), "RNN": ("", (0,))}
 
 
 def is_onnx_model(obj: Any) -> bool:
@@ -134,27 +135,28 @@ def _row_name(tensor_name: str, node: Any) -> str:
     return ".".join(_node_path(node)) or node.name or tensor_name or node.op_type
 
 
-def _rnn_rows(onnx: Any, use: Use, path: str, layer: int, origin: str, folder: Path | None,
+def _rnn_rows(onnx: Any, uses: list[Use], path: str, layer: int, origin: str, folder: Path | None,
               first_id: int) -> list[WeightTensor]:
-    """One row per direction and gate of an RNN op's W or R, named as the PyTorch module's state-dict keys."""
-    info, chain = use.rnn, use.chain
-    assert info is not None
-    torch_gates, onnx_gates = _TORCH_GATES[info["op"]]
-    hidden, cols = info["hidden"], chain.shape[1] if info["in_major"] else chain.shape[2]
+    """One row per direction, matrix (W, then R) and gate of an RNN op, named as the PyTorch module's keys."""
     out: list[WeightTensor] = []
-    for d in range(info["dirs"]):
-        param = f"weight_{info['param']}_l{layer}" + ("_reverse" if d == 1 or info["reverse"] else "")
-        for t in torch_gates or [""]:
-            g = onnx_gates.index(t) if t else 0
-            name = f"{param}.{t}" if t else param
-            where = f"{name} ({info['op']} {use.node.name or info['op']!r} input {chain.name!r})"
-            out.append(WeightTensor(
-                layer_id=first_id + len(out), name=name, longname=f"{path}.{name}" if path else name,
-                layer_type=LayerType.DENSE, shape=(hidden, cols), dtype=chain.dtype, origin=origin,
-                key=chain.name, extra=True, storage=chain.storage, aux=chain.aux, note=use.note,
-                load=_loader(onnx, chain, folder, origin, where,
-                             piece=(d, info["in_major"], g * hidden, (g + 1) * hidden)),
-            ))
+    dirs = max(use.rnn["dirs"] for use in uses if use.rnn is not None)
+    for d in range(dirs):
+        for use in uses:
+            info, chain = use.rnn, use.chain
+            assert info is not None
+            torch_gates, onnx_gates = _TORCH_GATES[info["op"]]
+            hidden, cols = info["hidden"], chain.shape[1] if info["in_major"] else chain.shape[2]
+            param = f"weight_{info['param']}_l{layer}" + ("_reverse" if d == 1 or info["reverse"] else "")
+            for t, g in zip(torch_gates or [""], onnx_gates):
+                name = f"{param}.{t}" if t else param
+                where = f"{name} ({info['op']} {use.node.name or info['op']!r} input {chain.name!r})"
+                out.append(WeightTensor(
+                    layer_id=first_id + len(out), name=name, longname=f"{path}.{name}" if path else name,
+                    layer_type=LayerType.DENSE, shape=(hidden, cols), dtype=chain.dtype, origin=origin,
+                    key=chain.name, extra=True, storage=chain.storage, aux=chain.aux, note=use.note,
+                    load=_loader(onnx, chain, folder, origin, where,
+                                 piece=(d, info["in_major"], g * hidden, (g + 1) * hidden)),
+                ))
     return out
 
 
@@ -218,18 +220,23 @@ def onnx_tensors(model: Any, path: Path | None = None, reference_ids: bool = Fal
     first: dict[int, str] = {}
     seen: set[tuple] = set()
     rnn_layers: dict[str, list[int]] = {}  # node path / op → its RNN nodes: the layer index k
-    for use in uses:
+    group: list[Use] = []  # the W / R uses of one RNN node
+    for i, use in enumerate(uses):
         chain, node = use.chain, use.node
         sig = chain.signature() + (use.ltype, use.transpose, None if use.rnn is None else use.rnn["param"])
         if sig in seen:  # the same weight used the same way again (both branches of an If): one row
             continue
         seen.add(sig)
         if use.rnn is not None:
+            group.append(use)
+            if i + 1 < len(uses) and uses[i + 1].node is node and uses[i + 1].rnn is not None:
+                continue  # W, then R of the same node: rows interleave per direction as the module's
             mod = ".".join(_node_path(node)) if node.name else use.rnn["op"].lower()
             nodes = rnn_layers.setdefault(f"{mod}/{use.rnn['op']}", [])
             if id(node) not in nodes:
                 nodes.append(id(node))
-            rows = _rnn_rows(onnx, use, mod, nodes.index(id(node)), origin, folder, next_id)
+            rows = _rnn_rows(onnx, group, mod, nodes.index(id(node)), origin, folder, next_id)
+            group = []
             out.extend(rows)
             next_id += len(rows)
             first.setdefault(id(chain.proto), rows[0].name if rows else chain.name)

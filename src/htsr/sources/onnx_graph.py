@@ -52,6 +52,7 @@ class Chain:
     dtype: str  # numpy dtype name of the current value (the code type until dequantized)
     steps: tuple = ()  # ("transpose", perm) | ("reshape", shape) | ("cast", dtype) | ("dq", scale, zp, axis, block)
     codes: bool = False  # integer codes not yet dequantized
+    stored_dtype: str = ""  # the stored tensor's dtype name
     storage: str = ""
     aux: tuple[str, ...] = ()
     error: str = ""  # inconsistent quantization metadata: reading the weight raises it
@@ -193,7 +194,7 @@ def materialize(onnx: Any, chain: Chain, folder: Path | None, origin: str, where
 
 def stored_chain(onnx: Any, proto: Any, name: str) -> Chain:
     dt = np_dtype(onnx, proto.data_type)
-    return Chain(proto, name, tuple(int(d) for d in proto.dims), dt.name, codes=_is_codes(dt))
+    return Chain(proto, name, tuple(int(d) for d in proto.dims), dt.name, codes=_is_codes(dt), stored_dtype=dt.name)
 
 
 def _small_ints(onnx: Any, chain: Chain) -> tuple[int, ...] | None:
@@ -228,11 +229,11 @@ def dq_step(chain: Chain, scale: Chain | None, zp: Chain | None, axis: int, bloc
     try:
         gran, axis = check_scale(chain.shape, scale.shape, None if zp is None else zp.shape, axis, block)
     except ValueError as exc:
-        return replace(chain, aux=aux, codes=False, storage=f"{chain.dtype}-{kind}",
+        return replace(chain, aux=aux, codes=False, storage=f"{chain.stored_dtype}-{kind}",
                        error=f"scale {scale.name!r} / zero point {zp.name if zp else None!r}: {exc}")
     suffix = {"tensor": ""}.get(gran, "/channel" if gran == "axis" else f"/{gran}")
     return replace(chain, steps=chain.steps + (("dq", scale, zp, axis, block),), dtype=scale.dtype, codes=False,
-                   storage=f"{chain.dtype}-{kind}{suffix}", aux=aux)
+                   storage=f"{chain.stored_dtype}-{kind}{suffix}", aux=aux)
 
 
 def _derive(onnx: Any, node: Any, consts: dict[str, Chain]) -> Chain | None:
@@ -336,7 +337,7 @@ class _Graph:
                     else:
                         axis = axis - ids + 1 if ids is not None else -1
                     if not 0 < axis < len(table.shape):  # along the gathered indices, or unknown
-                        return replace(table, codes=False, storage=f"{table.dtype}-qdq", error=(
+                        return replace(table, codes=False, storage=f"{table.stored_dtype}-qdq", error=(
                             f"DequantizeLinear {user.name!r} after Gather {node.name!r} has a per-axis scale "
                             f"{scale.name!r} of shape {scale.shape} that does not run along the embedding axis; "
                             f"expected () or ({table.shape[-1]},) with axis -1"))
@@ -349,7 +350,7 @@ class _Graph:
 
 
 def _unrecognized(chain: Chain, node: Any) -> str:
-    return (f"quantized weights, scheme not recognized: {chain.dtype} tensor {chain.name!r} reaches "
+    return (f"quantized weights, scheme not recognized: {chain.stored_dtype} tensor {chain.name!r} reaches "
             f"{node.op_type} {node.name!r} without a constant scale")
 
 
@@ -431,8 +432,8 @@ def _rnn_dq(w: Chain, scale: Chain | None, zp: Chain | None) -> Chain:
             return dq_step(w, scale, zp, 0, 0, "dynlstm")
         # per (direction, column): a scale of shape (dirs, 1, cols), one block over the input rows
         out = dq_step(w, _unsqueezed(scale), _unsqueezed(zp), 1, w.shape[1], "dynlstm")
-        return out if out.error else replace(out, storage=f"{w.dtype}-dynlstm/channel")
-    return replace(w, codes=False, storage=f"{w.dtype}-dynlstm", aux=w.aux + tuple(
+        return out if out.error else replace(out, storage=f"{w.stored_dtype}-dynlstm/channel")
+    return replace(w, codes=False, storage=f"{w.stored_dtype}-dynlstm", aux=w.aux + tuple(
         c.name for c in (scale, zp) if c is not None), error=(
         f"scale {scale.name!r} of shape {scale.shape}; expected ({w.shape[0]},) or ({w.shape[0]}, {w.shape[2]})"))
 
