@@ -68,7 +68,7 @@ def dequantize(codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | No
             return p.reshape(())
         if kind == "axis":
             return p.reshape(tuple(p.size if i == axis else 1 for i in range(codes.ndim)))
-        return np.repeat(p, block_size, axis=axis)[tuple(slice(0, d) for d in codes.shape)]
+        return np.repeat(p, min(block_size, codes.shape[axis]), axis=axis)[tuple(slice(0, d) for d in codes.shape)]
 
     if codes.dtype.kind in "iub":
         x = codes.astype(np.int32)
