@@ -59,17 +59,19 @@ def _ort():
     return pytest.importorskip("onnxruntime")
 
 
-def _ort_dequantize(pairs):
+def _ort_dequantize(pairs, block_size=0):
     """onnxruntime's DequantizeLinear of each (codes, scale, zero point, axis): the oracle."""
     ort = _ort()
     nodes, inits, outs = [], [], []
+    blocked = {"block_size": block_size} if block_size else {}
     for i, (codes, scale, zp, axis) in enumerate(pairs):
         inits += [_init(f"c{i}", codes), _init(f"s{i}", scale), _init(f"z{i}", zp)]
-        nodes.append(helper.make_node("DequantizeLinear", [f"c{i}", f"s{i}", f"z{i}"], [f"o{i}"], axis=axis))
+        nodes.append(helper.make_node("DequantizeLinear", [f"c{i}", f"s{i}", f"z{i}"], [f"o{i}"], axis=axis,
+                                      **blocked))
         outs.append(helper.make_tensor_value_info(f"o{i}", TensorProto.FLOAT, None))
     model = helper.make_model(helper.make_graph(nodes, "dq", [], outs, initializer=inits),
-                              opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
+                              opset_imports=[helper.make_opsetid("", 21 if block_size else 13)])
+    model.ir_version = 10 if block_size else 8
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, {})
 
@@ -313,6 +315,22 @@ def test_dynamic_quantize_lstm_and_rnn_ops_give_the_state_dict_rows(tmp_path):
     for a, b in zip(q_rows, module_rows):
         ref = b.load()
         np.testing.assert_allclose(a.load(), ref, atol=0.02 * np.abs(ref).max() + 1e-6)
+    # the oracle: onnxruntime's DequantizeLinear of each stored W / R, per direction (axis 0) or per direction
+    # and column (a (dirs, 1, cols) scale in blocks of the input size)
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(qpath)).graph.initializer}
+    for t in q_rows:
+        if not t.storage:
+            continue
+        codes, scale, zp = inits[t.key], inits[t.aux[0]], inits[t.aux[1]]
+        if scale.ndim == 1:
+            (full,) = _ort_dequantize([(codes, scale, zp, 0)])
+        else:
+            (full,) = _ort_dequantize([(codes, scale[:, None], zp[:, None], 1)], block_size=codes.shape[1])
+        d = 1 if "_reverse" in t.name else 0
+        g = "ifgo".index(t.name[-1])
+        h = t.shape[0]
+        onnx_gate = (0, 2, 3, 1)[g]
+        np.testing.assert_array_equal(t.load(), full[d].T[onnx_gate * h:(onnx_gate + 1) * h])
 
 
 # ---------------------------------------------------------------- bad input and the census
