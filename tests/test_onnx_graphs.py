@@ -271,10 +271,7 @@ def test_dequantize_after_gather_per_axis_and_per_tensor():
     np.testing.assert_array_equal(rows["pos_q"].load(), o2)
 
 
-def test_dynamic_quantize_lstm_and_rnn_ops_give_the_state_dict_rows(tmp_path):
-    """nn.LSTM / nn.GRU exported with torch.onnx.export: the same gate rows as the module; then int8."""
-    torch = pytest.importorskip("torch")
-
+def _rnn_net(torch):
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -286,7 +283,32 @@ def test_dynamic_quantize_lstm_and_rnn_ops_give_the_state_dict_rows(tmp_path):
             return self.fc(self.gru(self.lstm(x)[0])[0])
 
     torch.manual_seed(0)
-    net = Net().eval()
+    return Net().eval()
+
+
+def test_the_dynamo_exporter_gives_the_module_rows(tmp_path):
+    """torch.onnx.export(dynamo=True) names nodes node_LSTM_7 and weights val_12: the module path comes from
+    the node's ``namespace`` metadata, so the rows still equal the module's."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    net = _rnn_net(torch)
+    path = tmp_path / "dynamo.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(4, 2, 6),), str(path), dynamo=True, verbose=False)
+    got = [t for t in open_source(path).tensors if not t.note]
+    expected = [t for t in open_source(net).tensors if not t.note]
+    key = lambda t: (t.longname, t.shape)  # noqa: E731
+    assert sorted(map(key, got)) == sorted(map(key, expected))
+    by_name = {t.longname: t for t in expected}
+    for t in got:
+        np.testing.assert_array_equal(t.load(), by_name[t.longname].load())
+
+
+def test_dynamic_quantize_lstm_and_rnn_ops_give_the_state_dict_rows(tmp_path):
+    """nn.LSTM / nn.GRU exported with torch.onnx.export: the same gate rows as the module; then int8."""
+    torch = pytest.importorskip("torch")
+    net = _rnn_net(torch)
     path = tmp_path / "rnn.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated; it needs no onnxscript

@@ -121,7 +121,21 @@ def _reference_rows(onnx: Any, graph: Any, origin: str, folder: Path | None) -> 
     return out
 
 
+def _scope_path(node: Any) -> list[str] | None:
+    """The module path torch.onnx.export's dynamo exporter records (``namespace``: ``: M/fc: Linear/linear: aten…``)."""
+    for prop in getattr(node, "metadata_props", ()):
+        if prop.key == "namespace" and len(prop.value) < 4096:
+            names = [seg.split(":", 1)[0].strip() for seg in prop.value.split("/")]
+            if len(names) > 2:
+                return [n for n in names[1:-1] if n]
+    return None
+
+
 def _node_path(node: Any) -> list[str]:
+    """The module path of a node: the exporter's scope, else its ``/a/b/Op`` name less the op."""
+    scope = _scope_path(node)
+    if scope:
+        return scope
     parts = [p for p in node.name.strip("/").split("/") if p]
     base = node.op_type.removeprefix("QLinear").removeprefix("DynamicQuantize").removesuffix("Integer")
     if len(parts) > 1 and parts[-1].split("_")[0] in (node.op_type, base):
@@ -231,7 +245,7 @@ def onnx_tensors(model: Any, path: Path | None = None, reference_ids: bool = Fal
             group.append(use)
             if i + 1 < len(uses) and uses[i + 1].node is node and uses[i + 1].rnn is not None:
                 continue  # W, then R of the same node: rows interleave per direction as the module's
-            mod = ".".join(_node_path(node)) if node.name else use.rnn["op"].lower()
+            mod = ".".join(_node_path(node)) if node.name or _scope_path(node) else use.rnn["op"].lower()
             nodes = rnn_layers.setdefault(f"{mod}/{use.rnn['op']}", [])
             if id(node) not in nodes:
                 nodes.append(id(node))
