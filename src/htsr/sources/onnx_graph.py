@@ -40,6 +40,7 @@ from .onnx_quant import check_scale, dequantize
 
 RNN_OPS = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
 _GRAPH, _GRAPHS = 5, 10  # AttributeProto.GRAPH / GRAPHS
+_RNN_ROLES = {3: "bias", 5: "initial state", 6: "initial state", 7: "peepholes"}  # inputs of LSTM / GRU / RNN
 
 
 @dataclass(frozen=True)
@@ -451,10 +452,11 @@ def weight_uses(onnx: Any, graph: Any, outer: dict[str, Chain] | None = None, wa
     walk = walk if walk is not None else Walk()
     g = _Graph(onnx, graph, constants(onnx, graph, outer or {}, walk))
     for node in graph.node:
-        for name in node.input:
+        for index, name in enumerate(node.input):
             c = g.consts.get(name)
             if c is not None and id(c.proto) in walk.stored:
-                walk.stored[id(c.proto)][2].append(node.op_type)
+                role = _RNN_ROLES.get(index, "") if node.op_type in RNN_OPS else ""
+                walk.stored[id(c.proto)][2].append(f"{node.op_type} ({role})" if role else node.op_type)
         _node_uses(g, node, walk.uses)
         for attr in node.attribute:
             if attr.type == _GRAPH:
