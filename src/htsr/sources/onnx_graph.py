@@ -420,6 +420,7 @@ def _rnn_uses(g: _Graph, node: Any, add: Callable[..., None]) -> None:
         if w.shape[0] != dirs or rows != len(gates) * hidden:
             w = replace(w, error=w.error or f"{op} {param} weights of shape {w.shape}; expected ({dirs}, "
                         f"{len(gates) * hidden}, …) for direction {direction!r}, hidden_size {hidden}")
+            info.update(dirs=min(dirs, w.shape[0]), hidden=rows // len(gates))  # the rows' shapes stay sane
         add(w, LayerType.DENSE, False, info)
 
 
