@@ -83,6 +83,82 @@ def test_onnx(tmp_path):
     assert out["HtsrError"] > 50 and out["ok"] > 50
 
 
+def _quantized_onnx() -> bytes:
+    """Every ONNX path of issue 17 in one graph: QDQ per tensor / per axis / blocked, DQ after Gather and
+    Transpose, QLinearMatMul, MatMulInteger with its rescaling Mul, an LSTM and an ``If`` whose branches share
+    a weight."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    i8 = lambda *s: rng.integers(-100, 100, s).astype(np.int8)  # noqa: E731
+    f32 = lambda *s: (rng.random(s) * 0.1 + 0.01).astype(np.float32)  # noqa: E731
+    init = numpy_helper.from_array
+    out = helper.make_tensor_value_info("b", TensorProto.FLOAT, None)
+    branch = lambda n: helper.make_graph(  # noqa: E731
+        [helper.make_node("MatMul", ["x", "shared"], ["b"], name=f"/{n}/MatMul")], n, [], [out])
+    nodes = [
+        helper.make_node("DequantizeLinear", ["q1", "s1", "z1"], ["d1"], axis=1),
+        helper.make_node("MatMul", ["x", "d1"], ["h1"]),
+        helper.make_node("Transpose", ["q2"], ["q2t"], perm=[1, 0]),
+        helper.make_node("DequantizeLinear", ["q2t", "s2"], ["d2"]),
+        helper.make_node("MatMul", ["x", "d2"], ["h2"]),
+        helper.make_node("DequantizeLinear", ["q3", "s3"], ["d3"], axis=0, block_size=4),
+        helper.make_node("Gemm", ["x", "d3"], ["h3"], transB=1),
+        helper.make_node("Gather", ["tq", "ids"], ["g"]),
+        helper.make_node("DequantizeLinear", ["g", "ts", "tz"], ["e"], axis=-1),
+        helper.make_node("QLinearMatMul", ["xa", "s2", "z1", "q4", "s2", "z4", "s2", "z4"], ["h4"]),
+        helper.make_node("MatMulInteger", ["xa", "q5", "z4", "z4"], ["mi"]),
+        helper.make_node("Cast", ["mi"], ["mf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["s2", "s2"], ["ss"]),
+        helper.make_node("Mul", ["mf", "ss"], ["h5"]),
+        helper.make_node("LSTM", ["x", "lw", "lr"], ["l"], hidden_size=4, direction="bidirectional"),
+        helper.make_node("If", ["cond"], ["y"], then_branch=branch("then"), else_branch=branch("else")),
+    ]
+    inits = [init(i8(12, 10), "q1"), init(f32(10), "s1"), init(np.zeros(10, np.int8), "z1"),
+             init(i8(10, 12), "q2"), init(f32(), "s2"), init(i8(12, 10), "q3"), init(f32(3, 10), "s3"),
+             init(i8(30, 8), "tq"), init(f32(8), "ts"), init(np.zeros(8, np.int8), "tz"),
+             init(i8(10, 12), "q4"), init(np.zeros((), np.int8), "z4"), init(i8(10, 12), "q5"),
+             init(rng.standard_normal((2, 16, 6)).astype(np.float32), "lw"),
+             init(rng.standard_normal((2, 16, 4)).astype(np.float32), "lr"),
+             init(rng.standard_normal((10, 12)).astype(np.float32), "shared")]
+    io_ = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [io_[0]], [io_[1]], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 21)])
+    return model.SerializeToString()
+
+
+def _mutate_onnx_fields(data: bytes, rng: np.random.Generator) -> bytes:
+    """Rewrite a few attributes (axis, block_size, perm, hidden_size …) and dims with hostile values."""
+    import onnx
+
+    model = onnx.load_from_string(data)
+    hostile = [-(2**62), -3, -1, 0, 1, 2, 3, 7, 2**31, 2**62]
+    for _ in range(int(rng.integers(1, 4))):
+        if rng.random() < 0.6:
+            node = model.graph.node[int(rng.integers(len(model.graph.node)))]
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.INT:
+                    attr.i = int(rng.choice(hostile))
+                elif attr.type == onnx.AttributeProto.INTS:
+                    attr.ints[:] = [int(rng.choice(hostile)) for _ in range(int(rng.integers(0, 4)))]
+                elif attr.type == onnx.AttributeProto.STRING:
+                    attr.s = rng.choice([b"reverse", b"bidirectional", b"forward", b"\xff"])
+            if rng.random() < 0.3 and node.input:
+                node.input[int(rng.integers(len(node.input)))] = str(rng.choice(["q1", "s1", "z4", "lw", "", "x"]))
+        else:
+            tensor = model.graph.initializer[int(rng.integers(len(model.graph.initializer)))]
+            tensor.dims[:] = [int(rng.choice([0, 1, 2, 3, 10, 12, 2**40])) for _ in range(int(rng.integers(0, 4)))]
+    return model.SerializeToString()
+
+
+def test_onnx_quantized_graphs(tmp_path):
+    pytest.importorskip("onnx")
+    data = _quantized_onnx()
+    fields = timed(run_cases, data, ".onnx", 300, tmp_path, 74_000, _mutate_onnx_fields)
+    raw = timed(run_cases, data, ".onnx", 200, tmp_path, 75_000, mutate)
+    assert fields["ok"] > 100 and raw["HtsrError"] > 20
+
+
 def test_gguf(tmp_path):
     gguf = pytest.importorskip("gguf")
     from gguf import GGMLQuantizationType as Q

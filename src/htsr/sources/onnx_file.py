@@ -1,51 +1,67 @@
 """ONNX models (a ``.onnx`` path or an in-memory ``onnx.ModelProto``), read with the ``onnx`` extra.
 
-Weights are found where the graph uses them, not by listing initializers: a
-tensor is a layer's weight when a ``MatMul``, ``Gemm``, ``Conv`` or ``Gather``
-node consumes it and it is constant — a graph initializer, the output of a
-``Constant`` node (exporters such as paddle2onnx keep every weight there), or
-an ``Identity`` / ``Cast`` / ``Transpose`` of one of those. Layouts follow the
-node:
+Weights are found where the graph uses them, not by listing initializers
+(:mod:`.onnx_graph` walks the graph, ``If`` / ``Loop`` / ``Scan`` bodies included):
+a tensor is a layer's weight when a node that multiplies by it consumes it and
+it is constant — a graph initializer or the output of a ``Constant`` node
+(exporters such as paddle2onnx keep every weight there), in this graph or an
+enclosing one — possibly through ``Identity`` / ``Cast`` / ``Transpose`` /
+``Reshape`` / ``DequantizeLinear`` steps. Layouts follow the node:
 
-=========  ===================================  =================================
-node       constant input                       row (as a PyTorch module holds it)
-=========  ===================================  =================================
-MatMul     B, (in, out)                         dense, transposed to (out, in)
-Gemm       B, (out, in) if ``transB`` else      dense (out, in)
-           (in, out)
-Conv       W, (out, in/group, kh, kw) or        conv2d / conv1d as stored
-           (out, in/group, k)
-Gather     data (vocab, dim), indices not       embedding
-           constant
-=========  ===================================  =================================
+=============================  ===================================  ===============================
+node                           constant input                       row (as a PyTorch module holds it)
+=============================  ===================================  ===============================
+MatMul, QLinearMatMul,         B, (in, out)                         dense, transposed to (out, in)
+MatMulInteger
+Gemm                           B, (out, in) if ``transB`` else      dense (out, in)
+                               (in, out)
+Conv, QLinearConv,             W, (out, in/group, kh, kw) or        conv2d / conv1d as stored
+ConvInteger                    (out, in/group, k)
+Gather                         data (vocab, dim), indices not       embedding
+                               constant
+LSTM, GRU, RNN,                W (dirs, gates·hidden, in), R        dense rows per direction and gate,
+DynamicQuantizeLSTM            (dirs, gates·hidden, hidden)         named as ``nn.LSTM`` / ``nn.GRU`` /
+                                                                    ``nn.RNN`` state-dict keys
+=============================  ===================================  ===============================
 
-Rows come in node order (``layer_id`` counts them from 1); a constant used by
-two nodes (a tied embedding) is analyzed once and the second use is marked.
-The row's name is the weight's own name without ``.weight`` (``fc1``,
-``conv2d_0.w_0``) or, when the exporter gave it an anonymous name
+Quantized weights are dequantized to the matrix the model computes with
+(:mod:`.onnx_quant`); their row's ``storage`` says what was stored (``int8-qdq``,
+``uint8-qlinear/channel``, ``int8-integer``, ``int8-dynlstm``) and the scales / zero
+points are its ``aux``. Integer codes reaching a node without a recognized scale are
+listed with the reason ("quantized weights, scheme not recognized: …"), never analyzed
+as values; inconsistent quantization metadata fails that layer alone, with a one-line
+error naming the tensor, the node and the expected shape.
+
+Rows come in node order (``layer_id`` counts them from 1); a constant used twice
+the same way (both branches of an ``If``) is one row, a constant used two ways (a
+tied embedding, ``Gather`` and ``MatMul``) is analyzed once and the second use is
+marked. The row's name is the weight's own name without ``.weight`` / ``_quantized``
+(``fc1``, ``conv2d_0.w_0``) or, when the exporter gave it an anonymous name
 (``onnx::MatMul_8``), the consuming node's name (``/encoder/layer.0/query/MatMul``
-→ ``encoder.layer.0.query``). External data files are read only from the
-model's own folder (plain relative names; nothing is fetched); subgraphs
-(``If`` / ``Loop`` bodies) are not searched.
+→ ``encoder.layer.0.query``). RNN ops give ``weight_ih_l<k>[_reverse].<gate>`` and
+``weight_hh_l<k>[_reverse].<gate>`` rows (long name ``<node path>.<that>``, gates
+``i f g o`` / ``r z n`` in PyTorch's order, ``k`` counting the op's nodes under one
+path), exactly the rows the exported module's state dict gives (``extra=True``, as
+:mod:`.splits`). Every other constant of two or more dimensions is listed as skipped
+with what uses it (the census). External data files are read one tensor at a time
+and only from the model's own folder (plain relative names; nothing is fetched).
 """
 
 from __future__ import annotations
 
-import math
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..config import LayerType
-from ..errors import LayerError, SourceError
-from .base import WeightTensor
+from ..errors import SourceError
+from .base import WeightTensor, layer_type_from_shape
+from .onnx_graph import Chain, Use, Walk, dtype_name, materialize, stored_chain, weight_uses
 
 _ANONYMOUS = re.compile(r"^(onnx::|/)|_output_\d+$|^(val|_val|const|Constant)_?\d*$")
-_PASS = ("Identity", "Cast", "Transpose")
+# PyTorch's gate names in its order, and where each sits in ONNX's order (LSTM i o f c, GRU z r h)
+_TORCH_GATES = {"LSTM": ("ifgo", (0, 2, 3, 1)), "GRU": ("rzn", (1, 0, 2)), "RNN": ("", (0,))}
 
 
 def is_onnx_model(obj: Any) -> bool:
@@ -69,67 +85,24 @@ def load_model(path: Path) -> Any:
         raise SourceError(f"{path}: not a readable ONNX model ({exc.__class__.__name__}: {str(exc)[:200]}).") from None
 
 
-class _Const:
-    """A constant tensor of the graph, possibly transposed (Transpose of a constant)."""
+def _loader(onnx: Any, chain: Chain, folder: Path | None, origin: str, where: str, transpose: bool = False,
+            piece: tuple[int, bool, int, int] | None = None):
+    """``load()`` for one row: the chain's value, transposed, or one gate of one direction of an RNN weight."""
+    import numpy as np
 
-    def __init__(self, proto: Any, name: str, perm: tuple[int, ...] | None = None) -> None:
-        self.proto = proto
-        self.name = name  # the initializer's or Constant node output's name (pass-throughs keep it)
-        self.perm = perm
+    def load() -> np.ndarray:
+        arr = materialize(onnx, chain, folder, origin, where)
+        if piece is not None:
+            d, in_major, start, stop = piece
+            arr = arr[d].T if in_major else arr[d]
+            arr = arr[start:stop]
+        if transpose:
+            arr = arr.T
+        arr = np.ascontiguousarray(arr)
+        arr.flags.writeable = False
+        return arr
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        dims = tuple(int(d) for d in self.proto.dims)
-        return tuple(dims[p] for p in self.perm) if self.perm is not None else dims
-
-
-def _constants(graph: Any) -> dict[str, _Const]:
-    """Every constant value of the graph by name: initializers, Constant nodes and pass-throughs of them."""
-    consts: dict[str, _Const] = {init.name: _Const(init, init.name) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output:
-            for attr in node.attribute:
-                if attr.name == "value" and attr.HasField("t"):
-                    consts[node.output[0]] = _Const(attr.t, node.output[0])
-        elif node.op_type in _PASS and node.input and node.output and node.input[0] in consts:
-            src = consts[node.input[0]]
-            if node.op_type == "Transpose":
-                ndim = len(src.shape)
-                perm = next((tuple(int(p) for p in a.ints) for a in node.attribute if a.name == "perm"),
-                            tuple(reversed(range(ndim))))
-                if sorted(perm) != list(range(ndim)):
-                    continue
-                base = src.perm if src.perm is not None else tuple(range(ndim))
-                consts[node.output[0]] = _Const(src.proto, src.name, tuple(base[p] for p in perm))
-            else:
-                consts[node.output[0]] = src
-    return consts
-
-
-def _int_attr(node: Any, name: str, default: int) -> int:
-    return next((int(a.i) for a in node.attribute if a.name == name), default)
-
-
-def _weight_uses(graph: Any, consts: dict[str, _Const]) -> list[tuple[Any, str, _Const, LayerType, bool]]:
-    """(node, input name, constant, layer type, transpose?) for each weight-consuming node, in node order."""
-    uses = []
-    for node in graph.node:
-        ins = list(node.input)
-        op = node.op_type
-        if op == "MatMul" and len(ins) == 2:
-            if ins[1] in consts and len(consts[ins[1]].shape) == 2:
-                uses.append((node, ins[1], consts[ins[1]], LayerType.DENSE, True))
-            elif ins[0] in consts and len(consts[ins[0]].shape) == 2:  # y = W @ x: W is (out, in)
-                uses.append((node, ins[0], consts[ins[0]], LayerType.DENSE, False))
-        elif op == "Gemm" and len(ins) >= 2 and ins[1] in consts and len(consts[ins[1]].shape) == 2:
-            uses.append((node, ins[1], consts[ins[1]], LayerType.DENSE, not _int_attr(node, "transB", 0)))
-        elif op == "Conv" and len(ins) >= 2 and ins[1] in consts and len(consts[ins[1]].shape) in (3, 4):
-            ltype = LayerType.CONV2D if len(consts[ins[1]].shape) == 4 else LayerType.CONV1D
-            uses.append((node, ins[1], consts[ins[1]], ltype, False))
-        elif (op == "Gather" and len(ins) == 2 and ins[0] in consts and ins[1] not in consts
-              and len(consts[ins[0]].shape) == 2 and _int_attr(node, "axis", 0) == 0):
-            uses.append((node, ins[0], consts[ins[0]], LayerType.EMBEDDING, False))
-    return uses
+    return load
 
 
 def _reference_rows(onnx: Any, graph: Any, origin: str, folder: Path | None) -> list[WeightTensor]:
@@ -139,93 +112,92 @@ def _reference_rows(onnx: Any, graph: Any, origin: str, folder: Path | None) -> 
         shape = tuple(int(d) for d in init.dims)
         if len(shape) not in (2, 4):
             continue
-        const = _Const(init, init.name)
         out.append(WeightTensor(
             layer_id=index, name=init.name, longname=init.name,
             layer_type=LayerType.DENSE if len(shape) == 2 else LayerType.CONV2D, shape=shape,
-            dtype=_dtype_name(onnx, init), origin=origin, key=init.name,
-            load=_loader(onnx, const, False, folder, origin, f"initializer {init.name!r}"),
+            dtype=dtype_name(onnx, init), origin=origin, key=init.name,
+            load=_loader(onnx, stored_chain(onnx, init, init.name), folder, origin, f"initializer {init.name!r}"),
         ))
     return out
 
 
+def _scope_path(node: Any) -> list[str] | None:
+    """The module path torch.onnx.export's dynamo exporter records (``namespace``: ``: M/fc: Linear/linear: aten…``)."""
+    for prop in getattr(node, "metadata_props", ()):
+        if prop.key == "namespace" and len(prop.value) < 4096:
+            names = [seg.split(":", 1)[0].strip() for seg in prop.value.split("/")]
+            if len(names) > 2:
+                return [n for n in names[1:-1] if n]
+    return None
+
+
+def _node_path(node: Any) -> list[str]:
+    """The module path of a node: the exporter's scope, else its ``/a/b/Op`` name less the op."""
+    scope = _scope_path(node)
+    if scope:
+        return scope
+    parts = [p for p in node.name.strip("/").split("/") if p]
+    base = node.op_type.removeprefix("QLinear").removeprefix("DynamicQuantize").removesuffix("Integer")
+    if len(parts) > 1 and parts[-1].split("_")[0] in (node.op_type, base):
+        parts = parts[:-1]
+    return parts
+
+
 def _row_name(tensor_name: str, node: Any) -> str:
     if tensor_name and not _ANONYMOUS.search(tensor_name):
-        return tensor_name.removesuffix(".weight")
-    parts = [p for p in node.name.strip("/").split("/") if p]
-    if len(parts) > 1 and parts[-1].split("_")[0] == node.op_type:
-        parts = parts[:-1]
-    return ".".join(parts) or node.name or tensor_name or node.op_type
+        return tensor_name.removesuffix("_quantized").removesuffix(".weight")
+    return ".".join(_node_path(node)) or node.name or tensor_name or node.op_type
 
 
-def _dtype_name(onnx: Any, proto: Any) -> str:
-    try:
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(proto.data_type)).name
-    except Exception:
-        return f"onnx:{proto.data_type}"
+def _rnn_rows(onnx: Any, uses: list[Use], path: str, layer: int, origin: str, folder: Path | None,
+              first_id: int) -> list[WeightTensor]:
+    """One row per direction, matrix (W, then R) and gate of an RNN op, named as the PyTorch module's keys."""
+    out: list[WeightTensor] = []
+    dirs = max(use.rnn["dirs"] for use in uses if use.rnn is not None)
+    for d in range(dirs):
+        for use in uses:
+            info, chain = use.rnn, use.chain
+            assert info is not None
+            torch_gates, onnx_gates = _TORCH_GATES[info["op"]]
+            hidden, cols = info["hidden"], chain.shape[1] if info["in_major"] else chain.shape[2]
+            param = f"weight_{info['param']}_l{layer}" + ("_reverse" if d == 1 or info["reverse"] else "")
+            for t, g in zip(torch_gates or [""], onnx_gates):
+                name = f"{param}.{t}" if t else param
+                where = f"{name} ({info['op']} {use.node.name or info['op']!r} input {chain.name!r})"
+                out.append(WeightTensor(
+                    layer_id=first_id + len(out), name=name, longname=f"{path}.{name}" if path else name,
+                    layer_type=LayerType.DENSE, shape=(hidden, cols), dtype=chain.dtype, origin=origin,
+                    key=chain.name, extra=True, storage=chain.storage, aux=chain.aux, note=use.note,
+                    load=_loader(onnx, chain, folder, origin, where,
+                                 piece=(d, info["in_major"], g * hidden, (g + 1) * hidden)),
+                ))
+    return out
 
 
-def _external(proto: Any, folder: Path | None, origin: str) -> tuple[Path, int, int | None] | None:
-    """(file, offset, length) of a tensor stored outside the model, checked to lie in the model's folder."""
-    if proto.data_location != 1:  # TensorProto.EXTERNAL
-        return None
-    info = {e.key: e.value for e in proto.external_data}
-    location = info.get("location", "")
-    if folder is None:
-        raise LayerError(f"invalid: tensor {proto.name!r} of the in-memory model {origin} keeps its data in an "
-                         f"external file {location!r}; load the model with its data (onnx.load) or pass its path")
-    if (not location or Path(location).is_absolute() or ".." in Path(location).parts or "\\" in location
-            or ":" in location):
-        raise SourceError(f"{origin}: tensor {proto.name!r} names external data {location[:100]!r} outside the "
-                          "model's folder; htsr only reads files next to the model.")
-    try:
-        offset = int(info.get("offset", 0))
-        length = int(info["length"]) if "length" in info else None
-    except ValueError:
-        raise SourceError(f"{origin}: tensor {proto.name!r} has a bad external-data offset/length.") from None
-    return folder / location, offset, length
+def _census(walk: Walk, rows: list[WeightTensor], origin: str, first_id: int) -> list[WeightTensor]:
+    """A skipped row for every stored constant of two or more dimensions that no row uses or consumes."""
+    import numpy as np
 
+    used = {r.key for r in rows} | {a for r in rows for a in r.aux}
+    out: list[WeightTensor] = []
+    for proto, name, ops in walk.stored.values():
+        shape = tuple(int(d) for d in proto.dims)
+        if len(shape) < 2 or name in used:
+            continue
+        by = ", ".join(sorted(set(ops))) or "no node"
+        dt = dtype_name(sys.modules["onnx"], proto)
+        kind = np.dtype(dt).kind if not dt.startswith("onnx:") else "f"
+        reason = (f"quantized weights, scheme not recognized: {dt} tensor used by {by}"
+                  if kind in "iu" and np.dtype(dt).itemsize == 1 else f"not a layer weight: used by {by}")
 
-def _loader(onnx: Any, const: _Const, transpose: bool, folder: Path | None, origin: str,
-            where: str) -> Callable[[], np.ndarray]:
-    from onnx import numpy_helper
+        def refuse(name: str = name, reason: str = reason) -> Any:
+            raise SourceError(f"{origin}: {name!r} is not analyzed ({reason}).")
 
-    def load() -> np.ndarray:
-        proto = const.proto
-        ext = _external(proto, folder, origin)
-        try:
-            if ext is not None:
-                file, offset, length = ext
-                itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(proto.data_type)).itemsize
-                need = math.prod(int(d) for d in proto.dims) * itemsize
-                if length is not None and length != need:
-                    raise SourceError(f"{origin}: external data of {where} is {length} bytes; its shape needs {need}.")
-                if not file.is_file() or file.stat().st_size < offset + need:
-                    raise SourceError(f"{origin}: external data file {file.name!r} of {where} is missing or too short.")
-                with open(file, "rb") as fh:
-                    fh.seek(offset)
-                    raw = fh.read(need)
-                inline = onnx.TensorProto()
-                inline.data_type, inline.name = proto.data_type, proto.name
-                inline.dims.extend(proto.dims)
-                inline.raw_data = raw
-                proto = inline
-            arr = numpy_helper.to_array(proto)
-        except (SourceError, LayerError):
-            raise
-        except Exception as exc:
-            raise SourceError(f"{origin}: cannot read {where} ({exc.__class__.__name__}: {str(exc)[:150]}).") from None
-        if arr.dtype.kind not in "fciub":  # bfloat16 / float8 come back as ml_dtypes
-            arr = arr.astype(np.float32)
-        if const.perm is not None:
-            arr = arr.transpose(const.perm)
-        if transpose:
-            arr = arr.T
-        arr = np.ascontiguousarray(arr)
-        arr.flags.writeable = False
-        return arr
-
-    return load
+        out.append(WeightTensor(
+            layer_id=first_id + len(out), name=name, longname=name, layer_type=layer_type_from_shape(name, shape),
+            shape=shape, dtype=dt, origin=origin, key=name, load=refuse, note=reason,
+        ))
+    return out
 
 
 def onnx_tensors(model: Any, path: Path | None = None, reference_ids: bool = False) -> list[WeightTensor]:
@@ -245,34 +217,60 @@ def onnx_tensors(model: Any, path: Path | None = None, reference_ids: bool = Fal
     origin = str(path) if path is not None else "<onnx.ModelProto>"
     onnx = _import_onnx(origin)
     try:
-        graph = model.graph
-        consts = _constants(graph)
-        uses = _weight_uses(graph, consts)
+        walk = weight_uses(onnx, model.graph)
+    except RecursionError:
+        raise SourceError(f"{origin}: ONNX subgraphs nested too deeply.") from None
     except Exception as exc:  # a malformed proto that parsed
         raise SourceError(f"{origin}: malformed ONNX graph ({exc.__class__.__name__}: {str(exc)[:200]}).") from None
+    uses = walk.uses
     out: list[WeightTensor] = []
-    first: dict[int, str] = {}
     folder = path.parent if path is not None else None
     if reference_ids:
         out = _reference_rows(onnx, model.graph, origin, folder)
         inits = {id(init) for init in model.graph.initializer}
-        uses = [u for u in uses if id(u[2].proto) not in inits]  # Constant-node weights, which the reference misses
-    start = len(model.graph.initializer) if reference_ids else 1
-    for layer_id, (node, _input, const, ltype, transpose) in enumerate(uses, start=start):
-        name = _row_name(const.name, node)
-        shape = const.shape[::-1] if transpose else const.shape
-        ident = id(const.proto)  # W and Wᵀ share a spectrum: one analysis per stored tensor
-        note = ""
-        if ident in first:
-            note = f"tied: same tensor as {first[ident]}"
-        else:
-            first[ident] = name
-        where = f"weight {const.name!r} of node {node.name or node.op_type!r}"
+        # Constant-node weights, which the reference misses; no RNN rows (the reference has none)
+        uses = [u for u in uses if id(u.chain.proto) not in inits and u.rnn is None]
+    next_id = len(model.graph.initializer) if reference_ids else 1
+    first: dict[int, str] = {}
+    seen: set[tuple] = set()
+    rnn_layers: dict[str, list[int]] = {}  # node path / op → its RNN nodes: the layer index k
+    group: list[Use] = []  # the W / R uses of one RNN node
+    for i, use in enumerate(uses):
+        chain, node = use.chain, use.node
+        sig = chain.signature() + (use.ltype, use.transpose, None if use.rnn is None else use.rnn["param"])
+        if sig in seen:  # the same weight used the same way again (both branches of an If): one row
+            continue
+        seen.add(sig)
+        if use.rnn is not None:
+            group.append(use)
+            if i + 1 < len(uses) and uses[i + 1].node is node and uses[i + 1].rnn is not None:
+                continue  # W, then R of the same node: rows interleave per direction as the module's
+            mod = ".".join(_node_path(node)) if node.name or _scope_path(node) else use.rnn["op"].lower()
+            nodes = rnn_layers.setdefault(f"{mod}/{use.rnn['op']}", [])
+            if id(node) not in nodes:
+                nodes.append(id(node))
+            rows = _rnn_rows(onnx, group, mod, nodes.index(id(node)), origin, folder, next_id)
+            group = []
+            out.extend(rows)
+            next_id += len(rows)
+            first.setdefault(id(chain.proto), rows[0].name if rows else chain.name)
+            continue
+        name = _row_name(chain.name, node)
+        shape = chain.shape[::-1] if use.transpose else chain.shape
+        note = use.note
+        if not note and id(chain.proto) in first:  # W and Wᵀ share a spectrum: one analysis per stored tensor
+            note = f"tied: same tensor as {first[id(chain.proto)]}"
+        elif not note:
+            first[id(chain.proto)] = name
+        where = f"weight {chain.name!r} of node {node.name or node.op_type!r}"
         out.append(WeightTensor(
-            layer_id=layer_id, name=name, longname=name, layer_type=ltype, shape=tuple(shape),
-            dtype=_dtype_name(onnx, const.proto), origin=origin, key=const.name,
-            load=_loader(onnx, const, transpose, folder, origin, where), note=note,
+            layer_id=next_id, name=name, longname=name, layer_type=use.ltype, shape=tuple(shape),
+            dtype=chain.dtype, origin=origin, key=chain.name, storage=chain.storage, aux=chain.aux, note=note,
+            load=_loader(onnx, chain, folder, origin, where, use.transpose),
         ))
+        next_id += 1
+    if not reference_ids:
+        out.extend(_census(walk, out, origin, next_id))
     if not out:
         kinds = sorted({n.op_type for n in model.graph.node})[:12]
         raise SourceError(f"{origin}: no MatMul, Gemm, Conv or Gather node of the ONNX graph uses a constant weight "
