@@ -80,7 +80,8 @@ def open_source(obj: Any, extra_rows: bool = True, reference_ids: bool = False) 
     if is_onnx_model(obj):
         from .onnx_file import onnx_tensors
 
-        return Source(f"ONNX model {obj.graph.name!r}", tuple(onnx_tensors(obj, None, reference_ids)), "onnx")
+        return Source(f"ONNX model {obj.graph.name!r}",
+                      tuple(t for t in onnx_tensors(obj, None, reference_ids) if extra_rows or not t.extra), "onnx")
     if isinstance(obj, (str, os.PathLike)):
         return _open_path(Path(obj), extra_rows, reference_ids)
     from .jax_source import is_pytree
@@ -169,7 +170,8 @@ def _open_path(path: Path, extra_rows: bool = True, reference_ids: bool = False)
         from . import onnx_file
 
         safetensors_file.require_regular_file(path)
-        return Source(str(path), tuple(onnx_file.onnx_tensors(onnx_file.load_model(path), path, reference_ids)), "onnx")
+        rows = onnx_file.onnx_tensors(onnx_file.load_model(path), path, reference_ids)
+        return Source(str(path), tuple(t for t in rows if extra_rows or not t.extra), "onnx")
     if suffix in (".keras", ".h5", ".hdf5"):
         from .keras_source import keras_tensors
 
