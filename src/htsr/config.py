@@ -157,6 +157,10 @@ class AnalysisConfig:
         M < ``min_evals`` (or > ``max_evals``), and non-conv rows get
         ``slice_id`` 0; ``randomize`` uses five shuffles when the layer's M·rf
         (not the row's eigenvalue count) is below 100.
+    integer_values
+        Analyze integer (and bool) weight tensors that htsr does not dequantize as if
+        their codes were values. Default False: such a tensor is skipped with a reason
+        (quantized layers htsr recognizes are dequantized either way; :mod:`htsr.sources.quant`).
     """
 
     min_evals: int = 10
@@ -190,6 +194,7 @@ class AnalysisConfig:
     stacked: bool = False
     deltas: bool = False
     reference: bool = False
+    integer_values: bool = False
 
     def __post_init__(self) -> None:
         _check_fit_options(self)
@@ -202,7 +207,7 @@ class AnalysisConfig:
         if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or self.seed < 0:
             raise OptionError(f"The 'seed' option must be a non-negative integer; got {self.seed!r}.")
         for name in ("pool", "conv2d_norm", "randomize", "mp_fit", "detX", "fast", "keep_esd", "inverse", "vectors",
-                     "intra", "sparsify", "stacked", "deltas", "reference"):
+                     "intra", "sparsify", "stacked", "deltas", "reference", "integer_values"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise OptionError(f"The '{name}' option must be True or False; got {value!r}.")

@@ -133,6 +133,7 @@ SCHEMA: tuple[Column, ...] = (
     _C("rand_mean_spike", "bool", "htsr: one randomized spike (usually the largest) is the outlier a non-zero mean of W produces, not a trap.", "randomize", "htsr", "traps.mean_spike"),
     _C("rand_mean_spike_eval", "float", "htsr: the eigenvalue predicted for the mean's outlier (NaN when the mean is too small to leave the bulk).", "randomize", "htsr", "traps.mean_eval"),
     _C("reason", "str", "htsr: why a row failed or is invalid; notes on conversions (empty on plain success).", "htsr", "htsr", "reason"),
+    _C("storage", "str", "htsr: what the file stores: the dtype (bf16, f32 …) or the quantization the matrix was dequantized from (gptq-int4/g128, fp8_e4m3/block128, bnb-nf4 …).", "storage", "htsr", "storage"),
 )
 COLUMNS = {c.name: c for c in SCHEMA}
 SUMMARY_KEYS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "stable_rank")
@@ -147,6 +148,8 @@ TRAP_GROUP_COLUMNS = ("axis", "index", "size", "num_layers", "layers", "axes", "
 def column_groups(config: "AnalysisConfig") -> set[str]:
     """The column groups a run with ``config`` produces."""
     groups = {"core", "htsr"}
+    if not config.reference:  # htsr's own column; the compat class's columns stay the reference's
+        groups.add("storage")
     for option in ("randomize", "mp_fit", "detX", "vectors"):
         if getattr(config, option):
             groups.add(option)
