@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import LayerError
 
-_BLOCK = 1 << 20  # codes decoded per step
+_BLOCK = 1 << 18  # codes decoded per step
 
 #: FP4 (E2M1) values of the 16 codes, as the OCP MX specification defines them (MXFP4).
 FP4_E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
@@ -62,6 +62,15 @@ def unpack_stream(words: np.ndarray, bits: int, count: int) -> np.ndarray:
     lead, n = w.shape[:-1], w.shape[-1]
     if count > n * 32 // bits:
         raise LayerError(f"{n} packed words hold {n * 32 // bits} {bits}-bit codes, not {count}")
+    if bits in (2, 4, 8):  # codes never straddle a byte: split the little-endian bytes
+        per = 8 // bits
+        raw = w.astype("<u4", copy=False).view(np.uint8).reshape(lead + (n * 4,))
+        if per == 1:
+            return raw[..., :count].copy()
+        out8 = np.empty(lead + (n * 4, per), dtype=np.uint8)
+        for k in range(per):
+            np.bitwise_and(raw >> (k * bits), (1 << bits) - 1, out=out8[..., k])
+        return out8.reshape(lead + (n * 32 // bits,))[..., :count]
     groups = -(-n // bits)
     if groups * bits != n:
         w = np.concatenate([w, np.zeros(lead + (groups * bits - n,), np.uint32)], axis=-1)
