@@ -328,3 +328,65 @@ def test_fuzzed_quantized_groups_never_crash(tmp_path):
                 continue
             assert arr.shape == t.shape
 
+
+
+def _gptq_tensors(bits: int = 4):
+    codes, scales, zeros = quantize_groups(RNG.standard_normal((32, 64)).astype(np.float32), bits, 32, RNG)
+    expected = (codes - np.repeat(zeros, 32, 0).T) * np.repeat(scales, 32, 0).T.astype(np.float32)
+    return gptq_pack(codes, scales, zeros, bits), expected
+
+
+def test_gptq_in_a_torch_file_an_npz_and_a_sharded_folder(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    packed, expected = _gptq_tensors()
+    sd = {f"l.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in packed.items()}
+    sd["l.bias"] = torch.zeros(32)
+    torch.save(sd, tmp_path / "sd.pt")
+    np.savez(tmp_path / "sd.npz", **{k: v.numpy() for k, v in sd.items()})
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    save_file({"l.qweight": sd["l.qweight"], "l.bias": sd["l.bias"]}, str(folder / "a.safetensors"))
+    save_file({"l.qzeros": sd["l.qzeros"], "l.scales": sd["l.scales"]}, str(folder / "b.safetensors"))
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "l.bias": "a.safetensors", "l.qweight": "a.safetensors", "l.qzeros": "b.safetensors",
+        "l.scales": "b.safetensors"}}))
+    (folder / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "gptq", "bits": 4}}))
+    for path in (tmp_path / "sd.pt", tmp_path / "sd.npz", folder):
+        t = _one(path)
+        assert (t.layer_id, t.name, t.storage, t.bias is not None) == (1, "l", "gptq-int4/g32", True), path
+        np.testing.assert_allclose(t.load(), expected, rtol=1e-6)
+
+
+def test_quantized_and_plain_layers_are_numbered_in_key_order(tmp_path):
+    packed, _ = _gptq_tensors()
+    sd = {"a.weight": RNG.standard_normal((20, 30)).astype(np.float32)}
+    sd |= {f"b.{k}": v for k, v in packed.items()}
+    sd["c.weight"] = RNG.standard_normal((20, 30)).astype(np.float32)
+    tensors = open_source(sd).tensors
+    assert [(t.layer_id, t.name, t.storage) for t in tensors] == [(1, "a", ""), (2, "b", "gptq-int4/g32"), (3, "c", "")]
+
+
+def test_compressed_tensors_int8_and_fp8_channel_without_packing():
+    torch = pytest.importorskip("torch")
+    q = RNG.integers(-128, 128, (24, 40)).astype(np.int8)
+    s = RNG.uniform(0.01, 0.1, (24, 1)).astype(np.float32)
+    z = RNG.integers(-5, 5, (24, 1)).astype(np.int8)
+    t = _one({"x.weight": q, "x.weight_scale": s, "x.weight_zero_point": z})
+    assert t.storage == "int8/channel"
+    np.testing.assert_allclose(t.load(), (q.astype(np.float32) - z) * s, rtol=1e-6)
+    codes = torch.from_numpy(RNG.standard_normal((24, 40)).astype(np.float32)).to(torch.float8_e5m2)
+    t = _one({"y.weight": codes, "y.weight_scale": torch.from_numpy(s)})
+    assert t.storage == "fp8_e5m2/channel"
+    np.testing.assert_array_equal(t.load(), codes.float().numpy() * s)
+
+
+def test_unknown_quantized_keys_are_skipped_with_a_reason():
+    sd = {"l.qweight": np.zeros((8, 32), np.int32), "l.scales": np.ones((1, 32), np.float16),
+          "m.weight_packed": np.zeros((4, 4), np.int32), "m.weight_scale": np.ones((4, 1), np.float32)}
+    tensors = open_source(sd).tensors
+    notes = {t.name: t.note for t in tensors}
+    assert notes["l"] == "quantized weights, scheme not recognized: 'l.qweight' without qzeros"
+    assert notes["m"].startswith("quantized weights, scheme not recognized: 'm.weight_packed' without")
+    assert {a for t in tensors for a in t.aux} == {"l.scales", "m.weight_scale"}
