@@ -313,7 +313,7 @@ def test_fuzzed_quantized_groups_never_crash(tmp_path):
             sd[f"m.{part}"] = data.view(parts[part]).reshape(shape)
         if "weight.quant_state.bitsandbytes__nf4" in chosen and trial % 2:
             state = json.dumps({"shape": [8, 8], "blocksize": int(rng.integers(1, 70)), "quant_type": "nf4"})
-            sd["m.weight.quant_state.bitsandbytes__nf4"] = np.frombuffer(state.encode(), np.uint8)
+            sd["m.weight.quant_state.bitsandbytes__nf4"] = np.frombuffer(state.encode(), np.uint8).copy()
         sd["other.weight"] = np.ones((3, 3))  # a well-formed neighbour is always still there
         tensors = list(weight_tensors(mapping_entries(sd, "<dict>"), configs[trial % len(configs)]))
         assert any(t.name == "other" and not t.note for t in tensors)
