@@ -390,3 +390,15 @@ def test_unknown_quantized_keys_are_skipped_with_a_reason():
     assert notes["l"] == "quantized weights, scheme not recognized: 'l.qweight' without qzeros"
     assert notes["m"].startswith("quantized weights, scheme not recognized: 'm.weight_packed' without")
     assert {a for t in tensors for a in t.aux} == {"l.scales", "m.weight_scale"}
+
+
+def test_a_float_weight_with_a_scale_stays_a_plain_row_and_uint8_with_a_scale_is_not_guessed():
+    w = RNG.standard_normal((20, 30)).astype(np.float32)
+    tensors = open_source({"a.weight": w, "a.weight_scale": np.ones((20, 1), np.float32),
+                           "b.weight": RNG.integers(0, 255, (20, 30)).astype(np.uint8),
+                           "b.weight_scale": np.ones((20, 1), np.float32)}).tensors
+    a, b = (t for t in tensors if t.name in ("a", "b"))
+    assert (a.storage, a.note, a.aux) == ("", "", ())
+    np.testing.assert_array_equal(a.load(), w)
+    assert b.note == "quantized weights, scheme not recognized: 'b.weight' of dtype uint8 with weight_scale"
+    assert b.aux == ("b.weight_scale",)

@@ -25,7 +25,7 @@ GPTQ_BITS = (2, 3, 4, 8)
 MLX_BITS = (2, 3, 4, 5, 6, 8)
 CT_BITS = (2, 3, 4, 8)
 _FP8 = {"float8_e4m3": "fp8_e4m3", "float8_e4m3fn": "fp8_e4m3", "float8_e5m2": "fp8_e5m2"}
-_INT = ("int8", "uint8", "int16", "int32", "uint32", "int64")
+_FLOATS = ("float16", "float32", "float64", "bfloat16")
 _MAX_META = 1 << 16  # bytes of a metadata tensor (quant_state JSON, weight_shape) read while grouping
 
 
@@ -198,8 +198,8 @@ def _weight(e: Any, prefix: str, name: str, sib: dict, qcfg: dict) -> tuple[list
         scb = sib["SCB"]
         return [_entry(e, name, shape, "bnb-int8", lambda: dq.bnb_int8(np.asarray(e.load()), np.asarray(scb.load())),
                        f"bitsandbytes int8 {e.key!r}")], aux
-    if "weight_scale_inv" in sib or "weight_scale" in sib:
-        return _scaled(e, prefix, name, sib, qcfg)
+    if ("weight_scale_inv" in sib or "weight_scale" in sib) and e.dtype not in _FLOATS:
+        return _scaled(e, prefix, name, sib, qcfg)  # a float weight with a scale is not quantized: left as is
     if e.dtype == "uint32" and "scales" in sib and "biases" in sib:
         return _mlx(e, prefix, name, sib, qcfg)
     return None
@@ -234,7 +234,7 @@ def _scaled(e: Any, prefix: str, name: str, sib: dict, qcfg: dict) -> tuple[list
     ss = _shape(sc)
     if len(shape) != 2:
         raise _not_recognized(f"{e.key!r} of shape {shape} with {scale_key} (a 2-D weight was expected)")
-    kind = _FP8.get(e.dtype) or (e.dtype if e.dtype in ("int8", "uint8") else None)
+    kind = _FP8.get(e.dtype) or ("int8" if e.dtype == "int8" else None)
     if kind is None:
         raise _not_recognized(f"{e.key!r} of dtype {e.dtype} with {scale_key}")
     zp = sib.get("weight_zero_point")
