@@ -439,11 +439,47 @@ def _blocks(e: Any, prefix: str, name: str, sib: dict, qcfg: dict) -> tuple[list
         return [_entry(e, name, (rows, cols), "mxfp4",
                        lambda: dq.mxfp4(np.asarray(e.load()), np.asarray(sc.load())), f"MXFP4 {key!r}")], (scales,)
     out = []
+    blocks_of, scales_of = _expert_reader(e), _expert_reader(sc)
     for k in range(bs[0]):
         def load(k: int = k) -> np.ndarray:
-            return dq.mxfp4(np.asarray(e.load()[k]), np.asarray(sc.load()[k]))
+            return dq.mxfp4(blocks_of(k), scales_of(k))
         out.append(_entry(e, f"{name}.{k}", (rows, cols), "mxfp4", load, f"MXFP4 {key!r} expert {k}"))
     return out, (scales,)
+
+
+def _expert_reader(e: Any) -> Callable[[int], np.ndarray]:
+    """``read(k)``: expert ``k`` of a stacked uint8 tensor; from a safetensors file only that expert's bytes
+    are mapped and copied (the whole tensor is read otherwise)."""
+    from pathlib import Path
+
+    from ..safetensors_file import read_header
+
+    def whole(k: int) -> np.ndarray:
+        return np.asarray(e.load()[k])
+
+    if not e.origin.endswith(".safetensors"):
+        return whole
+
+    path = Path(e.origin)
+    where: list[int] = []  # the tensor's first byte, found once
+
+    def read(k: int) -> np.ndarray:
+        if not where:
+            header, start, _ = read_header(path)
+            info = header.get(e.key, {})
+            where.append(start + int(info["data_offsets"][0])
+                         if info.get("dtype") == "U8" and tuple(info.get("shape", ())) == _shape(e) else -1)
+        if where[0] < 0:
+            return whole(k)
+        per = math.prod(_shape(e)[1:])
+        offset = where[0] + k * per
+        mm = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(per,))
+        try:
+            return np.array(mm).reshape(_shape(e)[1:])
+        finally:
+            del mm
+
+    return read
 
 
 _MATCHERS: tuple[tuple[str, Callable[..., Any]], ...] = (
