@@ -144,7 +144,12 @@ def gptq(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, g_idx: np.
         i1 = min(w1 * 32 // bits, n_in)
         codes = unpack_stream(qw[w0:w1].T, bits, i1 - i0).T  # (i1-i0, out)
         gi = g[i0:i1]
-        wt[i0:i1] = (codes.astype(np.float32) - zeros[gi]) * s[gi]
+        if gi.size and np.all(gi[1:] >= gi[:-1]):  # groups in order: broadcast each group's row of scales
+            cuts = np.flatnonzero(np.diff(gi)) + 1
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, gi.size]):
+                np.multiply(codes[a:b] - zeros[gi[a]], s[gi[a]], out=wt[i0 + a:i0 + b])
+        else:  # act-order: any row may be in any group
+            wt[i0:i1] = (codes.astype(np.float32) - zeros[gi]) * s[gi]
     return wt.T
 
 
