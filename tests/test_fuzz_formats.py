@@ -1,4 +1,5 @@
-"""Fuzz the readers added for issue 11 (pickled models, TorchScript, ONNX, GGUF, Keras, Flax msgpack).
+"""Fuzz the readers added for issue 11 (pickled models, TorchScript, ONNX, GGUF, Keras, Flax msgpack) and the
+quantized layers of issue 17.
 
 Same rules as ``test_fuzz.py`` (whose mutation and reading helpers are reused): a mutated file gives
 rows or an :class:`htsr.HtsrError`, never another exception, a hang or a huge allocation. Zip formats are
@@ -216,3 +217,46 @@ def test_flax_msgpack(tmp_path):
     data = msgpack.packb(tree, default=default, use_bin_type=True)
     out = timed(run_cases, data, ".msgpack", 400, tmp_path, 78_000, mutate)
     assert out["HtsrError"] > 100
+
+
+def test_quantized_safetensors(tmp_path):
+    """Mutated quantized layers (GPTQ, AWQ, bitsandbytes nf4 nested, FP8 blocks, MLX, MXFP4, compressed-tensors)."""
+    import json
+
+    torch = pytest.importorskip("torch")
+    from quant_packers import awq_pack, gptq_pack, mxfp4_pack, pack_bits_le, quantize_groups
+    from safetensors.torch import save_file
+    from test_fuzz import mutate_safetensors_header
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((32, 64)).astype(np.float32)
+    codes, scales, zeros = quantize_groups(w, 4, 32, rng)
+    sd = {f"g.{k}": v for k, v in gptq_pack(codes, scales, zeros, 4).items()}
+    sd |= {"a.qweight": awq_pack(codes.T), "a.qzeros": awq_pack(zeros), "a.scales": scales}
+    state = {"quant_type": "nf4", "blocksize": 64, "dtype": "float32", "shape": [32, 64],
+             "nested_blocksize": 4, "nested_offset": 0.1}
+    sd |= {"b.weight": rng.integers(0, 256, (1024, 1)).astype(np.uint8),
+           "b.weight.absmax": rng.integers(0, 256, 32).astype(np.uint8),
+           "b.weight.quant_map": np.linspace(-1, 1, 16).astype(np.float32),
+           "b.weight.nested_absmax": rng.uniform(1, 2, 8).astype(np.float32),
+           "b.weight.nested_quant_map": np.linspace(-1, 1, 256).astype(np.float32),
+           "b.weight.quant_state.bitsandbytes__nf4": np.frombuffer(json.dumps(state).encode(), np.uint8).copy()}
+    sd |= {"f.weight": torch.from_numpy(w).to(torch.float8_e4m3fn), "f.weight_scale_inv": np.ones((1, 1), np.float32)}
+    sd |= {"m.weight": pack_bits_le(codes, 4).view(np.uint32), "m.scales": scales.T.copy(), "m.biases": scales.T.copy()}
+    blocks, exps, _ = mxfp4_pack(w)
+    sd |= {"x_blocks": blocks, "x_scales": exps}
+    sd |= {"c.weight_packed": pack_bits_le(codes, 4), "c.weight_scale": np.ones((32, 2), np.float32),
+           "c.weight_shape": np.array([32, 64])}
+    path = tmp_path / "model.safetensors"
+    save_file({k: (v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))).contiguous()
+               for k, v in sd.items()}, str(path))
+    (tmp_path / "config.json").write_text(json.dumps({"quantization": {"bits": 4, "group_size": 32}}))
+    base = path.read_bytes()
+    fuzz = tmp_path / "fuzz"
+    fuzz.mkdir()
+    (fuzz / "config.json").write_text((tmp_path / "config.json").read_text())
+    header = timed(run_cases, base, ".safetensors", 300, fuzz, 80_000, mutate_safetensors_header)
+    raw = timed(run_cases, base, ".safetensors", 200, fuzz, 81_000, mutate)
+    # header edits are mostly refused by the reader; data edits reach the dequantizers (tests/test_quant.py
+    # fuzzes consistent headers with wrong shapes, dtypes and metadata)
+    assert header["HtsrError"] > 200 and raw["ok"] > 40 and raw["HtsrError"] > 40

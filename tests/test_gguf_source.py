@@ -157,8 +157,11 @@ def test_k_quants_are_dequantized_with_the_right_layout(tmp_path, qtype):
     for t in source.tensors:
         np.testing.assert_array_equal(t.load(), dense[t.key])
     sn.save_file(dense, str(tmp_path / "k.safetensors"))
-    pd.testing.assert_frame_equal(htsr.analyze(tmp_path / "k.gguf", seed=0).details,
-                                  htsr.analyze(tmp_path / "k.safetensors", seed=0).details)
+    from_gguf = htsr.analyze(tmp_path / "k.gguf", seed=0).details
+    from_safetensors = htsr.analyze(tmp_path / "k.safetensors", seed=0).details
+    assert from_gguf.pop("storage").tolist() == [qtype.name.lower()] * 2  # what each file stores
+    assert from_safetensors.pop("storage").tolist() == ["f32"] * 2
+    pd.testing.assert_frame_equal(from_gguf, from_safetensors)
 
 
 def test_not_a_gguf_file(tmp_path):

@@ -228,12 +228,15 @@ def test_every_broken_layer_gets_a_row_and_the_healthy_layer_is_analyzed():
         assert status[name] == "failed" and np.isnan(d.loc[name, "alpha"]) and "eigenvalues above" in reason[name]
         assert d.loc[name, "matrix_rank"] == 1 and d.loc[name, "has_esd"]
         np.testing.assert_allclose(d.loc[name, "norm"], np.sum(broken_layers()[name + ".weight"] ** 2), rtol=1e-12)
-    # integers are analyzed as floats and say so
-    for name in ("int8", "uint8"):
-        assert status[name] == "success" and reason[name] == f"{name} weights analyzed as floats"
     assert status["half"] == "success" and reason["half"] == ""
     # a 1×N matrix has one eigenvalue: the min_evals gate lists it in .skipped; an empty matrix too
     skipped = report.skipped.set_index("name")["reason"].to_dict()
+    # integer codes are not values: skipped with a reason, unless integer_values=True (then analyzed as floats)
+    integers = htsr.analyze(broken_layers(), integer_values=True, layers=["int8", "uint8"]).details.set_index("name")
+    for name in ("int8", "uint8"):
+        assert f"integer tensor ({name})" in skipped[name] and "integer_values=True" in skipped[name]
+        assert integers.loc[name, "status"] == "success"
+        assert integers.loc[name, "reason"] == f"{name} weights analyzed as floats"
     assert "min_evals" in skipped["row"] and skipped["empty"] == "empty tensor"
     assert set(d.index) | set(skipped) == {k[: -len(".weight")] for k in broken_layers()}
 
@@ -270,8 +273,10 @@ def test_low_precision_and_quantized_dtypes_in_safetensors(tmp_path):
         np.testing.assert_allclose(d.loc[name, "norm"], want, rtol=1e-12, err_msg=name)
     np.testing.assert_allclose(d.loc["bf16", "alpha"], ok["alpha"], rtol=0.05)
     assert d.loc["bf16nan", "reason"] == "invalid: 7 NaN entries"
-    assert d.loc["i8", "reason"] == "int8 weights analyzed as floats" and d.loc["i8", "status"] == "success"
-    assert d.loc["u8", "reason"] == "uint8 weights analyzed as floats"
+    assert "i8" not in d.index and "u8" not in d.index  # integer codes are not values (integer_values=False)
+    ints = htsr.analyze(path, integer_values=True, layers=["i8", "u8"]).details.set_index("name")
+    assert ints.loc["i8", "reason"] == "int8 weights analyzed as floats" and ints.loc["i8", "status"] == "success"
+    assert ints.loc["u8", "reason"] == "uint8 weights analyzed as floats"
     assert d.loc["c64", "status"] == "invalid" and "complex" in d.loc["c64", "reason"]
     assert d.loc["f4", "status"] == "invalid" and "F4 is not supported" in d.loc["f4", "reason"]
 

@@ -145,6 +145,10 @@ class AnalysisConfig:
         With plots: also draw the level spacings of each ESD (log10 gaps between
         consecutive eigenvalues and their histogram; :mod:`htsr.option_plots`).
         Changes no number.
+    integer_values
+        Analyze integer (and bool) weight tensors that htsr does not dequantize as if
+        their codes were values. Default False: such a tensor is skipped with a reason
+        (quantized layers htsr recognizes are dequantized either way; :mod:`htsr.sources.quant`).
     """
 
     min_evals: int = 10
@@ -177,6 +181,7 @@ class AnalysisConfig:
     sparsify: bool = True
     stacked: bool = False
     deltas: bool = False
+    integer_values: bool = False
 
     def __post_init__(self) -> None:
         _check_fit_options(self)
@@ -189,7 +194,7 @@ class AnalysisConfig:
         if not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool) or self.seed < 0:
             raise OptionError(f"The 'seed' option must be a non-negative integer; got {self.seed!r}.")
         for name in ("pool", "conv2d_norm", "randomize", "mp_fit", "detX", "fast", "keep_esd", "inverse", "vectors",
-                     "intra", "sparsify", "stacked", "deltas"):
+                     "intra", "sparsify", "stacked", "deltas", "integer_values"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise OptionError(f"The '{name}' option must be True or False; got {value!r}.")

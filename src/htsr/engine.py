@@ -27,6 +27,7 @@ from .progress import Progress
 from .results import LayerResult
 from .sources import Source, WeightTensor
 from .sources.base import StoredMatrix
+from .sources.quant import INTEGER_DTYPES, plain_storage
 from .spectral.esd import ESD, compute_esd, top_esd
 from .spectral.fitting import TailFit, fit_tail
 from .spectral.inverse import inverse_evals
@@ -68,6 +69,9 @@ def plan(source: Source, config: AnalysisConfig, treatment: Treatment = HTSR) ->
             is_layer = False
         if reason is None and t.note:
             reason = t.note
+        if reason is None and not t.storage and t.dtype in INTEGER_DTYPES and not config.integer_values:
+            reason = (f"integer tensor ({t.dtype}) not dequantized: its codes are not values "
+                      "(integer_values=True analyzes them as values)")
         if reason is None and not config.layers.selects(t.layer_id, t.name, t.longname, t.layer_type.value):
             reason = "not selected by the 'layers' option"
         if reason is None and geom is not None:
@@ -87,7 +91,8 @@ def plan(source: Source, config: AnalysisConfig, treatment: Treatment = HTSR) ->
 
 def _identity(t: WeightTensor, g: Geometry, slice_id: int | None = None) -> dict:
     """The identity fields of a :class:`LayerResult` (a per-slice row has rf = 1 and M eigenvalues)."""
-    ident = dict(t.identity(), N=g.N, M=g.M, rf=g.rf, num_evals=g.num_evals)
+    ident = dict(t.identity(), N=g.N, M=g.M, rf=g.rf, num_evals=g.num_evals,
+                 storage=t.storage or plain_storage(t.dtype))
     if slice_id is not None:
         ident.update(slice_id=slice_id, rf=1, num_evals=g.M)
     if t.num_components:

@@ -58,6 +58,9 @@ class LayerResult:
         Eigenvector localization statistics (``vectors=True``).
     xflag : bool or None
         True on an ``intra=True`` row (the product of two consecutive layers).
+    storage : str
+        What the file stores: the dtype (``bf16``, ``f32`` …) or the quantization
+        scheme the matrix was dequantized from (``gptq-int4/g128`` …; :mod:`htsr.sources.quant`).
     """
 
     layer_id: int
@@ -80,6 +83,7 @@ class LayerResult:
     detx: DetX | None = None
     vectors: VectorColumns | None = None
     xflag: bool | None = None
+    storage: str = ""
 
     @property
     def Q(self) -> float:

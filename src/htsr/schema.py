@@ -103,6 +103,7 @@ DETAILS = Table("details", "One row per analyzed layer (per conv slice with pool
     _C("slice_id", "int", "Kernel position of this row when pool=False.", "slice", "reference", "slice_id", show="html"),
     _C("rand_mean_spike", "bool", "htsr: one randomized spike (usually the largest) is the outlier a non-zero mean of W produces, not a trap.", "randomize", "htsr", "traps.mean_spike"),
     _C("rand_mean_spike_eval", "float", "htsr: the eigenvalue predicted for the mean's outlier (NaN when the mean is too small to leave the bulk).", "randomize", "htsr", "traps.mean_eval"),
+    _C("storage", "str", "htsr: what the file stores: the dtype (bf16, f32 …) or the quantization the matrix was dequantized from (gptq-int4/g128, fp8_e4m3/block128, bnb-nf4 …).", "htsr", "htsr", "storage"),
     _C("reason", "str", "htsr: why a row failed or is invalid; notes on conversions (empty on plain success).", "htsr", "htsr", "reason", show="html"),
 ))
 #: The details' columns (the declaration is :data:`DETAILS`; kept for readers of the old name).

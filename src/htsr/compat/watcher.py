@@ -250,7 +250,7 @@ class WeightWatcher:
         report = analyze(self._source(model, base_model, peft), plot=plot, savefig=savefig, treatment=treatment,
                          **opts)
         self.report = report
-        details = report.details
+        details = report.details.drop(columns=["storage"])  # htsr's own column; the reference has none
         if peft and "rank_loss" in details:  # the reference's extra column, in its ASCII place
             lora = details["longname"].str.contains(r"\.lora_(?:BA|W_plus_AB)\b", regex=True)
             details.insert(list(details.columns).index("rank_loss"), "peft", lora.astype(bool))

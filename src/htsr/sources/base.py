@@ -50,6 +50,12 @@ class WeightTensor:
         ``stored() -> StoredMatrix``: the 2-D tensor memory-mapped in its stored
         dtype and decoded one block at a time (file sources; None otherwise).
         Large matrices are analyzed from it in bounded memory (:mod:`htsr.blocked`).
+    storage : str
+        What the file stores when it is not the float matrix itself (``gptq-int4/g128``,
+        ``fp8_e4m3/block128`` …: :mod:`htsr.sources.quant`); empty for plain values
+        (the ``storage`` column then shows the dtype: ``bf16``, ``f32`` …).
+    aux : tuple of str
+        Keys consumed as auxiliaries of this weight (scales, zero points, ``g_idx``, absmax …).
     """
 
     layer_id: int
