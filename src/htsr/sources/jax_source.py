@@ -40,7 +40,7 @@ import numpy as np
 
 from ..config import LayerType
 from ..errors import SourceError
-from .base import WeightTensor, natural_key
+from .base import Source, WeightTensor, natural_key
 from .dtypes import bf16_to_float32
 
 _DTYPES = {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8",
@@ -227,3 +227,21 @@ def pytree_tensors(tree: Mapping, origin: str) -> list[WeightTensor]:
 def msgpack_tensors(path: Path) -> list[WeightTensor]:
     return pytree_tensors(read_msgpack(path), str(path))
 
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    """A msgpack map with string keys (a Flax state dict): fixmap/map16/map32, then a str."""
+    if len(head) < 2:
+        return False
+    first = head[0]
+    if 0x81 <= first <= 0x8F:
+        key = head[1]
+    elif first in (0xDE, 0xDF) and len(head) >= (4 if first == 0xDE else 6):
+        key = head[3 if first == 0xDE else 5]
+    else:
+        return False
+    return 0xA0 <= key <= 0xBF or key in (0xD9, 0xDA, 0xDB)
+
+
+def open_file(path: Path, extra_rows: bool = True) -> Source:
+    return Source(str(path), tuple(msgpack_tensors(path)), "msgpack")

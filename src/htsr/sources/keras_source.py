@@ -45,7 +45,7 @@ import numpy as np
 
 from ..config import LayerType
 from ..errors import SourceError
-from .base import WeightTensor
+from .base import Source, WeightTensor
 
 _TYPES = {"Dense": LayerType.DENSE, "EinsumDense": LayerType.DENSE, "Conv1D": LayerType.CONV1D,
           "Conv2D": LayerType.CONV2D, "Embedding": LayerType.EMBEDDING}
@@ -364,3 +364,26 @@ def keras_tensors(path: Path) -> list[WeightTensor]:
     except Exception as exc:  # not HDF5, truncated, bad JSON, odd attributes …
         raise SourceError(f"{path}: not a readable Keras file ({exc.__class__.__name__}: {str(exc)[:200]}).") from None
     return _tensors(layers, str(path))
+
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def sniff_hdf5(path: Path, head: bytes) -> bool:
+    """HDF5's signature at the start of the file (Keras ``.h5`` / ``.weights.h5``)."""
+    return head[:8] == _HDF5_MAGIC
+
+
+def sniff_archive(path: Path, head: bytes) -> bool:
+    """A ``.keras`` archive: a zip holding ``model.weights.h5``."""
+    if head[:4] != b"PK\x03\x04":
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return "model.weights.h5" in zf.namelist()
+    except Exception:
+        return False
+
+
+def open_file(path: Path, extra_rows: bool = True) -> Source:
+    return Source(str(path), tuple(keras_tensors(path)), "keras")

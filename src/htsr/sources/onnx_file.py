@@ -42,7 +42,7 @@ import numpy as np
 
 from ..config import LayerType
 from ..errors import LayerError, SourceError
-from .base import WeightTensor
+from .base import Source, WeightTensor
 
 _ANONYMOUS = re.compile(r"^(onnx::|/)|_output_\d+$|^(val|_val|const|Constant)_?\d*$")
 _PASS = ("Identity", "Cast", "Transpose")
@@ -278,3 +278,31 @@ def onnx_tensors(model: Any, path: Path | None = None, reference_ids: bool = Fal
         raise SourceError(f"{origin}: no MatMul, Gemm, Conv or Gather node of the ONNX graph uses a constant weight "
                           f"({len(model.graph.initializer)} initializers; node types: {', '.join(kinds) or 'none'}).")
     return out
+
+
+# ModelProto's fields as a first byte after ir_version: producer_name … graph, opset_import, metadata_props
+_MODEL_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xAA}
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    """A protobuf ModelProto: field 1 (``ir_version``, a small varint), then another ModelProto field.
+
+    ONNX has no magic number; every exporter writes ``ir_version`` first. This
+    is the weakest signature of the registry, so it is tried last.
+    """
+    if len(head) < 3 or head[0] != 0x08:
+        return False
+    version, i = 0, 1
+    while i < len(head) and i < 4:
+        version |= (head[i] & 0x7F) << (7 * (i - 1))
+        if not head[i] & 0x80:
+            break
+        i += 1
+    return 1 <= version <= 64 and i + 1 < len(head) and head[i + 1] in _MODEL_TAGS
+
+
+def open_file(path: Path, extra_rows: bool = True) -> Source:
+    from .safetensors_file import require_regular_file
+
+    require_regular_file(path)
+    return Source(str(path), tuple(onnx_tensors(load_model(path), path, not extra_rows)), "onnx")

@@ -9,6 +9,7 @@ refused, never executed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import sys
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..config import LayerType
 from ..errors import SourceError, UnsafeFileError
-from .base import WeightTensor
+from .base import Source, Ties, WeightTensor, layer_type_from_class
 from .keyvalue import Entry, order_keys
 
 
@@ -63,24 +64,18 @@ def tensor_to_numpy(t: Any) -> np.ndarray:
 def _module_type(module: Any) -> LayerType:
     import torch
 
-    typestr = str(type(module)).lower()
-    if isinstance(module, torch.nn.Linear) or "linear" in typestr:
-        return LayerType.DENSE
-    if isinstance(module, torch.nn.Conv1d) or "conv1d" in typestr:
-        return LayerType.CONV1D
-    if isinstance(module, torch.nn.Conv2d) or "conv2d" in typestr:
-        return LayerType.CONV2D
-    if isinstance(module, torch.nn.Embedding) or "embedding" in typestr:
-        return LayerType.EMBEDDING
-    if "norm" in typestr:
-        return LayerType.NORM
-    return LayerType.OTHER
+    for cls, ltype in ((torch.nn.Linear, LayerType.DENSE), (torch.nn.Conv1d, LayerType.CONV1D),
+                       (torch.nn.Conv2d, LayerType.CONV2D), (torch.nn.Embedding, LayerType.EMBEDDING)):
+        if isinstance(module, cls):
+            return ltype
+    return layer_type_from_class(str(type(module)))
 
 
 def _split_type(module: Any) -> str:
     import torch
 
-    for cls in (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN, torch.nn.MultiheadAttention):
+    for cls in (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN, torch.nn.LSTMCell, torch.nn.GRUCell, torch.nn.RNNCell,
+                torch.nn.MultiheadAttention):
         if isinstance(module, cls):
             return cls.__name__
     return ""
@@ -101,7 +96,7 @@ def module_tensors(model: Any, extra_rows: bool = True) -> Iterator[WeightTensor
 
     from .splits import split_pieces
 
-    seen: dict[tuple, str] = {}
+    ties = Ties()
     extras: list[tuple[str, str, tuple, Any]] = []
     n_modules = 0
     for layer_id, (longname, module) in enumerate(model.named_modules()):
@@ -120,16 +115,12 @@ def module_tensors(model: Any, extra_rows: bool = True) -> Iterator[WeightTensor
         if not isinstance(weight, torch.Tensor):
             continue
         ltype = _module_type(module)
-        note = ""
         ident: tuple
         try:
             ident = (weight.untyped_storage().data_ptr(), weight.storage_offset(), tuple(weight.shape))
         except Exception:  # meta tensors, exotic subclasses
             ident = (id(weight),)
-        if ident in seen and weight.numel() > 0:
-            note = f"tied: same tensor as {seen[ident]}"
-        else:
-            seen[ident] = longname
+        note = ties.note(ident if weight.numel() > 0 else None, longname)
         name = longname.split(".")[-1] if longname else type(module).__name__
         try:
             bias = getattr(module, "bias", None)
@@ -283,7 +274,7 @@ def mapping_entries(mapping: dict, origin: str) -> list[Entry]:
     """
     mapping = {str(k): v for k, v in mapping.items()}
     out = []
-    first: dict[tuple, str] = {}
+    ties = Ties()
     for key in order_keys(mapping):
         value = mapping[key]
         if is_torch_tensor(value):
@@ -293,12 +284,27 @@ def mapping_entries(mapping: dict, origin: str) -> list[Entry]:
             entry = Entry(key, tuple(value.shape), value.dtype.name, origin, functools.partial(_read_only, value))
         else:
             continue
-        ident = _identity(value)
-        if ident is not None:
-            if ident in first:
-                entry = Entry(entry.key, entry.shape, entry.dtype, origin, entry.load,
-                              note=f"tied: same tensor as {first[ident]}")
-            else:
-                first[ident] = key
-        out.append(entry)
+        note = ties.note(_identity(value), key)
+        out.append(dataclasses.replace(entry, note=note) if note else entry)
     return out
+
+
+def mapping_entries_for_file(sd: dict, path: Path) -> list[Entry]:
+    """:func:`mapping_entries` of a state dict loaded from ``path``; a file without tensors is an error."""
+    entries = mapping_entries(sd, str(path))
+    if not entries:
+        raise SourceError(f"{path}: holds no tensors.")
+    return entries
+
+
+def sniff_pickle(path: Path, head: bytes) -> bool:
+    """A pickle (protocol 2 to 5) that is not a ``torch.save`` file: tried with ``torch.load(weights_only=True)``."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def open_pickle(path: Path, extra_rows: bool = True) -> Source:
+    """A state dict pickled without ``torch.save``'s layout, read by ``torch.load(weights_only=True)`` only."""
+    from .keyvalue import keyvalue_tensors
+
+    sd = state_dict_from_object(load_state_dict_file(path), str(path))
+    return Source(str(path), tuple(keyvalue_tensors(mapping_entries_for_file(sd, path), extra_rows)), "torch-file")
