@@ -235,7 +235,7 @@ def model_tensors(model: Any) -> list[WeightTensor]:
             value = var.value if hasattr(var, "value") else var  # the backend's tensor (torch, jax, numpy)
             return np.array(tensor_to_numpy(value) if is_torch_tensor(value) else np.asarray(value))
 
-        cell = getattr(layer, "cell", None)
+        cell: Any = getattr(layer, "cell", None)
         if cls in _RNN_GATES and getattr(cell, "kernel", None) is not None:
             pair = [(tuple(int(s) for s in v.shape), functools.partial(read, v), "")
                     for v in (cell.kernel, getattr(cell, "recurrent_kernel", None)) if v is not None]
