@@ -166,7 +166,9 @@ def describe(model: Any, *, base_model: Any = None, **options: Any):
     -------
     pandas.DataFrame
         Columns ``layer_id, name, longname, layer_type, shape, dtype, N, M, Q, rf, num_evals,
-        analyzed, reason``.
+        analyzed, state, reason``. ``state`` is 'analyzed', 'skipped' or 'auxiliary' (the census:
+        every tensor of two or more dimensions of the input is on exactly one row, or, split
+        into gates, on several analyzed rows; ``docs/formats.md``).
 
     Examples
     --------

@@ -138,7 +138,7 @@ COLUMNS = {c.name: c for c in SCHEMA}
 SUMMARY_KEYS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm", "stable_rank")
 SKIPPED_COLUMNS = ("layer_id", "name", "longname", "layer_type", "shape", "reason")
 DESCRIBE_COLUMNS = ("layer_id", "name", "longname", "layer_type", "shape", "dtype", "N", "M", "Q", "rf", "num_evals",
-                    "analyzed", "reason")
+                    "analyzed", "state", "reason")
 TRAP_COLUMNS = ("layer_id", "name", "longname", "slice_id", "trap_eval", "bulk_max", "ratio", "entries",
                 "shape", "kind", "group", "shared_index")
 TRAP_GROUP_COLUMNS = ("axis", "index", "size", "num_layers", "layers", "axes", "num_traps", "max_value", "chance")
@@ -256,7 +256,12 @@ def skipped_frame(plans: Sequence["Plan"]) -> Any:
 
 
 def describe_frame(plans: Sequence["Plan"]) -> Any:
-    """Every planned tensor, its geometry and whether it will be analyzed."""
+    """Every planned tensor, its geometry and whether it will be analyzed.
+
+    ``state`` is the census: 'analyzed', 'skipped' (``reason`` says why) or
+    'auxiliary' (a key consumed by a weight's dequantization, listed after it:
+    ``reason`` = 'auxiliary of <longname>').
+    """
     import pandas as pd
 
     rows = []
@@ -266,8 +271,11 @@ def describe_frame(plans: Sequence["Plan"]) -> Any:
             p.tensor.identity(), shape=str(tuple(p.tensor.shape)), dtype=p.tensor.dtype,
             N=g.N if g else pd.NA, M=g.M if g else pd.NA, Q=g.Q if g else float("nan"),
             rf=g.rf if g else pd.NA, num_evals=g.num_evals if g else pd.NA,
-            analyzed=not p.reason, reason=p.reason,
+            analyzed=not p.reason, state="skipped" if p.reason else "analyzed", reason=p.reason,
         ))
+        rows.extend(dict(layer_id=p.tensor.layer_id, name=key, longname=key, layer_type="", shape="", dtype="",
+                         N=pd.NA, M=pd.NA, Q=float("nan"), rf=pd.NA, num_evals=pd.NA, analyzed=False,
+                         state="auxiliary", reason=f"auxiliary of {p.tensor.longname}") for key in p.tensor.aux)
     frame = pd.DataFrame(rows, columns=list(DESCRIBE_COLUMNS))
     for c in ("N", "M", "rf", "num_evals"):
         frame[c] = frame[c].astype("Int64")

@@ -90,7 +90,7 @@ def keyvalue_tensors(entries: Iterable[Entry], extra_rows: bool = True) -> list[
 
     ``extra_rows=False`` (the compat class) gives the reference's rows only.
     """
-    from .splits import is_split_bias, keyed_pieces, split_key
+    from .splits import is_split_bias, keyed_pieces, source_param, split_key
 
     entries = list(entries)
     split = [e for e in entries if split_key(e.key)]
@@ -106,7 +106,7 @@ def keyvalue_tensors(entries: Iterable[Entry], extra_rows: bool = True) -> list[
         groups.setdefault(prefix, {})[pname] = e
     for prefix, params in groups.items():
         for pname, shape, load in keyed_pieces(prefix, {p: (e.shape, e.load) for p, e in params.items()}):
-            e = params["in_proj_weight" if pname.startswith("in_proj.") else pname.split(".")[0]]
+            e = params[source_param(pname)]
             full = f"{prefix}.{pname}" if prefix else pname
             rows.append(WeightTensor(layer_id=next_id, name=pname, longname=full, layer_type=LayerType.DENSE,
                                      shape=tuple(int(s) for s in shape), dtype=e.dtype, origin=e.origin,

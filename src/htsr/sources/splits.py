@@ -96,6 +96,19 @@ def split_pieces(type_name: str,
                     yield f"{g}_proj", shape, _rows(load, 0, shape[0])
 
 
+def source_param(piece: str) -> str:
+    """The parameter a piece is cut from: ``weight_ih_l0.f`` → ``weight_ih_l0``, ``in_proj.q`` → ``in_proj_weight``.
+
+    >>> source_param("weight_hh_l1_reverse.g"), source_param("in_proj.k"), source_param("v_proj")
+    ('weight_hh_l1_reverse', 'in_proj_weight', 'v_proj_weight')
+    """
+    if piece.startswith("in_proj."):
+        return "in_proj_weight"
+    if piece in ("q_proj", "k_proj", "v_proj"):
+        return f"{piece}_weight"
+    return piece.split(".")[0]
+
+
 def split_key(key: str) -> tuple[str, str] | None:
     """(module prefix, parameter) when ``key`` names a weight that :func:`split_pieces` splits, else None.
 

@@ -94,7 +94,7 @@ def module_tensors(model: Any, extra_rows: bool = True) -> Iterator[WeightTensor
     """
     import torch
 
-    from .splits import split_pieces
+    from .splits import source_param, split_pieces
 
     ties = Ties()
     extras: list[tuple[str, str, tuple, Any]] = []
@@ -141,8 +141,10 @@ def module_tensors(model: Any, extra_rows: bool = True) -> Iterator[WeightTensor
         )
     for offset, (longname, pname, shape, (load, dtype)) in enumerate(extras):
         full = f"{longname}.{pname}" if longname else pname
+        param = source_param(pname)  # the key is the parameter's state-dict key, as for a file
         yield WeightTensor(layer_id=n_modules + offset, name=pname, longname=full, layer_type=LayerType.DENSE,
-                           shape=shape, dtype=dtype, origin="<module>", key=full, load=load, extra=True)
+                           shape=shape, dtype=dtype, origin="<module>",
+                           key=f"{longname}.{param}" if longname else param, load=load, extra=True)
 
 
 def load_state_dict_file(path: Path) -> dict:
