@@ -40,7 +40,7 @@ import numpy as np
 
 from ..config import LayerType
 from ..errors import SourceError
-from .base import Source, Ties, WeightTensor, natural_key
+from .base import Source, Ties, WeightTensor, layer_type_from_shape, natural_key
 from .dtypes import bf16_to_float32
 
 _DTYPES = {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8",
@@ -225,7 +225,8 @@ def pytree_tensors(tree: Mapping, origin: str) -> list[WeightTensor]:
         def read(leaf: Any = leaf) -> np.ndarray:
             return leaf.array() if isinstance(leaf, _Packed) else np.asarray(leaf)
 
-        out.append(WeightTensor(layer_id=layer_id, name=key, longname=key, layer_type=LayerType.OTHER,
+        out.append(WeightTensor(layer_id=layer_id, name=key, longname=key,
+                                layer_type=layer_type_from_shape(key, _shape_of(leaf)),
                                 shape=_shape_of(leaf), dtype=_dtype_of(leaf), origin=origin, key=key, load=read,
                                 note="not a layer weight: a parameter other than 'kernel' or 'embedding'"))
     if not out:

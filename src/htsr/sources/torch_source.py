@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import LayerType
 from ..errors import SourceError, UnsafeFileError
-from .base import Source, Ties, WeightTensor, layer_type_from_class
+from .base import Source, Ties, WeightTensor, layer_type_from_class, layer_type_from_shape
 from .keyvalue import Entry, order_keys
 
 
@@ -97,17 +97,24 @@ def module_tensors(model: Any, extra_rows: bool = True) -> Iterator[WeightTensor
     from .splits import source_param, split_pieces
 
     ties = Ties()
+    others: list[tuple[str, Any]] = []
     extras: list[tuple[str, str, tuple, Any]] = []
     n_modules = 0
     for layer_id, (longname, module) in enumerate(model.named_modules()):
         n_modules = layer_id + 1
         split = _split_type(module) if extra_rows else ""
+        consumed = {"weight"}
         if split:
             params = {n: (tuple(int(s) for s in p.shape), functools.partial(tensor_to_numpy, p))
                       for n, p in module.named_parameters(recurse=False)}
             dtype = next((str(p.dtype).replace("torch.", "") for p in module.parameters(recurse=False)), "float32")
             for pname, shape, load in split_pieces(split, params):
                 extras.append((longname, pname, shape, (load, dtype)))
+                consumed.add(source_param(pname))
+        if extra_rows:  # the census: the module's other tensors of two or more dimensions, listed
+            own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+            others.extend((f"{longname}.{n}" if longname else n, t) for n, t in own
+                          if n not in consumed and t is not None and t.ndim >= 2)
         try:
             weight = getattr(module, "weight", None)  # a property or parametrization may compute (and fail)
         except Exception:
@@ -145,6 +152,14 @@ def module_tensors(model: Any, extra_rows: bool = True) -> Iterator[WeightTensor
         yield WeightTensor(layer_id=n_modules + offset, name=pname, longname=full, layer_type=LayerType.DENSE,
                            shape=shape, dtype=dtype, origin="<module>",
                            key=f"{longname}.{param}" if longname else param, load=load, extra=True)
+    from .keyvalue import NOT_A_WEIGHT
+
+    for offset, (key, tensor) in enumerate(others, start=n_modules + len(extras)):
+        shape = tuple(int(s) for s in tensor.shape)
+        yield WeightTensor(layer_id=offset, name=key, longname=key, layer_type=layer_type_from_shape(key, shape),
+                           shape=shape, dtype=str(tensor.dtype).replace("torch.", ""),
+                           origin="<module>", key=key, load=functools.partial(tensor_to_numpy, tensor),
+                           note=NOT_A_WEIGHT)
 
 
 def load_state_dict_file(path: Path) -> dict:
