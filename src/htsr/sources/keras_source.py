@@ -184,7 +184,8 @@ def _tensors(layers: list[_Layer], origin: str) -> list[WeightTensor]:
         if layer.extra or layer.note:
             layer.layer_id, next_id = next_id, next_id + 1
         def load(layer: _Layer = layer) -> np.ndarray:
-            arr = np.ascontiguousarray(torch_layout(layer.class_name, layer.read(), layer.equation))
+            raw = layer.read()
+            arr = np.ascontiguousarray(raw if layer.note else torch_layout(layer.class_name, raw, layer.equation))
             arr.flags.writeable = False
             return arr
 

@@ -355,6 +355,25 @@ class Archive:
         return arr
 
 
+def _check_memo(data: bytes, path: Path) -> None:
+    """Refuse a memo index no honest pickle of this size writes: pickle's C unpickler grows its memo to it.
+
+    A ``LONG_BINPUT`` of 240 million (one edited byte) would make it allocate gigabytes before it
+    fails. Each memo slot needs its own opcode, so an index is never larger than the pickle.
+    """
+    import pickletools
+
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and (not isinstance(arg, int) or arg > len(data)):
+                raise SourceError(f"{path}: corrupt PyTorch checkpoint pickle (memo index {arg} in a pickle of "
+                                  f"{len(data)} bytes).")
+    except SourceError:
+        raise
+    except Exception:  # a malformed opcode: the unpickler itself reports it
+        return
+
+
 def _refuse_hostile(path: Path, unpickler: _Unpickler) -> None:
     if unpickler.hostile:
         raise UnsafeFileError(
@@ -405,6 +424,7 @@ def read_archive(path: Path) -> Archive:
     except Exception as exc:
         raise SourceError(f"{path}: not a readable PyTorch zip checkpoint "
                           f"({exc.__class__.__name__}: {str(exc)[:200]}).") from None
+    _check_memo(data, path)
     unpickler = _Unpickler(io.BytesIO(data), sizes)
     try:
         root = unpickler.load()
