@@ -279,6 +279,7 @@ def describe_frame(plans: Sequence["Plan"]) -> Any:
     frame = pd.DataFrame(rows, columns=list(DESCRIBE_COLUMNS))
     for c in ("N", "M", "rf", "num_evals"):
         frame[c] = frame[c].astype("Int64")
+    frame["analyzed"] = frame["analyzed"].astype(bool)  # also when empty: a mask, never a column list
     return frame
 
 

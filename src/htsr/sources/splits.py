@@ -64,6 +64,16 @@ def _rows(load: Callable[..., np.ndarray], start: int, stop: int) -> Callable[[]
     return piece
 
 
+def _gate_pieces(pname: str, shape: tuple[int, ...], load: Callable[..., np.ndarray], gates: str | None) -> Iterator[Piece]:
+    """One row per gate stacked along the rows of ``pname`` (``gates`` = 'ifgo' …), or the weight whole."""
+    if gates and shape[0] % len(gates) == 0:
+        h = shape[0] // len(gates)
+        for i, g in enumerate(gates):
+            yield f"{pname}.{g}", (h, shape[1]), _rows(load, i * h, (i + 1) * h)
+    else:
+        yield pname, shape, _rows(load, 0, shape[0])
+
+
 def split_pieces(type_name: str,
                  params: Mapping[str, tuple[tuple[int, ...], Callable[..., np.ndarray]]]) -> Iterator[Piece]:
     """(name, shape, load) of every extra row of one module (RNN, RNN cell, attention), in parameter order.
@@ -75,13 +85,7 @@ def split_pieces(type_name: str,
         for pname, (shape, load) in params.items():
             if not _RNN_PARAM.match(pname) or len(shape) != 2:
                 continue
-            gates = _GATES.get(kind, "") if "_hr_" not in pname else ""
-            if gates and shape[0] % len(gates) == 0:
-                h = shape[0] // len(gates)
-                for i, g in enumerate(gates):
-                    yield f"{pname}.{g}", (h, shape[1]), _rows(load, i * h, (i + 1) * h)
-            else:
-                yield pname, shape, _rows(load, 0, shape[0])
+            yield from _gate_pieces(pname, shape, load, _GATES.get(kind, "") if "_hr_" not in pname else "")
     elif is_attention(type_name):
         if "in_proj_weight" in params and len(params["in_proj_weight"][0]) == 2:
             shape, load = params["in_proj_weight"]
@@ -155,13 +159,7 @@ def keyed_pieces(prefix: str, params: Mapping[str, tuple[tuple[int, ...], Callab
             yield from split_pieces("MultiheadAttention", {pname: (shape, load)})
             continue
         suffix = pname[len("weight_ih"):]
-        gates = None if pname.startswith("weight_hr") else gate_letters(shapes, suffix)
-        if gates and shape[0] % len(gates) == 0:
-            h = shape[0] // len(gates)
-            for i, g in enumerate(gates):
-                yield f"{pname}.{g}", (h, shape[1]), _rows(load, i * h, (i + 1) * h)
-        else:
-            yield pname, shape, _rows(load, 0, shape[0])
+        yield from _gate_pieces(pname, shape, load, None if pname.startswith("weight_hr") else gate_letters(shapes, suffix))
 
 
 def module_params(module: Any) -> dict[str, Any]:
