@@ -214,3 +214,122 @@ def test_the_command_line_reads_every_file_format(fmt, expected, tmp_path):
     np.testing.assert_allclose(np.sort(table["alpha"]), np.sort(expected["alpha"]), rtol=1e-6)
     out = io.StringIO()
     assert cli.main(["describe", str(path), "--format", "csv"], stdout=out, stderr=err) == 0
+
+
+# ---------------------------------------------------------------- the census: every tensor accounted for, once
+
+
+class Census(nn.Module):
+    """Every kind of tensor a reader meets: RNN layers and a cell, attention, a tied head, a 2-D buffer, a norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.lstm = nn.LSTM(16, 12, num_layers=2, bidirectional=True)
+        self.cell = nn.GRUCell(24, 10)
+        self.attn = nn.MultiheadAttention(10, 2)
+        self.norm = nn.LayerNorm(10)
+        self.head = nn.Linear(16, 50, bias=False)
+        self.head.weight = self.embed.weight
+        self.register_buffer("table", torch.randn(6, 10))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x, _ = self.lstm(self.embed(ids))
+        h = self.cell(x[0])
+        a, _ = self.attn(h[None], h[None], h[None])
+        return self.norm(a[0]) + self.table[:1] + self.head(self.embed(ids))[0, :, :10]
+
+
+def census_model() -> nn.Module:
+    torch.manual_seed(5)
+    return Census().eval()
+
+
+def _census_torchscript(model, d):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation; tracing warnings
+        torch.jit.save(torch.jit.trace(model, torch.zeros(3, 2, dtype=torch.long)), d / "m.jit")  # any suffix
+    return d / "m.jit"
+
+
+CENSUS_FORMATS = ["module", "state-dict", "numpy-dict", "safetensors", "npz", "pt-state-dict", "pt-whole-model",
+                  "pt-checkpoint", "pt-legacy-whole-model", "torchscript", "gguf"]
+
+
+def input_tensors(fmt: str, model, obj) -> int:
+    """How many tensors of two or more dimensions the input holds, counted without htsr."""
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return sum(v.ndim >= 2 for v in torch.jit.load(str(obj)).state_dict().values())
+    if fmt in ("module", "state-dict", "numpy-dict", "safetensors", "npz", "pt-state-dict", "pt-whole-model",
+               "pt-checkpoint", "pt-legacy-whole-model"):
+        return sum(v.ndim >= 2 for v in model.state_dict().values())
+    if fmt in ("onnx-file", "onnx-proto"):
+        import onnx
+        from onnx import numpy_helper
+
+        proto = onnx.load(str(obj)) if fmt == "onnx-file" else obj
+        consts = [numpy_helper.to_array(i) for i in proto.graph.initializer]
+        consts += [numpy_helper.to_array(a.t) for n in proto.graph.node if n.op_type == "Constant" for a in n.attribute]
+        return sum(c.ndim >= 2 for c in consts)
+    if fmt == "gguf":
+        import gguf
+
+        return sum(len([s for s in t.shape if s]) >= 2 for t in gguf.GGUFReader(str(obj)).tensors)
+    if fmt in ("flax-msgpack", "jax-pytree"):
+        def leaves(tree):
+            for v in tree.values():
+                yield from leaves(v) if isinstance(v, dict) else [v]
+        return sum(np.ndim(v) >= 2 for v in leaves(_flax_tree(model)))
+    if fmt == "keras-model":
+        return sum(len(w.shape) >= 2 for w in obj.weights)
+    import h5py  # keras files
+
+    found: list = []
+    if zipfile_member := (str(obj).endswith(".keras") and "model.weights.h5"):
+        import zipfile
+
+        with zipfile.ZipFile(obj) as zf, zf.open(zipfile_member) as fh, h5py.File(fh, "r") as f:
+            f.visititems(lambda n, o: found.append(n) if getattr(o, "ndim", 0) >= 2 else None)
+    else:
+        with h5py.File(obj, "r") as f:
+            f.visititems(lambda n, o: found.append(n) if getattr(o, "ndim", 0) >= 2 else None)
+    return len(found)
+
+
+def assert_census(obj, expected_count: int, what: str) -> None:
+    """Every tensor of >= 2 dimensions is on exactly one row (or several gate rows), analyzed or skipped with a reason."""
+    from htsr.config import AnalysisConfig
+    from htsr.engine import plan
+    from htsr.sources import open_source
+
+    plans = [p for p in plan(open_source(obj), AnalysisConfig()) if len(p.tensor.shape) >= 2]
+    by_key: dict[str, list] = {}
+    for p in plans:
+        by_key.setdefault(p.tensor.key, []).append(p)
+    aux = [k for p in plans for k in p.tensor.aux]
+    assert not set(aux) & set(by_key), what  # an auxiliary is never also a row
+    assert len(by_key) + len(aux) == expected_count, f"{what}: {sorted(by_key)} + aux {aux}, expected {expected_count}"
+    for key, rows in by_key.items():
+        assert len(rows) == 1 or all(p.tensor.extra for p in rows), f"{what}: {key} on {len(rows)} rows"
+    described = htsr.describe(obj)
+    assert set(described["state"]) <= {"analyzed", "skipped", "auxiliary"}
+    skipped = described[(described["state"] == "skipped") & (described["shape"].str.count(",") >= 1)]
+    assert (skipped["reason"].str.len() > 0).all(), what
+    assert (described["analyzed"] == (described["state"] == "analyzed")).all()
+    listed = set(htsr.analyze(obj, mp_fit=False).skipped["longname"])  # Report.skipped lists the skipped ones
+    assert {p.tensor.longname for p in plans if p.reason} <= listed, what
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_census_every_tensor_of_every_fixture_is_accounted_for(fmt, tmp_path):
+    model = small()
+    obj = FORMATS[fmt](model, tmp_path)
+    assert_census(obj, input_tensors(fmt, model, obj), fmt)
+    if fmt in CENSUS_FORMATS:
+        rich = census_model()
+        (tmp_path / "census").mkdir()
+        writer = _census_torchscript if fmt == "torchscript" else FORMATS[fmt]
+        obj = writer(rich, tmp_path / "census")
+        assert_census(obj, input_tensors(fmt, rich, obj), f"{fmt} (LSTM, GRUCell, attention, buffer, tie)")

@@ -260,3 +260,39 @@ def test_quantized_safetensors(tmp_path):
     # header edits are mostly refused by the reader; data edits reach the dequantizers (tests/test_quant.py
     # fuzzes consistent headers with wrong shapes, dtypes and metadata)
     assert header["HtsrError"] > 200 and raw["ok"] > 40 and raw["HtsrError"] > 40
+
+
+def test_nested_weights_h5_with_rnn_cells_under_an_unknown_suffix(tmp_path):
+    """A subclassed model's ``.weights.h5`` (nested groups, an LSTM cell), recognized by content as ``.dat``."""
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(5)
+    h5 = io.BytesIO()
+    with h5py.File(h5, "w") as f:
+        f.create_dataset("block1/conv/vars/0", data=rng.standard_normal((3, 3, 2, 4)).astype(np.float32))
+        f.create_dataset("block1/dense/vars/0", data=rng.standard_normal((4, 12)).astype(np.float32))
+        f.create_dataset("lstm/cell/vars/0", data=rng.standard_normal((9, 20)).astype(np.float32))
+        f.create_dataset("lstm/cell/vars/1", data=rng.standard_normal((5, 20)).astype(np.float32))
+        f.create_dataset("lstm/cell/vars/2", data=np.zeros(20, np.float32))
+        f["lstm/cell/vars"].attrs["name"] = "lstm_cell"
+        f.create_dataset("gru/cell/vars/2", data=np.zeros((2, 21), np.float32))
+    out = timed(run_cases, h5.getvalue(), ".dat", 200, tmp_path, 79_000, lambda b, r: mutate(b, r, hot=4096))
+    assert out["HtsrError"] > 50 and out["ok"] > 5
+
+
+def test_key_value_files_with_rnn_keys_sniffed_by_content(tmp_path):
+    """State dicts holding LSTM, cell and attention keys, mutated and named ``.dat``: read by content or refused."""
+    torch = pytest.importorskip("torch")
+    sn = pytest.importorskip("safetensors.numpy")
+    rng = np.random.default_rng(6)
+    arrays = {"rnn.weight_ih_l0": rng.standard_normal((40, 6)), "rnn.weight_hh_l0": rng.standard_normal((40, 10)),
+              "rnn.weight_hh_l0_reverse": rng.standard_normal((40, 10)), "cell.weight_ih": rng.standard_normal((30, 4)),
+              "cell.weight_hh": rng.standard_normal((30, 10)), "attn.in_proj_weight": rng.standard_normal((24, 8)),
+              "fc.weight": rng.standard_normal((12, 10)), "table": rng.standard_normal((5, 5))}
+    arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
+    st = tmp_path / "base.safetensors"
+    sn.save_file(arrays, str(st))
+    pt = tmp_path / "base.pt"
+    torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, pt)
+    a = timed(run_cases, st.read_bytes(), ".dat", 200, tmp_path, 80_000, lambda b, r: mutate(b, r, hot=600))
+    b = timed(run_cases, pt.read_bytes(), ".dat", 200, tmp_path, 81_000, lambda b, r: rezip(b, r, "data.pkl"))
+    assert a["HtsrError"] > 50 and b["HtsrError"] > 50 and a["ok"] + b["ok"] > 5

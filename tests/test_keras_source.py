@@ -125,3 +125,74 @@ def test_broken_keras_files_are_source_errors(tmp_path):
     for name in ("cut.keras", "junk.h5"):
         with pytest.raises(SourceError, match=name):
             htsr.analyze(tmp_path / name)
+
+
+class _Block(keras.layers.Layer):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.conv = keras.layers.Conv2D(12, 3)
+        self.dense = keras.layers.Dense(20)
+
+    def call(self, x):
+        return self.dense(self.conv(x))
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.block1 = _Block()
+        self.lstm = keras.layers.LSTM(16, return_sequences=True)
+        self.gru = keras.layers.GRU(14)
+        self.head = keras.layers.Dense(30)
+
+    def call(self, x, s):
+        return self.block1(x), self.head(self.gru(self.lstm(s)))
+
+
+def test_a_subclassed_models_weights_h5_nested_groups_and_rnn_gates(tmp_path):
+    """``.weights.h5`` of a subclassed model: variables under nested groups, named from their h5 paths."""
+    model = _Subclassed()
+    model(np.zeros((1, 8, 8, 6), "float32"), np.zeros((1, 4, 11), "float32"))
+    seeded(model, 3)
+    save(model, tmp_path / "sub.weights.h5", weights_only=True)
+    rows = {t.name: t for t in open_source(tmp_path / "sub.weights.h5").tensors}
+    np.testing.assert_array_equal(rows["block1/conv"].load(), knp(model.block1.conv.kernel).transpose(3, 2, 0, 1))
+    np.testing.assert_array_equal(rows["block1/dense"].load(), knp(model.block1.dense.kernel).T)
+    np.testing.assert_array_equal(rows["head"].load(), knp(model.head.kernel).T)
+    lstm = [n for n in rows if n.endswith("/kernel.f") and "lstm" in n]
+    assert len(lstm) == 1
+    prefix = lstm[0][: -len("/kernel.f")]
+    k, r = knp(model.lstm.cell.kernel), knp(model.lstm.cell.recurrent_kernel)  # (11, 64), (16, 64): i, f, c, o
+    for i, g in enumerate("ifco"):
+        np.testing.assert_array_equal(rows[f"{prefix}/kernel.{g}"].load(), k.T[16 * i:16 * (i + 1)])
+        np.testing.assert_array_equal(rows[f"{prefix}/recurrent_kernel.{g}"].load(), r.T[16 * i:16 * (i + 1)])
+        assert rows[f"{prefix}/kernel.{g}"].extra
+    k = knp(model.gru.cell.kernel)  # (16, 42): z, r, h
+    for i, g in enumerate("zrh"):
+        np.testing.assert_array_equal(rows[f"gru/kernel.{g}"].load(), k.T[14 * i:14 * (i + 1)])
+    # GRU's 2-D bias (reset_after) is listed, not analyzed, not dropped (the census)
+    assert rows["gru/cell/vars/2"].note.startswith("not a layer weight")
+    # the same rows from the model in memory (names differ: Keras' layer names, not h5 paths)
+    live = {t.name: t for t in open_source(model).tensors}
+    assert sorted(t.shape for t in live.values()) == sorted(t.shape for t in rows.values() if not t.note)
+    report = htsr.analyze(tmp_path / "sub.weights.h5")
+    assert {"block1/conv", "gru/recurrent_kernel.h"} <= set(report.details["name"]) | set(report.skipped["name"])
+
+
+def test_a_functional_lstm_reads_alike_from_memory_weights_h5_and_keras(tmp_path):
+    inp = keras.Input((7, 10))
+    model = keras.Model(inp, keras.layers.Dense(24, name="out")(keras.layers.LSTM(18, name="rnn")(inp)))
+    seeded(model, 4)
+    save(model, tmp_path / "m.keras")
+    save(model, tmp_path / "m.weights.h5", weights_only=True)
+    want = htsr.analyze(model, seed=0).details
+    assert sum(want["name"].str.startswith("rnn/")) == 8 and want["alpha"].notna().all()
+    got = htsr.analyze(tmp_path / "m.keras", seed=0).details  # the config names the layers
+    pd.testing.assert_frame_equal(got, want)
+    # a bare .weights.h5 has no config: rows are named from the h5 paths (layers/<class>), in the file's
+    # (alphabetical) order; the same numbers
+    got = htsr.analyze(tmp_path / "m.weights.h5", seed=0).details
+    renamed = want.assign(name=[n.replace("rnn/", "lstm/").replace("out", "dense") for n in want["name"]])
+    cols = [c for c in want.columns if c not in ("layer_id", "longname")]
+    pd.testing.assert_frame_equal(got.sort_values("name")[cols].reset_index(drop=True),
+                                  renamed.sort_values("name")[cols].reset_index(drop=True))

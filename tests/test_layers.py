@@ -102,7 +102,7 @@ def test_the_graph_sees_function_level_imports():
     graph = import_graph()
     assert "htsr.blocked" in graph["htsr.engine"]  # a module-level import
     assert "htsr.compat.distances" in graph["htsr.compat.watcher"]  # only inside WeightWatcher.distances
-    assert "htsr.sources.delta" in graph["htsr.sources"]  # only inside _open_path
+    assert "htsr.sources.folders" in graph["htsr.sources"]  # only inside _open_path and open_lora
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 

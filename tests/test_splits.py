@@ -66,6 +66,40 @@ def test_compat_leaves_the_extra_rows_out_and_pickles_keep_them(tmp_path):
     compat = htsr.WeightWatcher(model=model).analyze()
     assert list(compat["layer_id"]) == [4, 5] and list(compat["name"]) == ["out_proj", "fc"]
     assert list(htsr.WeightWatcher(model=model).describe()["layer_id"]) == [4, 5]
-    torch.save(model, tmp_path / "net.pt")
-    pd.testing.assert_frame_equal(htsr.analyze(tmp_path / "net.pt", seed=0).details, details)
-    assert list(htsr.WeightWatcher(model=str(tmp_path / "net.pt")).describe()["layer_id"]) == [4, 5]
+    torch.save(model, tmp_path / "net.pt")  # a file gives its state dict's rows: ids count the .weight keys
+    from_file = htsr.analyze(tmp_path / "net.pt", seed=0).details
+    pd.testing.assert_frame_equal(from_file, htsr.analyze(model.state_dict(), seed=0).details)
+    by_name = details.set_index("longname").drop(columns=["layer_id", "name"])
+    pd.testing.assert_frame_equal(from_file.set_index("longname").drop(columns=["layer_id", "name"]).loc[by_name.index],
+                                  by_name)
+    assert list(htsr.WeightWatcher(model=str(tmp_path / "net.pt")).describe()["layer_id"]) == [1, 2]
+
+
+class Cells(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lcell = nn.LSTMCell(12, 16)
+        self.gcell = nn.GRUCell(16, 14)
+        self.rnn = nn.RNN(14, 18, num_layers=2, bidirectional=True)
+        self.proj = nn.LSTM(10, 20, proj_size=6)
+
+
+def test_state_dict_keys_give_the_modules_gate_rows(tmp_path):
+    """RNN, RNN-cell and projected-LSTM weights read from keys (state dict, safetensors) equal the module's pieces."""
+    torch.manual_seed(2)
+    model = Cells().eval()
+    live = {t.longname: t for t in open_source(model).tensors if t.extra}
+    assert {"lcell.weight_ih.f", "gcell.weight_hh.n", "rnn.weight_hh_l1_reverse", "proj.weight_hr_l0",
+            "proj.weight_hh_l0.o"} <= set(live)
+    assert live["proj.weight_hh_l0.o"].shape == (20, 6)  # hidden 20 from weight_hr (6, 20), not from (80, 6)
+    from safetensors.torch import save_file
+
+    save_file(dict(model.state_dict()), str(tmp_path / "cells.safetensors"))
+    for source in (model.state_dict(), tmp_path / "cells.safetensors"):
+        rows = {t.longname: t for t in open_source(source).tensors if t.extra}
+        assert set(rows) == set(live)
+        for name, t in rows.items():
+            assert t.shape == live[name].shape and t.key == live[name].key, name
+            np.testing.assert_array_equal(t.load(), live[name].load())
+    # compat: the reference's rows only (none of these)
+    assert htsr.WeightWatcher(model=model.state_dict()).describe().empty

@@ -173,7 +173,9 @@ def describe(model: Any, *, base_model: Any = None, treatment: Treatment = HTSR,
     -------
     pandas.DataFrame
         Columns ``layer_id, name, longname, layer_type, shape, dtype, N, M, Q, rf, num_evals,
-        analyzed, reason``.
+        analyzed, state, reason``. ``state`` is 'analyzed', 'skipped' or 'auxiliary' (the census:
+        every tensor of two or more dimensions of the input is on exactly one row, or, split
+        into gates, on several analyzed rows; ``docs/formats.md``).
 
     Examples
     --------
@@ -195,4 +197,5 @@ def describe_tensors(model: Any, *, base_model: Any = None, treatment: Treatment
 
     config = AnalysisConfig.from_kwargs(**options)
     source = open_source(model, reference_ids=treatment.reference_ids)
-    return tuple(PlannedTensor.from_plan(p) for p in engine.plan(_with_base(source, base_model), config, treatment))
+    plans = engine.plan(_with_base(source, base_model), config, treatment)
+    return tuple(row for p in plans for row in PlannedTensor.rows(p))

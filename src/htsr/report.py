@@ -117,7 +117,7 @@ def skipped_frame(plans: Sequence[Plan]) -> Any:
 
 def describe_frame(plans: Sequence[Plan]) -> Any:
     """Every planned tensor, its geometry and whether it will be analyzed."""
-    return DESCRIBE.frame([PlannedTensor.from_plan(p) for p in plans])
+    return DESCRIBE.frame([row for p in plans for row in PlannedTensor.rows(p)])
 
 
 @dataclass(frozen=True, eq=False)

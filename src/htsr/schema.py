@@ -144,6 +144,7 @@ class PlannedTensor:
     rf: int | None
     num_evals: int | None
     analyzed: bool
+    state: str  # the census: 'analyzed', 'skipped' or 'auxiliary'
     reason: str
 
     @classmethod
@@ -151,7 +152,14 @@ class PlannedTensor:
         t, g = p.tensor, p.geometry
         return cls(t.layer_id, t.name, t.longname, t.layer_type.value, str(tuple(t.shape)), str(t.dtype),
                    g.N if g else None, g.M if g else None, g.Q if g else float("nan"), g.rf if g else None,
-                   g.num_evals if g else None, not p.reason, p.reason)
+                   g.num_evals if g else None, not p.reason, "skipped" if p.reason else "analyzed", p.reason)
+
+    @classmethod
+    def rows(cls, p: Plan) -> tuple[PlannedTensor, ...]:
+        """The plan's row, then one 'auxiliary' row per key its weight consumes (scales, zero points …)."""
+        aux = tuple(cls(p.tensor.layer_id, key, key, "", "", "", None, None, float("nan"), None, None, False,
+                        "auxiliary", f"auxiliary of {p.tensor.longname}") for key in p.tensor.aux)
+        return (cls.from_plan(p), *aux)
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,8 @@ DESCRIBE = Table("describe", "Every planned tensor, its geometry and whether it 
     _C("rf", "Int", "Number of matrices (kernel positions)."),
     _C("num_evals", "Int", "Eigenvalues that an analysis computes, M·rf.", show="cli"),
     _C("analyzed", "bool", "True when analyze() would analyze it.", show="cli"),
-    _C("reason", "str", "Why not.", show="cli"),
+    _C("state", "str", "The census: 'analyzed', 'skipped' (reason says why) or 'auxiliary' (a key consumed by a weight's dequantization, listed after it).", show="cli"),
+    _C("reason", "str", "Why not; for an auxiliary, 'auxiliary of <longname>'.", show="cli"),
 ))
 TRAPS = Table("traps", "One row per correlation trap (randomize=True).", (
     _C("layer_id", "int", "The trapped row's layer id.", show="cli"),

@@ -91,7 +91,8 @@ def _config(options: dict):
 def _layers(target: _Target, config) -> list:
     from .engine import plan
 
-    return [p for p in plan(target.source, config) if not p.reason]
+    # split rows (RNN gates, q/k/v) are views of one stacked weight: not written back piece by piece
+    return [p for p in plan(target.source, config) if not p.reason and not p.tensor.extra]
 
 
 def _randomized(p, config, stack: np.ndarray, g):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Hashable
 
 import numpy as np
 
@@ -55,7 +55,8 @@ class WeightTensor:
         ``fp8_e4m3/block128`` …: :mod:`htsr.sources.quant`); empty for plain values
         (the ``storage`` column then shows the dtype: ``bf16``, ``f32`` …).
     aux : tuple of str
-        Keys consumed as auxiliaries of this weight (scales, zero points, ``g_idx``, absmax …).
+        Keys consumed as auxiliaries of this weight (scales, zero points, ``g_idx``, absmax …):
+        listed by ``describe()`` as 'auxiliary' rows, never analyzed.
     """
 
     layer_id: int
@@ -110,6 +111,48 @@ def layer_type_from_shape(key: str, shape: tuple[int, ...]) -> LayerType:
     if ndim == 1 and "norm" in lowered:
         return LayerType.NORM
     return LayerType.OTHER
+
+
+_CLASS_NEEDLES = (("linear", LayerType.DENSE), ("conv1d", LayerType.CONV1D), ("conv2d", LayerType.CONV2D),
+                  ("embedding", LayerType.EMBEDDING), ("norm", LayerType.NORM))
+
+
+def layer_type_from_class(class_name: str, key: str = "", shape: tuple[int, ...] | None = None) -> LayerType:
+    """Layer type of a module from its class's dotted name (``torch.nn.modules.linear.Linear`` …).
+
+    The reference's rule: a substring of the lower-cased type name. When none
+    matches, the key-value rule (:func:`layer_type_from_shape`) when a shape is
+    given, else ``OTHER``.
+
+    >>> layer_type_from_class("torch.nn.modules.sparse.Embedding").value, layer_type_from_class("Block", "p.weight", (3, 4)).value
+    ('embedding', 'dense')
+    """
+    lowered = class_name.lower()
+    for needle, ltype in _CLASS_NEEDLES:
+        if needle in lowered:
+            return ltype
+    return layer_type_from_shape(key, shape) if shape is not None else LayerType.OTHER
+
+
+class Ties:
+    """Marks a tensor that is the very same data as an earlier one (tied weights): analyzed once.
+
+    >>> ties = Ties()
+    >>> ties.note(("storage", 0), "embed"), ties.note(("storage", 0), "lm_head"), ties.note(None, "x")
+    ('', 'tied: same tensor as embed', '')
+    """
+
+    def __init__(self) -> None:
+        self._first: dict[Hashable, str] = {}
+
+    def note(self, ident: Hashable | None, name: str) -> str:
+        """'' the first time ``ident`` is seen (or when it is None), else the tie note naming the first."""
+        if ident is None:
+            return ""
+        if ident in self._first:
+            return f"tied: same tensor as {self._first[ident]}"
+        self._first[ident] = name
+        return ""
 
 
 class StoredMatrix:

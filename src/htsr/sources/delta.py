@@ -64,7 +64,8 @@ def delta_source(src: Source, ref: Source) -> Source:
     by_key, by_long = _by_key(ref.tensors)
     out = []
     for t in src.tensors:
-        b = by_key.get(t.key) or by_long.get(t.longname)
+        # a split row (an RNN gate) shares its key with the other gates: matched by its long name
+        b = by_long.get(t.longname) if t.extra else by_key.get(t.key) or by_long.get(t.longname)
         if t.note:
             out.append(t)
         elif b is None:

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..config import LayerType
 from ..errors import LayerError, SourceError
+from .base import Source
 from .keyvalue import Entry, order_keys
 
 _GLOBAL = {
@@ -126,3 +127,14 @@ def gguf_entries(path: Path) -> list[Entry]:
     if not by_key:
         raise SourceError(f"{path}: the GGUF file holds no tensors.")
     return [by_key[k] for k in order_keys(by_key)]
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    """GGUF's magic: the four bytes ``GGUF``."""
+    return head[:4] == b"GGUF"
+
+
+def open_file(path: Path, extra_rows: bool = True) -> Source:
+    from .keyvalue import keyvalue_tensors
+
+    return Source(str(path), tuple(keyvalue_tensors(gguf_entries(path), extra_rows)), "gguf")

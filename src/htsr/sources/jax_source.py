@@ -40,7 +40,7 @@ import numpy as np
 
 from ..config import LayerType
 from ..errors import SourceError
-from .base import WeightTensor, natural_key
+from .base import Source, Ties, WeightTensor, layer_type_from_shape, natural_key
 from .dtypes import bf16_to_float32
 
 _DTYPES = {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8",
@@ -188,22 +188,22 @@ def _dtype_of(v: Any) -> str:
 
 def pytree_tensors(tree: Mapping, origin: str) -> list[WeightTensor]:
     """Rows of a parameter pytree (see the module docstring)."""
-    found = []
+    found, other = [], []
     for path, leaf in _leaves(tree):
-        if path[-1] not in ("kernel", "embedding") or not _is_array(leaf):
+        if not _is_array(leaf):
+            continue
+        if path[-1] not in ("kernel", "embedding"):
+            if len(_shape_of(leaf)) >= 2:  # the census: listed, with the reason it is not analyzed
+                other.append(("/".join(path), path, leaf))
             continue
         parts = path[1:-1] if path[0] == "params" and len(path) > 2 else path[:-1]
         name = ".".join(parts) or path[-1]
         found.append((name, path, leaf))
     found.sort(key=lambda f: natural_key(f[0]))
     out = []
-    first: dict[int, str] = {}
+    ties = Ties()
     for layer_id, (name, path, leaf) in enumerate(found, start=1):
-        note = ""
-        if id(leaf) in first:  # the very same array object twice in the tree: a tied weight
-            note = f"tied: same tensor as {first[id(leaf)]}"
-        else:
-            first[id(leaf)] = name
+        note = ties.note(id(leaf), name)  # the very same array object twice in the tree: a tied weight
         stored = _shape_of(leaf)
         _, ltype = _layout(np.empty(stored, dtype=np.uint8), path[-1], name)
         shape = _layout(np.empty(stored, dtype=np.uint8), path[-1], name)[0].shape
@@ -221,9 +221,37 @@ def pytree_tensors(tree: Mapping, origin: str) -> list[WeightTensor]:
                                 key="/".join(path), load=load, note=note))
     if not out:
         raise SourceError(f"{origin}: the parameter tree holds no 'kernel' or 'embedding' arrays.")
+    for layer_id, (key, _path, leaf) in enumerate(sorted(other, key=lambda f: natural_key(f[0])), start=len(out) + 1):
+        def read(leaf: Any = leaf) -> np.ndarray:
+            return leaf.array() if isinstance(leaf, _Packed) else np.asarray(leaf)
+
+        out.append(WeightTensor(layer_id=layer_id, name=key, longname=key,
+                                layer_type=layer_type_from_shape(key, _shape_of(leaf)),
+                                shape=_shape_of(leaf), dtype=_dtype_of(leaf), origin=origin, key=key, load=read,
+                                note="not a layer weight: a parameter other than 'kernel' or 'embedding'"))
+    if not out:
+        raise SourceError(f"{origin}: the parameter tree holds no 'kernel' or 'embedding' arrays.")
     return out
 
 
 def msgpack_tensors(path: Path) -> list[WeightTensor]:
     return pytree_tensors(read_msgpack(path), str(path))
 
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    """A msgpack map with string keys (a Flax state dict): fixmap/map16/map32, then a str."""
+    if len(head) < 2:
+        return False
+    first = head[0]
+    if 0x81 <= first <= 0x8F:
+        key = head[1]
+    elif first in (0xDE, 0xDF) and len(head) >= (4 if first == 0xDE else 6):
+        key = head[3 if first == 0xDE else 5]
+    else:
+        return False
+    return 0xA0 <= key <= 0xBF or key in (0xD9, 0xDA, 0xDB)
+
+
+def open_file(path: Path, extra_rows: bool = True) -> Source:
+    return Source(str(path), tuple(msgpack_tensors(path)), "msgpack")

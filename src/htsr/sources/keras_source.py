@@ -45,7 +45,7 @@ import numpy as np
 
 from ..config import LayerType
 from ..errors import SourceError
-from .base import WeightTensor
+from .base import Source, WeightTensor
 
 _TYPES = {"Dense": LayerType.DENSE, "EinsumDense": LayerType.DENSE, "Conv1D": LayerType.CONV1D,
           "Conv2D": LayerType.CONV2D, "Embedding": LayerType.EMBEDDING}
@@ -64,6 +64,9 @@ class _Layer:
     shape: tuple[int, ...]  # the Keras kernel's shape
     read: Callable[[], np.ndarray]
     dtype: str = "float32"
+    h5path: str = ""  # the dataset read (files), for the census
+    extra: bool = False  # an RNN gate matrix (numbered after the layers, as sources/splits.py numbers them)
+    note: str = ""  # non-empty: listed, not analyzed (a variable that is no layer's kernel)
 
 
 def is_keras_model(obj: Any) -> bool:
@@ -84,7 +87,7 @@ def _einsum_perm(equation: str, ndim: int) -> tuple[list[int], list[int]] | None
 
 def torch_layout(class_name: str, kernel: np.ndarray, equation: str | None = None) -> np.ndarray:
     """A Keras kernel in PyTorch's layout (see the module table); unknown ranks are left as stored."""
-    if class_name == "Embedding":
+    if class_name in ("Embedding", _GATE):
         return kernel
     if kernel.ndim == 2 and class_name in ("Dense", "EinsumDense", ""):
         if class_name == "EinsumDense":
@@ -106,6 +109,8 @@ def torch_layout(class_name: str, kernel: np.ndarray, equation: str | None = Non
 
 
 def _row_shape(layer: _Layer) -> tuple[int, ...]:
+    if layer.class_name == _GATE or layer.note:
+        return layer.shape
     return tuple(torch_layout(layer.class_name, np.empty(layer.shape, dtype=np.uint8), layer.equation).shape)
 
 
@@ -117,19 +122,78 @@ def _type_of(class_name: str, shape: tuple[int, ...], vname: str) -> LayerType:
     return {2: LayerType.DENSE, 3: LayerType.CONV1D, 4: LayerType.CONV2D}.get(len(shape), LayerType.OTHER)
 
 
+_RNN_GATES = {"LSTM": "ifco", "GRU": "zrh", "SimpleRNN": ""}  # Keras' gate order along the kernel's columns
+_RNN_SNAKE = {"lstm_cell": "LSTM", "gru_cell": "GRU", "simple_rnn_cell": "SimpleRNN",
+              "lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
+_GATE = "Gate"  # class name of a gate row: read already in PyTorch's (out, in) layout
+
+
+def _gate(read: Callable[[], np.ndarray], start: int, stop: int) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        return np.asarray(read()).T[start:stop]
+
+    return load
+
+
+def rnn_layers(name: str, cls: str, kernel: tuple[tuple[int, ...], Callable[[], np.ndarray], str],
+               recurrent: tuple[tuple[int, ...], Callable[[], np.ndarray], str] | None, dtype: str) -> list[_Layer]:
+    """The gate matrices of a Keras LSTM / GRU / SimpleRNN, as PyTorch's (out, in) rows.
+
+    Keras stores ``kernel`` (in, gates·H) and ``recurrent_kernel`` (H, gates·H), the
+    gates side by side along the columns — LSTM (i, f, c, o), GRU (z, r, h). Each
+    gate is one row ``<layer>/kernel.<gate>`` / ``<layer>/recurrent_kernel.<gate>``
+    of shape (H, in) / (H, H), ``extra`` like the gates of a PyTorch RNN.
+    """
+    out = []
+    parts = [("kernel", kernel)] + ([("recurrent_kernel", recurrent)] if recurrent is not None else [])
+    hidden = recurrent[0][0] if recurrent is not None and len(recurrent[0]) == 2 else None
+    gates = _RNN_GATES.get(cls, "")
+    for label, (shape, read, path) in parts:
+        if len(shape) != 2:
+            continue
+        if gates and hidden and shape[1] == len(gates) * hidden:
+            for i, g in enumerate(gates):
+                out.append(_Layer(0, f"{name}/{label}.{g}", _GATE, None, (hidden, shape[0]),
+                                  _gate(read, i * hidden, (i + 1) * hidden), dtype, path, extra=True))
+        else:
+            out.append(_Layer(0, f"{name}/{label}", _GATE, None, (shape[1], shape[0]), _gate(read, 0, shape[1]),
+                              dtype, path, extra=True))
+    return out
+
+
+def _census(f: Any, h5: _H5, prefix: str, layers: list[_Layer]) -> list[_Layer]:
+    """Every dataset of two or more dimensions that no row reads, as a listed (not analyzed) row."""
+    used = {layer.h5path for layer in layers}
+    found: list[tuple[str, Any]] = []
+    f.visititems(lambda n, o: found.append((n, o)) if getattr(o, "ndim", 0) >= 2 else None)
+    out = []
+    for name, ds in found:
+        path = f"{prefix}{name}"
+        if path in used:
+            continue
+        note = "not a layer weight: a variable htsr does not read as a matrix (bias, state or an unknown layer's)"
+        out.append(_Layer(0, name, "", None, tuple(ds.shape), functools.partial(h5.read, path), str(ds.dtype),
+                          path, note=note))
+    return out
+
+
 def _tensors(layers: list[_Layer], origin: str) -> list[WeightTensor]:
     out = []
+    next_id = max((layer.layer_id for layer in layers if not (layer.extra or layer.note)), default=-1) + 1
     for layer in layers:
+        if layer.extra or layer.note:
+            layer.layer_id, next_id = next_id, next_id + 1
         def load(layer: _Layer = layer) -> np.ndarray:
-            arr = np.ascontiguousarray(torch_layout(layer.class_name, layer.read(), layer.equation))
+            raw = layer.read()
+            arr = np.ascontiguousarray(raw if layer.note else torch_layout(layer.class_name, raw, layer.equation))
             arr.flags.writeable = False
             return arr
 
         out.append(WeightTensor(
             layer_id=layer.layer_id, name=layer.name, longname=layer.name,
-            layer_type=_type_of(layer.class_name, layer.shape, layer.name),
+            layer_type=LayerType.DENSE if layer.class_name == _GATE else _type_of(layer.class_name, layer.shape, layer.name),
             shape=_row_shape(layer), dtype=layer.dtype,
-            origin=origin, key=layer.name, load=load,
+            origin=origin, key=layer.h5path or layer.name, load=load, extra=layer.extra, note=layer.note,
         ))
     if not out:
         raise SourceError(f"{origin}: no Dense, EinsumDense, Conv1D, Conv2D or Embedding layer with weights found.")
@@ -145,8 +209,19 @@ def _walk_model(model: Any, counter: list[int], prefix: str) -> Iterator[tuple[i
         counter[0] += 1
         name = f"{prefix}{layer.name}"
         yield layer_id, name, layer
-        if hasattr(layer, "layers") and type(layer).__name__ in _CONTAINERS + ("Sequential",):
+        cls = type(layer).__name__
+        if hasattr(layer, "layers") and cls in _CONTAINERS + ("Sequential",):
             yield from _walk_model(layer, counter, name + "/")
+        elif cls not in _TYPES and cls not in _RNN_GATES and getattr(layer, "_layers", None):
+            yield from _walk_sublayers(layer, counter, name + "/")
+
+
+def _walk_sublayers(layer: Any, counter: list[int], prefix: str) -> Iterator[tuple[int, str, Any]]:
+    """The layers a custom (subclassed) layer tracks, numbered after it, as in a nested model."""
+    class _Holder:
+        layers = [x for x in layer._layers if hasattr(x, "name")]
+
+    yield from _walk_model(_Holder, counter, prefix)
 
 
 def model_tensors(model: Any) -> list[WeightTensor]:
@@ -156,16 +231,24 @@ def model_tensors(model: Any) -> list[WeightTensor]:
     layers = []
     for layer_id, name, layer in _walk_model(model, [0], ""):
         cls = type(layer).__name__
+
+        def read(var: Any) -> np.ndarray:
+            value = var.value if hasattr(var, "value") else var  # the backend's tensor (torch, jax, numpy)
+            return np.array(tensor_to_numpy(value) if is_torch_tensor(value) else np.asarray(value))
+
+        cell: Any = getattr(layer, "cell", None)
+        if cls in _RNN_GATES and getattr(cell, "kernel", None) is not None:
+            pair = [(tuple(int(s) for s in v.shape), functools.partial(read, v), "")
+                    for v in (cell.kernel, getattr(cell, "recurrent_kernel", None)) if v is not None]
+            layers.extend(rnn_layers(name, cls, pair[0], pair[1] if len(pair) > 1 else None,
+                                     str(getattr(cell.kernel, "dtype", "float32"))))
+            continue
         var = getattr(layer, "embeddings" if cls == "Embedding" else "kernel", None) if cls in _TYPES else None
         if var is None:
             continue
 
-        def read(var: Any = var) -> np.ndarray:
-            value = var.value if hasattr(var, "value") else var  # the backend's tensor (torch, jax, numpy)
-            return np.array(tensor_to_numpy(value) if is_torch_tensor(value) else np.asarray(value))
-
         layers.append(_Layer(layer_id, name, cls, getattr(layer, "equation", None), tuple(int(s) for s in var.shape),
-                             read, str(getattr(var, "dtype", "float32"))))
+                             functools.partial(read, var), str(getattr(var, "dtype", "float32"))))
     return _tensors(layers, f"<keras {type(model).__name__} {model.name!r}>")
 
 
@@ -222,22 +305,69 @@ def _kernel_dataset(group: Any, class_name: str) -> Any:
     return ds if getattr(ds, "ndim", 0) >= 2 else None
 
 
+def _vars(group: Any) -> list[Any]:
+    """The datasets ``vars/0 … vars/n`` of a Keras 3 layer group, in index order."""
+    vars_ = group.get("vars") if hasattr(group, "get") else None
+    if vars_ is None or not hasattr(vars_, "keys"):
+        return []
+    keys = sorted((k for k in vars_.keys() if k.isdigit()), key=int)
+    return [vars_[k] for k in keys if hasattr(vars_[k], "shape")]
+
+
+def _rnn_of(group: Any, cls: str, name: str, h5path: str, h5: _H5) -> list[_Layer]:
+    """Gate rows of an RNN layer group (its ``cell/vars``: kernel, recurrent kernel, bias)."""
+    cell = group.get("cell") if hasattr(group, "get") else None
+    found = _vars(cell) if cell is not None else []
+    if len(found) < 2:
+        return []
+    paths = [f"{h5path}cell/vars/{i}" for i in range(2)]
+    kernel, recurrent = ((tuple(ds.shape), functools.partial(h5.read, p), p) for ds, p in zip(found, paths))
+    return rnn_layers(name, cls, kernel, recurrent, str(found[0].dtype))
+
+
+def _class_of(group: Any, gname: str) -> str:
+    """A layer group's class, from the name Keras gave its variables (``vars`` attribute ``name``) or the group's."""
+    vars_ = group.get("vars") if hasattr(group, "get") else None
+    label = vars_.attrs.get("name", "") if vars_ is not None and hasattr(vars_, "attrs") else ""
+    label = label.decode() if isinstance(label, bytes) else str(label)
+    for candidate in (label, gname):
+        base = re.sub(r"_\d+$", "", candidate)
+        if base in _FROM_SNAKE:
+            return _FROM_SNAKE[base]
+        if base in _RNN_SNAKE:
+            return _RNN_SNAKE[base]
+    return ""
+
+
 def _keras3_layers(f: Any, config: dict | None, h5: _H5) -> list[_Layer]:
     out: list[_Layer] = []
 
-    def walk(group: Any, layers_cfg: list[dict] | None, sequential: bool, counter: list[int], prefix: str,
-             h5prefix: str) -> None:
-        if layers_cfg is None:  # no config: the groups in file order, types from rank
-            for gname in group.keys():
-                ds = _kernel_dataset(group[gname], "")
+    def bare(group: Any, counter: list[int], prefix: str, h5prefix: str) -> None:
+        """No config (a ``.weights.h5`` of a subclassed or functional model): every group holding ``vars``.
+
+        Groups nest as the model's attributes do (``block1/layers/conv2d/vars/0``); each group
+        with variables is a layer, numbered in the file's order (pre-order), named by its path.
+        """
+        for gname in group.keys():
+            sub = group[gname]
+            if gname == "vars" or not hasattr(sub, "keys"):
+                continue
+            name, h5path = prefix + gname, f"{h5prefix}{gname}/"
+            if "vars" in sub:
                 lid = counter[0]
                 counter[0] += 1
-                if ds is not None:
-                    path = f"{h5prefix}{gname}/vars/0"
-                    cls = _FROM_SNAKE.get(re.sub(r"_\d+$", "", gname), "")
-                    out.append(_Layer(lid, prefix + gname, cls, None, tuple(ds.shape),
-                                      functools.partial(h5.read, path), str(ds.dtype)))
-            return
+                cls = _class_of(sub, gname)
+                found = _vars(sub)
+                if cls in _RNN_GATES:
+                    out.extend(_rnn_of(sub, cls, name, h5path, h5))
+                    continue
+                if found and found[0].ndim >= 2:
+                    out.append(_Layer(lid, name, cls, None, tuple(found[0].shape),
+                                      functools.partial(h5.read, h5path + "vars/0"), str(found[0].dtype), h5path + "vars/0"))
+            bare(sub, counter, name + "/", h5path)
+
+    def walk(group: Any, layers_cfg: list[dict], sequential: bool, counter: list[int], prefix: str,
+             h5prefix: str) -> None:
         used: dict[str, int] = {}
         for lay in layers_cfg:
             cls = str(lay.get("class_name", ""))
@@ -260,20 +390,24 @@ def _keras3_layers(f: Any, config: dict | None, h5: _H5) -> list[_Layer]:
                 inner, seq = _config_layers(lay)
                 walk(sub["layers"], inner, seq, counter, name + "/", f"{h5prefix}{gname}/layers/")
                 continue
+            if cls in _RNN_GATES:
+                out.extend(_rnn_of(sub, cls, name, f"{h5prefix}{gname}/", h5))
+                continue
             ds = _kernel_dataset(sub, cls) if cls in _TYPES else None
             if ds is not None:
                 path = f"{h5prefix}{gname}/vars/0"
                 out.append(_Layer(lid, name, cls, cfg.get("equation"), tuple(ds.shape),
-                                  functools.partial(h5.read, path), str(ds.dtype)))
+                                  functools.partial(h5.read, path), str(ds.dtype), path))
 
-    if "layers" not in f:
-        return out
     if config is None:
-        walk(f["layers"], None, False, [0], "", "layers/")
-    else:
+        if "layers" in f and not any(k != "layers" and k != "vars" for k in f.keys()):
+            bare(f["layers"], [0], "", "layers/")  # a functional or Sequential model: layers/<name>/vars
+        else:
+            bare(f, [0], "", "")  # a subclassed model: groups named after its attributes
+    elif "layers" in f:
         layers_cfg, sequential = _config_layers(config)
         walk(f["layers"], layers_cfg, sequential, [0], "", "layers/")
-    return out
+    return out + _census(f, h5, "", out)
 
 
 def _legacy_layers(f: Any, h5: _H5) -> list[_Layer]:
@@ -336,7 +470,8 @@ def _legacy_layer(root: Any, h5: _H5, group: str, found: tuple[str, str], lid: i
     cfg = lay.get("config", {}) if isinstance(lay.get("config"), dict) else {}
     cls = str(lay.get("class_name", "")) or ("Embedding" if base == "embeddings" else "")
     path = f"{root.name.strip('/')}/{group}/{wname}".lstrip("/")
-    return _Layer(lid, name, cls, cfg.get("equation"), tuple(ds.shape), functools.partial(h5.read, path), str(ds.dtype))
+    return _Layer(lid, name, cls, cfg.get("equation"), tuple(ds.shape), functools.partial(h5.read, path), str(ds.dtype),
+                  path)
 
 
 def keras_tensors(path: Path) -> list[WeightTensor]:
@@ -364,3 +499,26 @@ def keras_tensors(path: Path) -> list[WeightTensor]:
     except Exception as exc:  # not HDF5, truncated, bad JSON, odd attributes …
         raise SourceError(f"{path}: not a readable Keras file ({exc.__class__.__name__}: {str(exc)[:200]}).") from None
     return _tensors(layers, str(path))
+
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def sniff_hdf5(path: Path, head: bytes) -> bool:
+    """HDF5's signature at the start of the file (Keras ``.h5`` / ``.weights.h5``)."""
+    return head[:8] == _HDF5_MAGIC
+
+
+def sniff_archive(path: Path, head: bytes) -> bool:
+    """A ``.keras`` archive: a zip holding ``model.weights.h5``."""
+    if head[:4] != b"PK\x03\x04":
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return "model.weights.h5" in zf.namelist()
+    except Exception:
+        return False
+
+
+def open_file(path: Path, extra_rows: bool = True) -> Source:
+    return Source(str(path), tuple(keras_tensors(path)), "keras")

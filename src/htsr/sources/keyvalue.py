@@ -80,3 +80,56 @@ def weight_tensors(entries: Iterable[Entry], quant_config: dict | None = None) -
             storage=e.storage,
             aux=e.aux,
         )
+
+
+NOT_A_WEIGHT = "not a layer weight: its key does not end in .weight (a buffer or a free parameter)"
+
+
+def keyvalue_tensors(entries: Iterable[Entry], extra_rows: bool = True) -> list[WeightTensor]:
+    """Every row of a key-value source: :func:`weight_tensors`, then split weights, then the rest.
+
+    The census rule: every tensor of two or more dimensions becomes a row. After
+    the ``.weight`` rows (numbered as the reference numbers them) come, numbered
+    on from the last of them,
+
+    * the split weights found by key (RNN gate matrices ``weight_ih_l0`` …, cells'
+      ``weight_ih``/``weight_hh``, attention ``in_proj_weight``; :mod:`.splits`),
+      one row per gate, ``extra=True``;
+    * every other tensor of two or more dimensions that no row reads, neither as
+      its weight nor as an auxiliary (``aux``), listed with the reason
+      :data:`NOT_A_WEIGHT` (a buffer such as a positional table, a parameter
+      stored outside ``.weight``).
+
+    ``extra_rows=False`` (the compat class) gives the reference's rows only.
+    """
+    from .splits import is_split_bias, keyed_pieces, source_param, split_key
+
+    entries = list(entries)
+    split = [e for e in entries if split_key(e.key)]
+    plain = [e for e in entries if not split_key(e.key) and not is_split_bias(e.key)]
+    rows = list(weight_tensors(plain))
+    if not extra_rows:
+        return rows
+    used = {t.key for t in rows} | {k for t in rows for k in t.aux}
+    next_id = max((t.layer_id for t in rows), default=0) + 1
+    groups: dict[str, dict[str, Entry]] = {}
+    for e in split:
+        prefix, pname = split_key(e.key) or ("", e.key)
+        groups.setdefault(prefix, {})[pname] = e
+    for prefix, params in groups.items():
+        for pname, shape, load in keyed_pieces(prefix, {p: (e.shape, e.load) for p, e in params.items()}):
+            e = params[source_param(pname)]
+            full = f"{prefix}.{pname}" if prefix else pname
+            rows.append(WeightTensor(layer_id=next_id, name=pname, longname=full, layer_type=LayerType.DENSE,
+                                     shape=tuple(int(s) for s in shape), dtype=e.dtype, origin=e.origin,
+                                     key=e.key, load=load, note=e.note, extra=True))
+            next_id += 1
+        used.update(e.key for e in params.values())
+    for e in plain:
+        if len(e.shape) >= 2 and e.key not in used:
+            rows.append(WeightTensor(layer_id=next_id, name=e.key, longname=e.key,
+                                     layer_type=e.layer_type or layer_type_from_shape(e.key, e.shape),
+                                     shape=tuple(int(s) for s in e.shape), dtype=e.dtype, origin=e.origin,
+                                     key=e.key, load=e.load, note=e.note or NOT_A_WEIGHT, stored=e.stored))
+            next_id += 1
+    return rows

@@ -56,7 +56,7 @@ from typing import Any
 
 from ..config import LayerType
 from ..errors import SourceError
-from .base import WeightTensor, layer_type_from_shape
+from .base import Source, WeightTensor, layer_type_from_shape, natural_key
 from .onnx_graph import Chain, Use, Walk, dtype_name, materialize, stored_chain, weight_uses
 
 _ANONYMOUS = re.compile(r"^(onnx::|/)|_output_\d+$|^(val|_val|const|Constant)_?\d*$")
@@ -276,3 +276,56 @@ def onnx_tensors(model: Any, path: Path | None = None, reference_ids: bool = Fal
         raise SourceError(f"{origin}: no MatMul, Gemm, Conv or Gather node of the ONNX graph uses a constant weight "
                           f"({len(model.graph.initializer)} initializers; node types: {', '.join(kinds) or 'none'}).")
     return out
+
+
+# ModelProto's fields as a first byte after ir_version: producer_name … graph, opset_import, metadata_props
+_MODEL_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xAA}
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    """A protobuf ModelProto: field 1 (``ir_version``, a small varint), then another ModelProto field.
+
+    ONNX has no magic number; every exporter writes ``ir_version`` first. This
+    is the weakest signature of the registry, so it is tried last.
+    """
+    if len(head) < 3 or head[0] != 0x08:
+        return False
+    version, i = 0, 1
+    while i < len(head) and i < 4:
+        version |= (head[i] & 0x7F) << (7 * (i - 1))
+        if not head[i] & 0x80:
+            break
+        i += 1
+    return 1 <= version <= 64 and i + 1 < len(head) and head[i + 1] in _MODEL_TAGS
+
+
+def open_file(path: Path, extra_rows: bool = True, reference_ids: bool = False) -> Source:
+    """The rows of an ONNX file (``reference_ids``: numbered as the reference numbers them)."""
+    from .safetensors_file import require_regular_file
+
+    require_regular_file(path)
+    return model_source(load_model(path), str(path), path, extra_rows, reference_ids)
+
+
+def _param_of(longname: str) -> str:
+    """The parameter a gate row comes from: ``lstm.weight_ih_l0.i`` → ``lstm.weight_ih_l0`` (key order, as state dicts)."""
+    head, _, last = longname.rpartition(".")
+    return head if head and len(last) == 1 else longname
+
+
+def model_source(model: Any, description: str, path: Path | None, extra_rows: bool = True,
+                 reference_ids: bool = False) -> Source:
+    """A ModelProto's rows; ``extra_rows=False`` leaves out the RNN gate rows the reference does not have.
+
+    htsr's own ids follow the state-dict rule, so that one model gives one table in every format
+    (``docs/formats.md``): the layer weights first, then the gate rows of RNN ops, then the tensors
+    listed as skipped, numbered 1…n in that order. ``reference_ids`` keeps the reference's numbering.
+    """
+    import dataclasses
+
+    rows = [t for t in onnx_tensors(model, path, reference_ids) if extra_rows or not t.extra]
+    if not reference_ids:
+        gates = sorted((t for t in rows if t.extra and not t.note), key=lambda t: natural_key(_param_of(t.longname)))
+        ordered = [t for t in rows if not t.extra and not t.note] + gates + [t for t in rows if t.note]
+        rows = [dataclasses.replace(t, layer_id=i) for i, t in enumerate(ordered, start=1)]
+    return Source(description, tuple(rows), "onnx")

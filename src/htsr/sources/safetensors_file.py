@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import LayerError, SourceError
-from .base import StoredMatrix
+from .base import Source, StoredMatrix
 from .dtypes import bf16_to_float32, fp8_to_float32
 from .keyvalue import Entry, order_keys
-from .safetensors_header import NUMPY_DTYPES, SPECIAL_DTYPES, itemsize, read_header
+from .safetensors_header import MAX_HEADER, NUMPY_DTYPES, SPECIAL_DTYPES, itemsize, read_header
 from .safetensors_header import require_regular_file as require_regular_file  # other readers use it from here
 
 
@@ -138,3 +139,20 @@ def folder_entries(folder: Path) -> list[Entry] | None:
         merged.extend(file_entries(f))
     keyed = {e.key: e for e in merged}
     return [keyed[k] for k in order_keys(keyed)]
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    """An 8-byte little-endian header length that fits the file, then a JSON object."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    try:
+        return 0 < n <= MAX_HEADER and 8 + n <= path.stat().st_size
+    except OSError:
+        return False
+
+
+def open_file(path: Path, extra_rows: bool = True) -> Source:
+    from .keyvalue import keyvalue_tensors
+
+    return Source(str(path), tuple(keyvalue_tensors(file_entries(path), extra_rows)), "safetensors")

@@ -13,10 +13,15 @@ for latin-1 bytes, ``set``). Nothing in the archive's ``code/`` folder is read.
 From the recorded object tree this module finds either
 
 * a whole module (``torch.save(model)``; TorchScript's ``__torch__`` classes):
-  rows as :func:`htsr.sources.torch_source.module_tensors` numbers them
-  (``layer_id`` = index in ``model.modules()``, dotted ``longname``), or
+  the state dict that module would give (:func:`module_state_dict`: parameters
+  and persistent buffers of an eager module; every tensor attribute of a
+  TorchScript module, which keeps no persistence flag), or
 * a state dict (plain, or under a ``state_dict`` / ``model`` … key of a
-  checkpoint dict): entries for :func:`htsr.sources.keyvalue.weight_tensors`.
+  checkpoint dict),
+
+and lists it as entries for :func:`htsr.sources.keyvalue.keyvalue_tensors`:
+a model saved whole, as TorchScript or as its state dict gives one table
+(ids, names and numbers; ``docs/formats.md``, "One model, one table").
 
 Tensor data is read on demand, one storage at a time; torch is not needed.
 A pickle that names a code-running callable (``os.system``, ``builtins.eval``,
@@ -32,16 +37,14 @@ import io
 import math
 import pickle
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config import LayerType
 from ..errors import LayerError, SourceError, UnsafeFileError
-from .base import WeightTensor
+from .base import Source, Ties, layer_type_from_class
 from .dtypes import bf16_to_float32, fp8_to_float32
 from .keyvalue import Entry, order_keys
 
@@ -352,6 +355,33 @@ class Archive:
         return arr
 
 
+def _check_memo(data: bytes, path: Path) -> None:
+    """Refuse a memo index no honest pickle of this size writes: pickle's C unpickler grows its memo to it.
+
+    A ``LONG_BINPUT`` of 240 million (one edited byte) would make it allocate gigabytes before it
+    fails. Each memo slot needs its own opcode, so an index is never larger than the pickle.
+    """
+    import pickletools
+
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and (not isinstance(arg, int) or arg > len(data)):
+                raise SourceError(f"{path}: corrupt PyTorch checkpoint pickle (memo index {arg} in a pickle of "
+                                  f"{len(data)} bytes).")
+    except SourceError:
+        raise
+    except Exception:  # a malformed opcode: the unpickler itself reports it
+        return
+
+
+def _refuse_hostile(path: Path, unpickler: _Unpickler) -> None:
+    if unpickler.hostile:
+        raise UnsafeFileError(
+            f"{path}: refused: the pickle names {', '.join(unpickler.hostile[:5])}, which would run code if "
+            "this file were loaded with torch.load; htsr ran nothing. Do not load this file elsewhere either."
+        )
+
+
 def is_torch_zip(path: Path) -> bool:
     try:
         if not zipfile.is_zipfile(path):
@@ -394,6 +424,7 @@ def read_archive(path: Path) -> Archive:
     except Exception as exc:
         raise SourceError(f"{path}: not a readable PyTorch zip checkpoint "
                           f"({exc.__class__.__name__}: {str(exc)[:200]}).") from None
+    _check_memo(data, path)
     unpickler = _Unpickler(io.BytesIO(data), sizes)
     try:
         root = unpickler.load()
@@ -405,11 +436,7 @@ def read_archive(path: Path) -> Archive:
         else:
             raise SourceError(f"{path}: corrupt PyTorch checkpoint pickle "
                               f"({exc.__class__.__name__}: {str(exc)[:200]}).") from None
-    if unpickler.hostile:
-        raise UnsafeFileError(
-            f"{path}: refused: the pickle names {', '.join(unpickler.hostile[:5])}, which would run code if "
-            "this file were loaded with torch.load; htsr ran nothing. Do not load this file elsewhere either."
-        )
+    _refuse_hostile(path, unpickler)
     return Archive(path, prefix, root, big)
 
 
@@ -447,11 +474,7 @@ def read_legacy(path: Path) -> Archive:
                 if not unpickler.hostile:
                     raise
                 root = None
-            if unpickler.hostile:
-                raise UnsafeFileError(
-                    f"{path}: refused: the pickle names {', '.join(unpickler.hostile[:5])}, which would run code if "
-                    "this file were loaded with torch.load; htsr ran nothing. Do not load this file elsewhere either."
-                )
+            _refuse_hostile(path, unpickler)
             keys = _Unpickler(fh, None).load()
             if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
                 raise _Bad("bad storage key list")
@@ -504,116 +527,76 @@ def is_module(obj: Any) -> bool:
 def _children(obj: Any) -> list[tuple[str, Any]]:
     state = _state(obj)
     if isinstance(state.get("_modules"), dict):
-        return [(str(k), v) for k, v in state["_modules"].items() if v is not None]
+        return [(str(k), v) for k, v in state["_modules"].items() if is_module(v)]
     return [(str(k), v) for k, v in state.items() if is_module(v)]
 
 
-def _weight(obj: Any) -> Any:
-    state = _state(obj)
-    for holder in (state.get("_parameters"), state.get("_buffers"), state):
-        if isinstance(holder, dict) and isinstance(holder.get("weight"), TensorRef):
-            return holder["weight"]
-    return None
-
-
-def named_modules(root: Any) -> Iterator[tuple[str, Any]]:
-    """``nn.Module.named_modules()`` order over stand-ins: pre-order, each module once."""
-    seen: set[int] = set()
-    stack: list[tuple[str, Any, int]] = [("", root, 0)]
-    while stack:
-        name, mod, depth = stack.pop()
-        if id(mod) in seen:
-            continue
-        seen.add(id(mod))
-        yield name, mod
-        if depth < _MAX_DEPTH:
-            kids = _children(mod)
-            for child, sub in reversed(kids):
-                if is_module(sub):
-                    stack.append((f"{name}.{child}" if name else child, sub, depth + 1))
-
-
-def _layer_type(global_name: str) -> LayerType:
-    # the class's dotted name stands in for str(type(module)) (isinstance cannot be asked of a stand-in)
-    typestr = global_name.lower()
-    for needle, ltype in (("linear", LayerType.DENSE), ("conv1d", LayerType.CONV1D),
-                          ("conv2d", LayerType.CONV2D), ("embedding", LayerType.EMBEDDING),
-                          ("norm", LayerType.NORM)):
-        if needle in typestr:
-            return ltype
-    return LayerType.OTHER
-
-
 def _own_tensors(obj: Any) -> dict[str, TensorRef]:
+    """A module's own state-dict tensors: parameters, then persistent buffers (eager); tensor attributes (TorchScript)."""
     state = _state(obj)
-    params = state.get("_parameters")
-    holder: dict = params if isinstance(params, dict) else state
-    return {str(k): v for k, v in holder.items() if isinstance(v, TensorRef)}
+    params, buffers = state.get("_parameters"), state.get("_buffers")
+    if isinstance(params, dict):
+        out = {str(k): v for k, v in params.items() if isinstance(v, TensorRef)}
+        transient = state.get("_non_persistent_buffers_set")
+        skip = {str(n) for n in transient} if isinstance(transient, (set, frozenset, list, tuple)) else set()
+        if isinstance(buffers, dict):
+            out.update((str(k), v) for k, v in buffers.items() if isinstance(v, TensorRef) and str(k) not in skip)
+        return out
+    return {str(k): v for k, v in state.items() if isinstance(v, TensorRef)}
 
 
-def module_tensors(archive: Archive, root: Any, extra_rows: bool = True) -> list[WeightTensor]:
-    """Rows of a whole pickled module, numbered as ``module_tensors`` numbers the live module.
+_MAX_KEYS = 1 << 20
 
-    With ``extra_rows``, RNN gates and attention q/k/v follow (:mod:`.splits`).
+
+def module_state_dict(root: Any, origin: str) -> tuple[dict[str, TensorRef], dict[str, str]]:
+    """The state dict a pickled module (eager or TorchScript) would give, without running it.
+
+    Returns ``(key → tensor, key → class name of the module that holds it)``, keys in
+    ``module.state_dict()`` order: each module's own tensors, then its children's
+    (a submodule shared by two parents appears under both prefixes, as in torch).
     """
-    from .splits import split_pieces
+    tensors: dict[str, TensorRef] = {}
+    owners: dict[str, str] = {}
+    stack: list[tuple[str, Any, tuple[int, ...]]] = [("", root, ())]
+    while stack:
+        prefix, mod, path = stack.pop()
+        if id(mod) in path or len(path) > _MAX_DEPTH:
+            continue  # a cycle (a hostile pickle) or absurd nesting
+        for name, t in _own_tensors(mod).items():
+            key = f"{prefix}{name}"
+            tensors[key] = t
+            owners[key] = mod._htsr_global.replace("__torch__.", "", 1)
+        if len(tensors) > _MAX_KEYS:
+            raise SourceError(f"{origin}: the pickled module names more than {_MAX_KEYS} tensors.")
+        for child, sub in reversed(_children(mod)):
+            stack.append((f"{prefix}{child}.", sub, path + (id(mod),)))
+    return tensors, owners
 
-    out = []
-    extras: list[WeightTensor] = []
-    first: dict[tuple, str] = {}
-    origin = str(archive.path)
-    n_modules = 0
-    for layer_id, (longname, mod) in enumerate(named_modules(root)):
-        n_modules = layer_id + 1
-        if extra_rows:
-            own = _own_tensors(mod)
-            params = {n: (t.shape, functools.partial(archive.load, t, f"{longname}.{n} in {origin}"))
-                      for n, t in own.items()}
-            for pname, shape, load in split_pieces(mod._htsr_global, params):
-                full = f"{longname}.{pname}" if longname else pname
-                extras.append(WeightTensor(layer_id=0, name=pname, longname=full, layer_type=LayerType.DENSE,
-                                           shape=shape, dtype=next(iter(own.values())).dtype, origin=origin,
-                                           key=full, load=load, extra=True))
-        weight = _weight(mod)
-        if weight is None:
-            continue
-        note = ""
-        if math.prod(weight.shape) > 0:
-            ident = weight.ident[:3]
-            if ident in first:
-                note = f"tied: same tensor as {first[ident]}"
-            else:
-                first[ident] = longname
-        global_name = mod._htsr_global.replace("__torch__.", "", 1)
-        name = longname.split(".")[-1] if longname else global_name.split(".")[-1]
-        key = (longname + ".weight") if longname else "weight"
-        where = f"{key!r} in {origin}"
-        out.append(WeightTensor(
-            layer_id=layer_id, name=name, longname=longname or name, layer_type=_layer_type(global_name),
-            shape=weight.shape, dtype=weight.dtype, origin=origin, key=key,
-            load=functools.partial(archive.load, weight, where), note=note,
-        ))
-    out.extend(dataclasses.replace(t, layer_id=n_modules + i) for i, t in enumerate(extras))
-    return out
+
+def module_entries(archive: Archive, root: Any) -> list[Entry]:
+    """Entries of a whole pickled module: its state dict, read as a state-dict file is.
+
+    The layer type comes from the class of the module holding each tensor
+    (:func:`htsr.sources.base.layer_type_from_class`), so an ``nn.Embedding`` is an
+    embedding whatever its name; ids and names are those of the module's state dict.
+    """
+    tensors, owners = module_state_dict(root, str(archive.path))
+    entries = state_dict_entries(archive, tensors)
+    return [dataclasses.replace(e, layer_type=layer_type_from_class(owners[e.key], e.key, e.shape)) for e in entries]
 
 
 def state_dict_entries(archive: Archive, mapping: dict, keys: list[str] | None = None) -> list[Entry]:
     """Entries of a state dict of TensorRefs (natural key order unless ``keys`` gives it); ties noted."""
     tensors = {str(k): v for k, v in mapping.items() if isinstance(v, TensorRef)}
     order = order_keys(tensors) if keys is None else keys
-    first: dict[tuple, str] = {}
+    ties = Ties()
     out = []
     origin = str(archive.path)
     for key in order:
         if key not in tensors:
             raise SourceError(f"{origin}: the index names tensor {key!r}, which the file does not hold.")
         t = tensors[key]
-        note = ""
-        if math.prod(t.shape) > 0:
-            if t.ident in first:
-                note = f"tied: same tensor as {first[t.ident]}"
-            else:
-                first[t.ident] = key
+        note = ties.note(t.ident if math.prod(t.shape) > 0 else None, key)
         out.append(Entry(key, t.shape, t.dtype, origin, functools.partial(archive.load, t, f"{key!r} in {origin}"),
                          note=note))
     return out
@@ -639,3 +622,39 @@ def find_weights(root: Any, origin: str) -> tuple[str, Any]:
         break
     raise SourceError(f"{origin}: holds no module or state dict of tensors "
                       f"(found {type(obj).__name__ if not isinstance(obj, Stub) else obj._htsr_global}).")
+
+
+# ---------------------------------------------------------------- the reader protocol (sources/registry.py)
+
+
+def sniff_zip(path: Path, head: bytes) -> bool:
+    """A zip archive with a ``data.pkl`` member: ``torch.save`` (new format) or ``torch.jit.save``."""
+    return head[:4] == b"PK\x03\x04" and is_torch_zip(path)
+
+
+def sniff_legacy(path: Path, head: bytes) -> bool:
+    """A pre-zip ``torch.save`` file: a pickle whose first object is torch's magic number."""
+    return head[:1] == b"\x80" and is_legacy(path)
+
+
+def open_archive(archive: Archive, extra_rows: bool = True) -> Source:
+    """The rows of a read archive: a whole module's state dict, or the state dict it holds."""
+    from .keyvalue import keyvalue_tensors
+
+    path = archive.path
+    kind, obj = find_weights(archive.root, str(path))
+    if kind == "module":
+        entries = module_entries(archive, obj)
+        if not entries:
+            raise SourceError(f"{path}: the pickled module holds no weight tensors.")
+        what = obj._htsr_global.replace("__torch__.", "", 1)
+        return Source(f"{path} ({what}, pickled module)", tuple(keyvalue_tensors(entries, extra_rows)), "torch-file")
+    return Source(str(path), tuple(keyvalue_tensors(state_dict_entries(archive, obj), extra_rows)), "torch-file")
+
+
+def open_zip(path: Path, extra_rows: bool = True) -> Source:
+    return open_archive(read_archive(path), extra_rows)
+
+
+def open_legacy(path: Path, extra_rows: bool = True) -> Source:
+    return open_archive(read_legacy(path), extra_rows)

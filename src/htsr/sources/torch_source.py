@@ -9,6 +9,7 @@ refused, never executed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import sys
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..config import LayerType
 from ..errors import SourceError, UnsafeFileError
-from .base import WeightTensor
+from .base import Source, Ties, WeightTensor, layer_type_from_class, layer_type_from_shape
 from .keyvalue import Entry, order_keys
 
 
@@ -63,24 +64,18 @@ def tensor_to_numpy(t: Any) -> np.ndarray:
 def _module_type(module: Any) -> LayerType:
     import torch
 
-    typestr = str(type(module)).lower()
-    if isinstance(module, torch.nn.Linear) or "linear" in typestr:
-        return LayerType.DENSE
-    if isinstance(module, torch.nn.Conv1d) or "conv1d" in typestr:
-        return LayerType.CONV1D
-    if isinstance(module, torch.nn.Conv2d) or "conv2d" in typestr:
-        return LayerType.CONV2D
-    if isinstance(module, torch.nn.Embedding) or "embedding" in typestr:
-        return LayerType.EMBEDDING
-    if "norm" in typestr:
-        return LayerType.NORM
-    return LayerType.OTHER
+    for cls, ltype in ((torch.nn.Linear, LayerType.DENSE), (torch.nn.Conv1d, LayerType.CONV1D),
+                       (torch.nn.Conv2d, LayerType.CONV2D), (torch.nn.Embedding, LayerType.EMBEDDING)):
+        if isinstance(module, cls):
+            return ltype
+    return layer_type_from_class(str(type(module)))
 
 
 def _split_type(module: Any) -> str:
     import torch
 
-    for cls in (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN, torch.nn.MultiheadAttention):
+    for cls in (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN, torch.nn.LSTMCell, torch.nn.GRUCell, torch.nn.RNNCell,
+                torch.nn.MultiheadAttention):
         if isinstance(module, cls):
             return cls.__name__
     return ""
@@ -99,20 +94,27 @@ def module_tensors(model: Any, extra_rows: bool = True) -> Iterator[WeightTensor
     """
     import torch
 
-    from .splits import split_pieces
+    from .splits import source_param, split_pieces
 
-    seen: dict[tuple, str] = {}
+    ties = Ties()
+    others: list[tuple[str, Any]] = []
     extras: list[tuple[str, str, tuple, Any]] = []
     n_modules = 0
     for layer_id, (longname, module) in enumerate(model.named_modules()):
         n_modules = layer_id + 1
         split = _split_type(module) if extra_rows else ""
+        consumed = {"weight"}
         if split:
             params = {n: (tuple(int(s) for s in p.shape), functools.partial(tensor_to_numpy, p))
                       for n, p in module.named_parameters(recurse=False)}
             dtype = next((str(p.dtype).replace("torch.", "") for p in module.parameters(recurse=False)), "float32")
             for pname, shape, load in split_pieces(split, params):
                 extras.append((longname, pname, shape, (load, dtype)))
+                consumed.add(source_param(pname))
+        if extra_rows:  # the census: the module's other tensors of two or more dimensions, listed
+            own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+            others.extend((f"{longname}.{n}" if longname else n, t) for n, t in own
+                          if n not in consumed and t is not None and t.ndim >= 2)
         try:
             weight = getattr(module, "weight", None)  # a property or parametrization may compute (and fail)
         except Exception:
@@ -120,16 +122,12 @@ def module_tensors(model: Any, extra_rows: bool = True) -> Iterator[WeightTensor
         if not isinstance(weight, torch.Tensor):
             continue
         ltype = _module_type(module)
-        note = ""
         ident: tuple
         try:
             ident = (weight.untyped_storage().data_ptr(), weight.storage_offset(), tuple(weight.shape))
         except Exception:  # meta tensors, exotic subclasses
             ident = (id(weight),)
-        if ident in seen and weight.numel() > 0:
-            note = f"tied: same tensor as {seen[ident]}"
-        else:
-            seen[ident] = longname
+        note = ties.note(ident if weight.numel() > 0 else None, longname)
         name = longname.split(".")[-1] if longname else type(module).__name__
         try:
             bias = getattr(module, "bias", None)
@@ -150,8 +148,18 @@ def module_tensors(model: Any, extra_rows: bool = True) -> Iterator[WeightTensor
         )
     for offset, (longname, pname, shape, (load, dtype)) in enumerate(extras):
         full = f"{longname}.{pname}" if longname else pname
+        param = source_param(pname)  # the key is the parameter's state-dict key, as for a file
         yield WeightTensor(layer_id=n_modules + offset, name=pname, longname=full, layer_type=LayerType.DENSE,
-                           shape=shape, dtype=dtype, origin="<module>", key=full, load=load, extra=True)
+                           shape=shape, dtype=dtype, origin="<module>",
+                           key=f"{longname}.{param}" if longname else param, load=load, extra=True)
+    from .keyvalue import NOT_A_WEIGHT
+
+    for offset, (key, tensor) in enumerate(others, start=n_modules + len(extras)):
+        shape = tuple(int(s) for s in tensor.shape)
+        yield WeightTensor(layer_id=offset, name=key, longname=key, layer_type=layer_type_from_shape(key, shape),
+                           shape=shape, dtype=str(tensor.dtype).replace("torch.", ""),
+                           origin="<module>", key=key, load=functools.partial(tensor_to_numpy, tensor),
+                           note=NOT_A_WEIGHT)
 
 
 def load_state_dict_file(path: Path) -> dict:
@@ -283,7 +291,7 @@ def mapping_entries(mapping: dict, origin: str) -> list[Entry]:
     """
     mapping = {str(k): v for k, v in mapping.items()}
     out = []
-    first: dict[tuple, str] = {}
+    ties = Ties()
     for key in order_keys(mapping):
         value = mapping[key]
         if is_torch_tensor(value):
@@ -293,12 +301,27 @@ def mapping_entries(mapping: dict, origin: str) -> list[Entry]:
             entry = Entry(key, tuple(value.shape), value.dtype.name, origin, functools.partial(_read_only, value))
         else:
             continue
-        ident = _identity(value)
-        if ident is not None:
-            if ident in first:
-                entry = Entry(entry.key, entry.shape, entry.dtype, origin, entry.load,
-                              note=f"tied: same tensor as {first[ident]}")
-            else:
-                first[ident] = key
-        out.append(entry)
+        note = ties.note(_identity(value), key)
+        out.append(dataclasses.replace(entry, note=note) if note else entry)
     return out
+
+
+def mapping_entries_for_file(sd: dict, path: Path) -> list[Entry]:
+    """:func:`mapping_entries` of a state dict loaded from ``path``; a file without tensors is an error."""
+    entries = mapping_entries(sd, str(path))
+    if not entries:
+        raise SourceError(f"{path}: holds no tensors.")
+    return entries
+
+
+def sniff_pickle(path: Path, head: bytes) -> bool:
+    """A pickle (protocol 2 to 5) that is not a ``torch.save`` file: tried with ``torch.load(weights_only=True)``."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def open_pickle(path: Path, extra_rows: bool = True) -> Source:
+    """A state dict pickled without ``torch.save``'s layout, read by ``torch.load(weights_only=True)`` only."""
+    from .keyvalue import keyvalue_tensors
+
+    sd = state_dict_from_object(load_state_dict_file(path), str(path))
+    return Source(str(path), tuple(keyvalue_tensors(mapping_entries_for_file(sd, path), extra_rows)), "torch-file")
