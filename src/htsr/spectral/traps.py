@@ -109,14 +109,14 @@ class SliceSpikes:
     traps: list = field(default_factory=list)
 
 
-def _top_vectors(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-k singular triplets (s², u, v) of w, largest first, via the smaller Gram matrix (in w's dtype)."""
+def _top_vectors(w: np.ndarray, k: int, g: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k singular triplets (s², u, v) of w, largest first, via the smaller Gram matrix ``g`` (in w's dtype)."""
     from scipy.linalg import eigh
 
     rows, cols = w.shape
     small = min(rows, cols)
     k = min(k, small)
-    vals, vecs = eigh(gram(w), subset_by_index=(small - k, small - 1), check_finite=False)
+    vals, vecs = eigh(gram(w) if g is None else g, subset_by_index=(small - k, small - 1), check_finite=False)
     vals, vecs = vals[::-1].astype(np.float64), vecs[:, ::-1].astype(np.float64)
     s = np.sqrt(np.clip(vals, 0.0, None))
     safe = np.where(s > 0, s, 1.0)
@@ -145,7 +145,8 @@ def _locate(w: np.ndarray, u: np.ndarray, v: np.ndarray, sigma: float) -> list[t
     return out
 
 
-def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spikes: int) -> SliceSpikes:
+def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spikes: int,
+                   g: np.ndarray | None = None) -> SliceSpikes:
     """Classify the top ``num_spikes`` randomized eigenvalues of one shuffled matrix.
 
     Parameters
@@ -159,6 +160,8 @@ def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spik
         (called only when a trap has to be located).
     num_spikes : int
         How many of the largest eigenvalues are spikes.
+    g : ndarray, optional
+        The smaller Gram matrix of ``shuffled`` when already computed.
 
     Returns
     -------
@@ -173,7 +176,7 @@ def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spik
     out.mean_eval = mean_outlier_eval(mean, var, rows, cols)
     if num_spikes <= 0:
         return out
-    vals, u, v = _top_vectors(w, num_spikes)
+    vals, u, v = _top_vectors(w, num_spikes, g)
     ou = (u.sum(axis=0) ** 2) / rows
     ov = (v.sum(axis=0) ** 2) / cols
     overlap = ou * ov
@@ -280,14 +283,22 @@ def find_traps(stack: np.ndarray, shuffled: np.ndarray, randomized: RandomizedES
     mean_spike = False
     traps: list[Trap] = []
     counts = []
+    grams = getattr(shuffled, "grams", None)  # a ShuffledStack from randomized_esd keeps them
+    kept: list = [getattr(shuffled, "perms", None)]
+
+    def all_perms() -> list:
+        if kept[0] is None:  # replayed once for the whole stack, only when a trap is located
+            kept[0] = list(permutations(stack.shape, layer_rng(*key)))
+        return kept[0]
+
     for s, ev in enumerate(randomized.slice_evals):
         k = int(np.count_nonzero(ev.astype(np.float64) > fit.edge))
         counts.append(k)
 
         def perm_fn(s: int = s) -> np.ndarray:
-            return permutations(stack.shape, layer_rng(*key))[s]
+            return all_perms()[s]
 
-        spikes = analyze_spikes(shuffled[s], stack[s], perm_fn, k)
+        spikes = analyze_spikes(shuffled[s], stack[s], perm_fn, k, None if grams is None else grams[s])
         if np.isfinite(spikes.mean_eval):
             mean_evals.append(spikes.mean_eval)
         mean_spike = mean_spike or spikes.mean_spike
