@@ -13,7 +13,6 @@ import json
 import math
 
 import pytest
-
 from conftest import DATA, load_script
 
 pytest.importorskip("torch")

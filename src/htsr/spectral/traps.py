@@ -120,14 +120,42 @@ def _top_vectors(w: np.ndarray, k: int, g: np.ndarray | None = None) -> tuple[np
     vals, vecs = vals[::-1].astype(np.float64), vecs[:, ::-1].astype(np.float64)
     s = np.sqrt(np.clip(vals, 0.0, None))
     safe = np.where(s > 0, s, 1.0)
-    w64 = np.asarray(w, dtype=np.float64)
     if rows >= cols:
         v = vecs
-        u = (w64 @ v) / safe
+        u = _times(w, v, transpose=False) / safe
     else:
         u = vecs
-        v = (w64.T @ u) / safe
+        v = _times(w, u, transpose=True) / safe
     return vals, u, v
+
+
+#: Elements of ``w`` widened to float64 at a time by :func:`_times`.
+WIDEN_CHUNK = 1 << 22
+
+
+def _times(w: np.ndarray, x: np.ndarray, transpose: bool) -> np.ndarray:
+    """``float64(w) @ x`` (or ``float64(w).T @ x``) without a float64 copy of the whole of ``w``.
+
+    ``w`` is widened in slabs of whole rows (columns with ``transpose``), a
+    multiple of 64 of them, each multiplied on its own: the same products,
+    summed in the same order as with the whole copy (checked bit for bit by
+    ``tests/test_randomize_traps.py``), in 32 MB instead of 8 bytes per element.
+    """
+    rows, cols = w.shape
+    n = cols if transpose else rows
+    other = rows if transpose else cols
+    step = max(64, WIDEN_CHUNK // max(other, 1) // 64 * 64)
+    if step >= n:
+        w64 = np.asarray(w, dtype=np.float64)
+        return w64.T @ x if transpose else w64 @ x
+    out = np.empty((n, x.shape[1]), dtype=np.float64)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        if transpose:
+            out[lo:hi] = np.asarray(w[:, lo:hi], dtype=np.float64).T @ x
+        else:
+            out[lo:hi] = np.asarray(w[lo:hi], dtype=np.float64) @ x
+    return out
 
 
 def _locate(w: np.ndarray, u: np.ndarray, v: np.ndarray, sigma: float) -> list[tuple[int, int]]:
