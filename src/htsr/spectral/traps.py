@@ -141,6 +141,7 @@ def _syevr(dtype: str):
     if dtype not in ("float32", "float64"):
         return None
     letter = "s" if dtype == "float32" else "d"
+    i32 = ctypes.c_int32
     here = os.path.dirname(scipy.__file__)
     for path in glob.glob(os.path.join(here, "..", "scipy.libs", "*openblas*")):
         try:
@@ -152,7 +153,6 @@ def _syevr(dtype: str):
             continue
         raw.restype = None
         ctype = ctypes.c_float if letter == "s" else ctypes.c_double
-        i32 = ctypes.c_int32
 
         def solve(g: np.ndarray, k: int, _raw=raw, _ctype=ctype, _dt=np.dtype(dtype)) -> tuple:
             n = g.shape[0]
