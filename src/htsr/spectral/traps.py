@@ -23,6 +23,7 @@ the trap. They are mapped back to the original matrix through the permutation.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,25 +110,135 @@ class SliceSpikes:
     traps: list = field(default_factory=list)
 
 
-def _top_vectors(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-k singular triplets (s², u, v) of w, largest first, via the smaller Gram matrix (in w's dtype)."""
+def top_eigh(g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest eigenpairs of a symmetric matrix, ascending: ``scipy.linalg.eigh(g, subset_by_index=…)``.
+
+    The same LAPACK call (``?syevr``, lower triangle, ``abstol=0``, optimal workspace) in
+    the same library (scipy's OpenBLAS), made through ctypes so that the GIL is
+    released meanwhile (scipy's wrapper holds it, stalling the engine's other
+    worker). Checked once to give scipy's bits; elsewhere scipy's ``eigh``.
+    """
+    fn = _syevr(np.dtype(g.dtype).name)
+    n = g.shape[0]
+    if fn is None:
+        from scipy.linalg import eigh
+
+        return eigh(g, subset_by_index=(n - k, n - 1), check_finite=False)
+    return fn(g, k)
+
+
+@functools.lru_cache(maxsize=None)
+def _syevr(dtype: str):
+    """``?syevr`` of scipy's OpenBLAS through ctypes (see :func:`top_eigh`), or None."""
+    import ctypes
+    import glob
+    import os
+
+    import scipy
+    import scipy.linalg.lapack  # noqa: F401  (loads the library)
     from scipy.linalg import eigh
 
+    if dtype not in ("float32", "float64"):
+        return None
+    letter = "s" if dtype == "float32" else "d"
+    i32 = ctypes.c_int32
+    here = os.path.dirname(scipy.__file__)
+    for path in glob.glob(os.path.join(here, "..", "scipy.libs", "*openblas*")):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        raw = getattr(lib, f"scipy_{letter}syevr_", None) or getattr(lib, f"{letter}syevr_", None)
+        if raw is None:
+            continue
+        raw.restype = None
+        ctype = ctypes.c_float if letter == "s" else ctypes.c_double
+
+        def solve(g: np.ndarray, k: int, _raw=raw, _ctype=ctype, _dt=np.dtype(dtype)) -> tuple:
+            n = g.shape[0]
+            a = np.array(g, dtype=_dt, order="F")  # scipy's wrapper works on such a copy too
+            w = np.zeros(n, dtype=_dt)
+            z = np.zeros((n, k), dtype=_dt, order="F")
+            isuppz = np.zeros(2 * max(1, n), dtype=np.int32)
+            m, info = i32(0), i32(0)
+            vl, vu, abstol = _ctype(0.0), _ctype(1.0), _ctype(0.0)
+            nn, il, iu, ldz = i32(n), i32(n - k + 1), i32(n), i32(max(1, n))
+
+            def call(work: np.ndarray, lwork: int, iwork: np.ndarray, liwork: int) -> None:
+                _raw(b"V", b"I", b"L", ctypes.byref(nn), a.ctypes.data_as(ctypes.c_void_p), ctypes.byref(nn),
+                     ctypes.byref(vl), ctypes.byref(vu), ctypes.byref(il), ctypes.byref(iu), ctypes.byref(abstol),
+                     ctypes.byref(m), w.ctypes.data_as(ctypes.c_void_p), z.ctypes.data_as(ctypes.c_void_p),
+                     ctypes.byref(ldz), isuppz.ctypes.data_as(ctypes.c_void_p), work.ctypes.data_as(ctypes.c_void_p),
+                     ctypes.byref(i32(lwork)), iwork.ctypes.data_as(ctypes.c_void_p), ctypes.byref(i32(liwork)),
+                     ctypes.byref(info), ctypes.c_size_t(1), ctypes.c_size_t(1), ctypes.c_size_t(1))
+
+            qw, qi = np.zeros(1, dtype=_dt), np.zeros(1, dtype=np.int32)
+            call(qw, -1, qi, -1)  # workspace query
+            lwork = max(int(np.nextafter(qw[0], np.inf)), 26 * n, 1)
+            liwork = max(int(qi[0]), 10 * n, 1)
+            call(np.zeros(lwork, dtype=_dt), lwork, np.zeros(liwork, dtype=np.int32), liwork)
+            if info.value != 0:
+                raise np.linalg.LinAlgError(f"{letter}syevr failed (info={info.value})")
+            return w[:m.value], z[:, :m.value]
+
+        x = np.random.default_rng(0).standard_normal((90, 60)).astype(dtype)
+        x = x.T @ x
+        try:
+            got = solve(x, 7)
+        except np.linalg.LinAlgError:
+            return None
+        want = eigh(x, subset_by_index=(53, 59), check_finite=False)
+        if all(np.array_equal(a, b) for a, b in zip(got, want)):
+            return solve
+        return None
+    return None
+
+
+def _top_vectors(w: np.ndarray, k: int, g: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k singular triplets (s², u, v) of w, largest first, via the smaller Gram matrix ``g`` (in w's dtype)."""
     rows, cols = w.shape
     small = min(rows, cols)
     k = min(k, small)
-    vals, vecs = eigh(gram(w), subset_by_index=(small - k, small - 1), check_finite=False)
+    vals, vecs = top_eigh(gram(w) if g is None else g, k)
     vals, vecs = vals[::-1].astype(np.float64), vecs[:, ::-1].astype(np.float64)
     s = np.sqrt(np.clip(vals, 0.0, None))
     safe = np.where(s > 0, s, 1.0)
-    w64 = np.asarray(w, dtype=np.float64)
     if rows >= cols:
         v = vecs
-        u = (w64 @ v) / safe
+        u = _times(w, v, transpose=False) / safe
     else:
         u = vecs
-        v = (w64.T @ u) / safe
+        v = _times(w, u, transpose=True) / safe
     return vals, u, v
+
+
+#: Elements of ``w`` widened to float64 at a time by :func:`_times`.
+WIDEN_CHUNK = 1 << 22
+
+
+def _times(w: np.ndarray, x: np.ndarray, transpose: bool) -> np.ndarray:
+    """``float64(w) @ x`` (or ``float64(w).T @ x``) without a float64 copy of the whole of ``w``.
+
+    ``w`` is widened in slabs of whole rows (columns with ``transpose``), a
+    multiple of 64 of them, each multiplied on its own: the same products,
+    summed in the same order as with the whole copy (checked bit for bit by
+    ``tests/test_randomize_traps.py``), in 32 MB instead of 8 bytes per element.
+    """
+    rows, cols = w.shape
+    n = cols if transpose else rows
+    other = rows if transpose else cols
+    step = max(64, WIDEN_CHUNK // max(other, 1) // 64 * 64)
+    if step >= n:
+        w64 = np.asarray(w, dtype=np.float64)
+        return w64.T @ x if transpose else w64 @ x
+    out = np.empty((n, x.shape[1]), dtype=np.float64)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        if transpose:
+            out[lo:hi] = np.asarray(w[:, lo:hi], dtype=np.float64).T @ x
+        else:
+            out[lo:hi] = np.asarray(w[lo:hi], dtype=np.float64) @ x
+    return out
 
 
 def _locate(w: np.ndarray, u: np.ndarray, v: np.ndarray, sigma: float) -> list[tuple[int, int]]:
@@ -145,7 +256,8 @@ def _locate(w: np.ndarray, u: np.ndarray, v: np.ndarray, sigma: float) -> list[t
     return out
 
 
-def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spikes: int) -> SliceSpikes:
+def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spikes: int,
+                   g: np.ndarray | None = None) -> SliceSpikes:
     """Classify the top ``num_spikes`` randomized eigenvalues of one shuffled matrix.
 
     Parameters
@@ -159,6 +271,8 @@ def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spik
         (called only when a trap has to be located).
     num_spikes : int
         How many of the largest eigenvalues are spikes.
+    g : ndarray, optional
+        The smaller Gram matrix of ``shuffled`` when already computed.
 
     Returns
     -------
@@ -173,7 +287,7 @@ def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spik
     out.mean_eval = mean_outlier_eval(mean, var, rows, cols)
     if num_spikes <= 0:
         return out
-    vals, u, v = _top_vectors(w, num_spikes)
+    vals, u, v = _top_vectors(w, num_spikes, g)
     ou = (u.sum(axis=0) ** 2) / rows
     ov = (v.sum(axis=0) ** 2) / cols
     overlap = ou * ov
@@ -280,14 +394,22 @@ def find_traps(stack: np.ndarray, shuffled: np.ndarray, randomized: RandomizedES
     mean_spike = False
     traps: list[Trap] = []
     counts = []
+    grams = getattr(shuffled, "grams", None)  # a ShuffledStack from randomized_esd keeps them
+    kept: list = [getattr(shuffled, "perms", None)]
+
+    def all_perms() -> list:
+        if kept[0] is None:  # replayed once for the whole stack, only when a trap is located
+            kept[0] = list(permutations(stack.shape, layer_rng(*key)))
+        return kept[0]
+
     for s, ev in enumerate(randomized.slice_evals):
         k = int(np.count_nonzero(ev.astype(np.float64) > fit.edge))
         counts.append(k)
 
         def perm_fn(s: int = s) -> np.ndarray:
-            return permutations(stack.shape, layer_rng(*key))[s]
+            return all_perms()[s]
 
-        spikes = analyze_spikes(shuffled[s], stack[s], perm_fn, k)
+        spikes = analyze_spikes(shuffled[s], stack[s], perm_fn, k, None if grams is None else grams[s])
         if np.isfinite(spikes.mean_eval):
             mean_evals.append(spikes.mean_eval)
         mean_spike = mean_spike or spikes.mean_spike
