@@ -20,10 +20,13 @@ from .compat import WeightWatcher
 from .config import AnalysisConfig
 from .constants import *  # noqa: F403  (the reference's public constants: LAYER_TYPE, METRICS, TPL, …)
 from .errors import HtsrError, LayerError, OptionError, SourceError, UnknownOptionError, UnsafeFileError
+from . import pruning
 from .monitor import Monitor
+from .pruning import prune
 from .report import Report
 from .results import LayerResult
 from .spectral.powerlaw import PowerLawFit, fit_powerlaw
+from .tempbalance import TempBalance
 from .transforms import SVDSharpness, SVDSmoothing, remove_traps
 
 __all__ = [
@@ -47,5 +50,8 @@ __all__ = [
     "remove_traps",
     "SVDSmoothing",
     "SVDSharpness",
+    "prune",
+    "pruning",
+    "TempBalance",
     *_constants.__all__,
 ]

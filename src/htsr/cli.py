@@ -29,6 +29,7 @@ from typing import Any, Sequence, TextIO
 
 from ._version import __version__
 from .files import is_missing as _missing
+from .pruning import add_prune_parser, cmd_prune
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 FAIL_ON = ("over-trained", "under-trained", "traps", "outlier-dims")
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--report", metavar="FILE.html", default=DEMO_REPORT,
                     help=f"where to write the report (default ./{DEMO_REPORT})")
     _add_compare_parser(sub, common)
+    add_prune_parser(sub, common)
     return parser
 
 
@@ -434,6 +436,7 @@ def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
 
 
 _COMMANDS["compare"] = _cmd_compare
+_COMMANDS["prune"] = cmd_prune
 
 
 def _dash_values(argv: list[str]) -> list[str]:
