@@ -158,7 +158,7 @@ class TempBalance:
                 by_layer.setdefault(owner.get(id(p)), []).append(p)
             optimizer.param_groups.clear()
             out: list[str | None] = []
-            for layer in [*sorted(k for k in by_layer if k is not None), None]:
+            for layer in [*(k for k in by_layer if k is not None), None]:
                 if layer in by_layer:
                     optimizer.add_param_group({**base, "params": by_layer[layer]})
                     out.append(layer)
