@@ -13,6 +13,7 @@ Marchenko–Pastur and shuffles W to find correlation traps.
 from __future__ import annotations
 
 from . import constants as _constants
+from . import pruning
 from ._version import __version__
 from .api import analyze, describe
 from .compare import compare
@@ -20,7 +21,6 @@ from .compat import WeightWatcher
 from .config import AnalysisConfig
 from .constants import *  # noqa: F403  (the reference's public constants: LAYER_TYPE, METRICS, TPL, …)
 from .errors import HtsrError, LayerError, OptionError, SourceError, UnknownOptionError, UnsafeFileError
-from . import pruning
 from .monitor import Monitor
 from .pruning import prune
 from .report import Report

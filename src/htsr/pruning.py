@@ -63,7 +63,7 @@ def block_groups(names: Sequence[str]) -> list[str]:
     return out
 
 
-def allocate(metric: Sequence[float], sizes: Sequence[float], sparsity: float, epsilon: float = 0.3,
+def allocate(metric: Sequence[float] | np.ndarray, sizes: Sequence[float] | np.ndarray, sparsity: float, epsilon: float = 0.3,
              groups: Sequence[Hashable] | None = None, names: Sequence[str] | None = None) -> np.ndarray:
     """One sparsity per layer from a per-layer metric (AlphaPruning's rule).
 
@@ -421,12 +421,13 @@ def prune(model: Any, sparsity: float, allocation: Any = "alpha", method: str = 
         else:
             arr = np.array(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
             arr[magnitude_mask(arr, r)] = 0
+            t["sparsity"] = float((arr == 0).mean())
             if hasattr(value, "detach"):
                 import torch
 
-                arr = torch.from_numpy(arr)
-            pruned[t["key"]] = arr
-            t["sparsity"] = float((np.asarray(arr) == 0).mean())
+                pruned[t["key"]] = torch.from_numpy(arr).to(value.dtype)
+            else:
+                pruned[t["key"]] = arr
     return pruned, _frame(table)
 
 
@@ -467,8 +468,9 @@ def _prune_file(src: Path, out: Path, sparsity: float, allocation: Any, epsilon:
                 fh.seek(start + b0)
                 fh.write(raw)
                 t["target"], t["params"] = r, size
-                w = _decode(bytes(raw), info["dtype"], info["shape"])
-                t["sparsity"] = float((w == 0).mean())
+                after = _decode(bytes(raw), info["dtype"], info["shape"])
+                assert after is not None
+                t["sparsity"] = float((after == 0).mean())
         os.replace(tmp, out)
     finally:
         if tmp.exists():
