@@ -119,9 +119,9 @@ def allocate(metric: Sequence[float] | np.ndarray, sizes: Sequence[float] | np.n
         if not (math.isfinite(w[i]) and w[i] > 0):
             raise OptionError(f"{label[i]}: its size is {w[i]}; sizes must be positive.")
     if groups is not None:
-        ids = list(groups)
-        means = {g: float(np.mean([m[i] for i in range(n) if ids[i] == g])) for g in dict.fromkeys(ids)}
-        m = np.array([means[g] for g in ids])
+        index = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+        inv = np.array([index[g] for g in groups], dtype=np.intp)
+        m = (np.bincount(inv, weights=m) / np.bincount(inv))[inv]
     lo, hi = float(m.min()), float(m.max())
     if hi > lo:
         scores = (m - lo) / (hi - lo) * (2 * epsilon) + (1 - epsilon)
