@@ -307,8 +307,9 @@ def minilm(args) -> dict:
     calibration = [dict(b) for b in batches(calib, 32)]
     layers = "-pooler.dense,-embedding"  # the encoder's 36 projections (the pooler is unused by mean pooling)
     results = []
-    for s in ((0.5,) if args.quick else (0.3, 0.5, 0.6, 0.7)):
-        for method in (("magnitude",) if args.quick else ("magnitude", "wanda")):
+    sparsities = (0.5,) if args.quick else tuple(float(x) for x in args.sparsities.split(","))
+    for s in sparsities:
+        for method in (("magnitude",) if args.quick else tuple(args.methods.split(","))):
             kw = {"method": method, "layers": layers, "groups": "block"}
             if method == "wanda":
                 kw["calibration"] = calibration
@@ -344,6 +345,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--sentences", type=int, default=2000)
+    ap.add_argument("--sparsities", default="0.3,0.5,0.6,0.7", help="prune-minilm: the sparsities (comma-separated)")
+    ap.add_argument("--methods", default="magnitude,wanda", help="prune-minilm: magnitude and/or wanda")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     result = COMMANDS[args.experiment](args)
@@ -351,6 +354,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = args.experiment + ("-quick" if args.quick else "")
+    if args.experiment == "prune-minilm" and not args.quick and (args.sparsities, args.methods) != (
+            ap.get_default("sparsities"), ap.get_default("methods")):
+        name += f"-{args.sparsities}-{args.methods}".replace(",", "_")
     (out / f"{name}.json").write_text(json.dumps(result, indent=1))
     print(f"wrote {out / (name + '.json')} ({result['wall_s']:.0f} s)", file=sys.stderr)
     return 0
