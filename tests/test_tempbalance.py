@@ -97,3 +97,13 @@ def test_bad_input():
                                {"params": m[5].parameters()}], lr=0.1)
         htsr.TempBalance(two, m)
     assert len(opt.param_groups) == 1  # refused constructions changed nothing
+
+
+def test_default_time_budget_skips_analyses_that_would_exceed_it():
+    m = _model()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    tb = htsr.TempBalance(opt, m)  # every=None: the Monitor's 5 % budget
+    assert tb.monitor.every is None and tb.monitor.max_overhead == 0.05
+    assert tb.step(0) is not None  # the first call is analyzed
+    assert tb.step(1) is None  # no training time since: analyzing now would exceed 5 %
+    assert len(tb.history) == 1
