@@ -78,7 +78,7 @@ def evaluate(model, X, y) -> tuple[float, float]:
 
 
 def train(model, opt_name: str, data, epochs: int, seed: int, batch: int = 32, tempbalance: bool = False,
-          lr: float | None = None) -> dict:
+          lr: float | None = None, every: int | None = 1) -> dict:
     """Train with a cosine schedule (optionally TempBalance on top); per-epoch test loss and accuracy."""
     import torch
 
@@ -87,7 +87,7 @@ def train(model, opt_name: str, data, epochs: int, seed: int, batch: int = 32, t
         opt = torch.optim.SGD(model.parameters(), lr=lr or 0.05, momentum=0.9)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=lr or 1e-3)
-    tb = htsr.TempBalance(opt, model, every=1) if tempbalance else None
+    tb = htsr.TempBalance(opt, model, every=every) if tempbalance else None
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     gen = torch.Generator().manual_seed(seed)
     curve, t_tb, t0 = [], 0.0, time.perf_counter()
@@ -95,6 +95,7 @@ def train(model, opt_name: str, data, epochs: int, seed: int, batch: int = 32, t
         t1 = time.perf_counter()
         tb.step(0)
         t_tb += time.perf_counter() - t1
+    analyses = 0
     for epoch in range(1, epochs + 1):
         model.train()
         perm = torch.randperm(len(ytr), generator=gen)
@@ -108,12 +109,12 @@ def train(model, opt_name: str, data, epochs: int, seed: int, batch: int = 32, t
         curve.append((loss, acc))
         if tb is not None:
             t1 = time.perf_counter()
-            tb.step(epoch)
+            analyses += tb.step(epoch) is not None
             t_tb += time.perf_counter() - t1
     loss = [c[0] for c in curve]
     acc = [c[1] for c in curve]
     return {"final_acc": acc[-1], "best_acc": max(acc), "final_loss": loss[-1], "best_loss": min(loss),
-            "time_s": time.perf_counter() - t0, "tempbalance_s": t_tb}
+            "time_s": time.perf_counter() - t0, "tempbalance_s": t_tb, "analyses_after_epoch_0": analyses}
 
 
 def mean_sd(xs) -> dict:
@@ -189,18 +190,20 @@ def tempbalance(args) -> dict:
     seeds = range(1 if args.quick else args.seeds)
     epochs = 2 if args.quick else args.epochs
     optimizers = ("sgd",) if args.quick else ("sgd", "adam")
+    every = None if args.every == "none" else int(args.every)
+    archs = [a for a in (("mlp", mlp), ("cnn", SmallCNN.build)) if a[0] in args.archs.split(",")]
     runs = []
-    for arch, build in (("mlp", mlp), ("cnn", SmallCNN.build)):
+    for arch, build in archs:
         for opt_name in optimizers:
             for seed in seeds:
                 data = digits(300, seed)
                 for tb in (False, True):
-                    r = train(build(seed), opt_name, data, epochs, seed, tempbalance=tb)
+                    r = train(build(seed), opt_name, data, epochs, seed, tempbalance=tb, every=every)
                     r.update(arch=arch, optimizer=opt_name, seed=seed, tempbalance=tb)
                     runs.append(r)
                     print(json.dumps(r), flush=True)
     summary = []
-    for arch in ("mlp", "cnn"):
+    for arch, _ in archs:
         for opt_name in optimizers:
             sel = {tb: [r for r in runs if r["arch"] == arch and r["optimizer"] == opt_name and r["tempbalance"] == tb]
                    for tb in (False, True)}
@@ -215,7 +218,7 @@ def tempbalance(args) -> dict:
             entry["tempbalance_share"] = mean_sd(r["tempbalance_s"] / r["time_s"] for r in sel[True])
             summary.append(entry)
     return {"setup": {"seeds": len(seeds), "epochs": epochs, "n_train": 300, "schedule": "cosine",
-                      "lr": {"sgd": 0.05, "adam": 1e-3}, "every": "1 epoch"}, "summary": summary, "runs": runs}
+                      "lr": {"sgd": 0.05, "adam": 1e-3}, "every": args.every}, "summary": summary, "runs": runs}
 
 
 # ---------------------------------------------------------------- (c) all-MiniLM-L6-v2
@@ -345,6 +348,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--sentences", type=int, default=2000)
+    ap.add_argument("--every", default="1", help="tempbalance: re-analyze every N epochs, or 'none' (time budget)")
+    ap.add_argument("--archs", default="mlp,cnn", help="tempbalance: mlp and/or cnn")
     ap.add_argument("--sparsities", default="0.3,0.5,0.6,0.7", help="prune-minilm: the sparsities (comma-separated)")
     ap.add_argument("--methods", default="magnitude,wanda", help="prune-minilm: magnitude and/or wanda")
     args = ap.parse_args(argv)
@@ -354,6 +359,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = args.experiment + ("-quick" if args.quick else "")
+    if args.experiment == "tempbalance" and not args.quick and (args.every, args.archs) != ("1", "mlp,cnn"):
+        name += f"-every{args.every}-{args.archs}".replace(",", "_")
     if args.experiment == "prune-minilm" and not args.quick and (args.sparsities, args.methods) != (
             ap.get_default("sparsities"), ap.get_default("methods")):
         name += f"-{args.sparsities}-{args.methods}".replace(",", "_")
