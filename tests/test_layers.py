@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, list[str]]] = [
                   "htsr.checkpoint"]),
     ("views", ["htsr.schema", "htsr.report", "htsr.figures", "htsr.pages", "htsr.html", "htsr.plotting",
                "htsr.option_plots", "htsr.texttables", "htsr.monitor_views"]),
-    ("front doors", ["htsr.api", "htsr.transforms", "htsr.compare", "htsr.monitor"]),
+    ("front doors", ["htsr.api", "htsr.transforms", "htsr.compare", "htsr.monitor", "htsr.pruning",
+                     "htsr.tempbalance"]),
     ("compat", ["htsr.compat", "htsr.compat.*"]),
     ("entry points", ["htsr", "htsr.cli", "htsr.__main__"]),
 ]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from ._version import __version__
+from .pruning import add_prune_parser, cmd_prune
 from .texttables import FAIL_ON, NEEDS_RANDOMIZE, report_table
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--report", metavar="FILE.html", default=DEMO_REPORT,
                     help=f"where to write the report (default ./{DEMO_REPORT})")
     _add_compare_parser(sub, common)
+    add_prune_parser(sub, common)
     return parser
 
 
@@ -301,6 +303,7 @@ def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
 
 
 _COMMANDS["compare"] = _cmd_compare
+_COMMANDS["prune"] = cmd_prune
 
 
 def _dash_values(argv: list[str]) -> list[str]:
@@ -348,7 +351,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     debug = bool(getattr(args, "debug", False)) or "--debug" in argv
     if args.command is None:
         parser.print_usage(stderr)
-        stderr.write("htsr: error: a command is required (analyze, describe, compare, demo)\n")
+        stderr.write("htsr: error: a command is required (analyze, describe, compare, demo, prune)\n")
         return EXIT_USAGE
     try:
         return _COMMANDS[args.command](args, stdout, stderr)
