@@ -15,6 +15,27 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 DATA = Path(__file__).parent / "data"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true", default=False,
+                     help="rewrite the snapshot files under tests/data/snapshots/ instead of comparing with them")
+
+
+@pytest.fixture
+def snapshot(request):
+    """``snapshot(name, text)``: compare ``text`` with tests/data/snapshots/NAME (``--update-goldens`` rewrites it)."""
+    update = request.config.getoption("--update-goldens")
+
+    def check(name: str, text: str) -> None:
+        path = DATA / "snapshots" / name
+        if update:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        assert path.is_file(), f"{path} is missing; run pytest with --update-goldens to write it"
+        assert text == path.read_text(encoding="utf-8"), f"{name} differs; run pytest --update-goldens if intended"
+
+    return check
+
+
 def load_script(path: Path, name: str):
     """Import a script of the repository (a golden-data generator, an example) as a module."""
     import importlib.util

@@ -225,6 +225,9 @@ def report_table(report) -> str:
         for s in report.skipped.to_dict(orient="records"):
             out.append(f"  layer {s['layer_id']} {_clean(s.get('name'), 44)} {s.get('shape')}: "
                        f"{_clean(s.get('reason'), 200)}\n")
+    from .verdict import verdict_text
+
+    out.append("\nVerdict:\n" + "".join(f"  {line}\n" for line in verdict_text(report).splitlines()))
     return "".join(out)
 
 

@@ -380,6 +380,8 @@ def render_report(report, figures: bool = True) -> str:
     -------
     str
     """
+    from .verdict import verdict_html
+
     pngs = None
     if figures:
         try:
@@ -417,6 +419,7 @@ def render_report(report, figures: bool = True) -> str:
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         f"<title>htsr report: {_e(source)}</title><style>{_CSS}</style></head><body>",
         f"<h1>htsr report</h1><p class=\"note\">{_e(source)}</p>",
+        verdict_html(report),
         "<h2 id=\"run\">Run</h2><table class=\"meta\"><tbody>",
         "".join(f"<tr><th class=\"s\">{_e(k)}</th><td class=\"s\">{_e(_fmt(v))}</td></tr>" for k, v in meta_rows),
         "</tbody></table>",
