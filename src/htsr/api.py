@@ -20,7 +20,9 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     ----------
     model
         A ``torch.nn.Module``, a state dict, a dict of numpy arrays, or a path to a
-        ``.safetensors`` / ``.npz`` / ``.bin`` / ``.pt`` / ``.pth`` file or a Hugging Face folder.
+        ``.safetensors`` / ``.npz`` / ``.bin`` / ``.pt`` / ``.pth`` file or a Hugging Face folder, or a
+        Hugging Face Hub name ``'org/name'`` / ``'org/name@revision'`` (weight files only are downloaded;
+        offline, ``HF_HUB_OFFLINE=1``, from the local cache; an existing path always wins; :mod:`htsr.hub`).
     plot : bool
         Show the per-layer figures (inline in Jupyter). Nothing is saved unless ``savefig`` is given.
     savefig : str, optional
@@ -79,7 +81,9 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     if checkpoint is not None and (config.stacked or config.intra):
         raise OptionError("The 'checkpoint' option does not work with 'stacked' or 'intra' (rows built from "
                           "several layers).")
-    source = _with_base(open_source(model), base_model)
+    from .hub import resolve  # a Hugging Face Hub name → its local snapshot folder (paths win)
+
+    source = _with_base(open_source(resolve(model)), resolve(base_model))
     plans = engine.plan(source, config)
     if not any(p.is_layer for p in plans):
         raise SourceError(
@@ -178,5 +182,7 @@ def describe(model: Any, *, base_model: Any = None, **options: Any):
     from . import engine
     from .sources import open_source
 
+    from .hub import resolve
+
     config = AnalysisConfig.from_kwargs(**options)
-    return describe_frame(engine.plan(_with_base(open_source(model), base_model), config))
+    return describe_frame(engine.plan(_with_base(open_source(resolve(model)), resolve(base_model)), config))

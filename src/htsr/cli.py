@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Analyze every weight matrix of PATH and print one row per layer.")
     an.add_argument("path", metavar="PATH",
                     help="a .safetensors, .npz, .bin/.pt/.pth/.ckpt (state dict, whole model or TorchScript), .onnx, "
-                         ".gguf, .keras/.h5, .msgpack (Flax) file, a Hugging Face model folder or a LoRA adapter folder")
+                         ".gguf, .keras/.h5, .msgpack (Flax) file, a Hugging Face model folder or a LoRA adapter folder, "
+                         "or a Hugging Face Hub name org/name[@revision] (weight files only; offline from the cache)")
     an.add_argument("--randomize", action="store_true",
                     help="also shuffle each matrix and look for correlation traps")
     an.add_argument("--mp-fit", action="store_true", help="fit the Marchenko-Pastur law to each ESD")
@@ -362,7 +363,9 @@ def _frame_text(frame: Any, args: argparse.Namespace, stdout: TextIO, table_colu
 
 def _with_base(args: argparse.Namespace) -> tuple[Any, Any]:
     """(model, base_model) for the API: a LoRA adapter folder takes its base itself (W + BA rows)."""
-    base = getattr(args, "base", None)
+    from .hub import resolve  # a Hugging Face Hub name → its local snapshot folder (paths win)
+
+    args.path, base = resolve(args.path), resolve(getattr(args, "base", None))
     if base is not None and (Path(args.path) / "adapter_config.json").is_file():
         from .sources.delta import lora_source
 
@@ -420,7 +423,9 @@ def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
     from .compare import compare as run_compare
     from .compare import render_html
 
-    frame = run_compare(args.a, args.b, **({} if args.layers is None else {"layers": args.layers}))
+    from .hub import resolve
+
+    frame = run_compare(resolve(args.a), resolve(args.b), **({} if args.layers is None else {"layers": args.layers}))
     text, fmt = _frame_text(frame, args, stdout, ["longname", "status", "delta_W", "rel_delta_W", "cka", "alpha_a",
                                                   "alpha_b", "delta_alpha", "esd_distance"])
     if fmt == "table":
