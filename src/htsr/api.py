@@ -180,9 +180,8 @@ def describe(model: Any, *, base_model: Any = None, **options: Any):
     [['fc', True], ['ln', False]]
     """
     from . import engine
-    from .sources import open_source
-
     from .hub import resolve
+    from .sources import open_source
 
     config = AnalysisConfig.from_kwargs(**options)
     return describe_frame(engine.plan(_with_base(open_source(resolve(model)), resolve(base_model)), config))

@@ -422,7 +422,6 @@ _COMMANDS = {"analyze": _cmd_analyze, "describe": _cmd_describe, "demo": _cmd_de
 def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from .compare import compare as run_compare
     from .compare import render_html
-
     from .hub import resolve
 
     frame = run_compare(resolve(args.a), resolve(args.b), **({} if args.layers is None else {"layers": args.layers}))
