@@ -115,7 +115,8 @@ def resolve(model: Any, cache_dir: str | os.PathLike | None = None) -> Any:
             patterns = [p for group in WEIGHT_GROUPS for p in group] + list(ALWAYS)
         else:
             patterns = weight_patterns(hf.HfApi().list_repo_files(repo, revision=rev))
-        return hf.snapshot_download(repo, revision=rev, allow_patterns=patterns, cache_dir=cache_dir,
+        return hf.snapshot_download(repo, revision=rev, allow_patterns=patterns,
+                                    cache_dir=None if cache_dir is None else os.fspath(cache_dir),
                                     local_files_only=offline)
     except Exception as exc:  # noqa: BLE001 - each Hub failure becomes one line naming the repository
         if offline or isinstance(exc, getattr(hf.errors, "LocalEntryNotFoundError", ())):
