@@ -132,6 +132,8 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
         "elapsed_s": round(time.perf_counter() - start, 3),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if base_model is not None and not config.reference:
+        results, plans = _unchanged_from_base(results, plans)
     result = Report.from_results(results, plans, config, meta)
     if plot or savefig:
         from . import plotting
@@ -161,6 +163,19 @@ def _with_base(source: Any, base_model: Any) -> Any:
     from .sources.delta import delta_source
 
     return delta_source(source, base_model)
+
+
+def _unchanged_from_base(results: list, plans: list) -> tuple[list, list]:
+    """Layers whose W − W_base is all zero are skipped ("unchanged from base"), not rows of an invalid layer."""
+    import dataclasses
+
+    same = {(r.layer_id, r.longname) for r in results
+            if r.status == "invalid" and str(r.reason).endswith("all entries are zero")}
+    if not same:
+        return results, plans
+    plans = [dataclasses.replace(p, reason="unchanged from base") if (p.tensor.layer_id, p.tensor.longname) in same
+             else p for p in plans]
+    return [r for r in results if (r.layer_id, r.longname) not in same], plans
 
 
 def describe(model: Any, *, base_model: Any = None, **options: Any):

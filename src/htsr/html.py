@@ -382,12 +382,13 @@ def render_report(report, figures: bool = True) -> str:
     """
     from .verdict import verdict_html
 
-    pngs = None
+    pngs, no_figures = None, False
     if figures:
         try:
             import matplotlib  # noqa: F401
-        except ImportError:  # the page is still complete, just without figures
+        except ImportError:  # the page is still complete, just without figures, and says so
             figures = False
+            no_figures = True
         else:
             from .plotting import render_pngs
             from .progress import Progress
@@ -420,6 +421,8 @@ def render_report(report, figures: bool = True) -> str:
         f"<title>htsr report: {_e(source)}</title><style>{_CSS}</style></head><body>",
         f"<h1>htsr report</h1><p class=\"note\">{_e(source)}</p>",
         verdict_html(report),
+        "<p class=\"note\"><b>No figures:</b> matplotlib is not installed (<code>pip install 'htsr[plot]'</code>)."
+        "</p>" if no_figures else "",
         "<h2 id=\"run\">Run</h2><table class=\"meta\"><tbody>",
         "".join(f"<tr><th class=\"s\">{_e(k)}</th><td class=\"s\">{_e(_fmt(v))}</td></tr>" for k, v in meta_rows),
         "</tbody></table>",
