@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from .files import is_missing
+
 #: How many layer names one line lists before "and N more".
 MAX_NAMES = 8
 
@@ -73,7 +75,7 @@ def _records(frame: Any) -> list[dict]:
 def _label(row: dict) -> str:
     name = str(row.get("longname") or row.get("name") or row.get("layer_id"))
     sid = row.get("slice_id")
-    if sid is not None and sid == sid and "slice_id" in row:
+    if not is_missing(sid):
         name += f" (slice {int(sid)})"
     return name
 
@@ -82,7 +84,7 @@ def _alpha_findings(rows: list[dict]) -> list[Finding]:
     low, high, fitted = [], [], 0
     for r in rows:
         a = r.get("alpha")
-        if a is None or a != a:
+        if is_missing(a):
             continue
         fitted += 1
         if a < 2:
@@ -143,7 +145,9 @@ def verdict(report: Any) -> list[Finding]:
     """
     rows = _records(report.details)
     n_skip = 0 if report.skipped is None else len(report.skipped)
-    head = f"{_plural(len(rows), 'layer')} analyzed" + (f", {n_skip} skipped (listed with their reasons)" if n_skip else "")
+    layers = len({r.get("layer_id") for r in rows})
+    head = f"{_plural(layers, 'layer')} analyzed" + (f" ({len(rows)} rows: conv slices)" if layers != len(rows) else "")
+    head += f", {n_skip} skipped (listed with their reasons)" if n_skip else ""
     bad = sum(1 for r in rows if r.get("status") not in (None, "success"))
     if bad:
         head += f"; {bad} failed or invalid (see their status and reason)"
