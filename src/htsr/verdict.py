@@ -83,9 +83,9 @@ def _label(row: dict) -> str:
 def _alpha_findings(rows: list[dict]) -> list[Finding]:
     low, high, fitted = [], [], 0
     for r in rows:
-        a = r.get("alpha")
-        if is_missing(a):
+        if is_missing(r.get("alpha")):
             continue
+        a = float(r["alpha"])
         fitted += 1
         if a < 2:
             low.append(f"{_label(r)} ({a:.2f})")
