@@ -76,7 +76,7 @@ def _label(row: dict) -> str:
     name = str(row.get("longname") or row.get("name") or row.get("layer_id"))
     sid = row.get("slice_id")
     if not is_missing(sid):
-        name += f" (slice {int(sid)})"
+        name += f" (slice {int(row['slice_id'])})"
     return name
 
 
