@@ -105,8 +105,7 @@ def _alpha_findings(rows: list[dict]) -> list[Finding]:
 
 
 def _trap_findings(report: Any) -> list[Finding]:
-    options = (report.meta or {}).get("options", {})
-    if not options.get("randomize") and "num_traps" not in report.details.columns:
+    if not report.config.randomize:
         return [Finding(NOT_LOOKED)]
     traps = _records(report.traps)
     if not traps:
@@ -144,7 +143,7 @@ def verdict(report: Any) -> list[Finding]:
     list of Finding
     """
     rows = _records(report.details)
-    n_skip = 0 if report.skipped is None else len(report.skipped)
+    n_skip = len(report.skipped_layers)
     layers = len({r.get("layer_id") for r in rows})
     head = f"{_plural(layers, 'layer')} analyzed" + (f" ({len(rows)} rows: conv slices)" if layers != len(rows) else "")
     head += f", {n_skip} skipped (listed with their reasons)" if n_skip else ""
