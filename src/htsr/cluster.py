@@ -40,7 +40,13 @@ def _task(plan: Plan, config: AnalysisConfig, treatment: Treatment) -> list[Laye
 
 def parse_dask(value: Any) -> Any:
     """Check a ``dask=`` value: None/False (no Dask), True or ``'local'``, an address string, or a Client."""
-    if value is None or value is False or value is True:
+    if value is None or value is False:
+        return value
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        raise OptionError("The 'dask' option needs Dask's distributed package: pip install 'htsr[dask]'")
+    if value is True:
         return value
     if isinstance(value, str):
         text = value.strip()

@@ -33,7 +33,7 @@ from .spectral.fitting import TailFit, fit_tail
 from .spectral.inverse import inverse_evals
 from .spectral.marchenko_pastur import detx_result, safe_fit_mp
 from .spectral.metrics import norm_metrics
-from .spectral.powerlaw import PowerLawFit, fit_powerlaw
+from .spectral.powerlaw import EVALS_THRESH, SMALL_N, PowerLawFit, fit_powerlaw
 from .spectral.vectors import vector_columns
 from .treatment import HTSR, Treatment
 
@@ -152,7 +152,7 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
         out.append(LayerResult(
             **ident,
             status=fit.status,
-            reason="; ".join(r for r in (fit.reason, note) if r),
+            reason="; ".join(r for r in (fit.reason, note, small_sample_note(fit, evals, treatment.small_n)) if r),
             esd=esd,
             fit=fit,
             metrics=norm_metrics(evals, fit.alpha, g.N, tolerance=config.tolerance),
@@ -164,6 +164,27 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
                      if config.vectors else None),
         ))
     return out
+
+
+#: Start of the reason that marks a row whose alpha comes from fewer than SMALL_N eigenvalues.
+SMALL_SAMPLE_NOTE = f"fewer than {SMALL_N} eigenvalues"
+
+
+def small_sample_note(fit: Any, evals: np.ndarray, small_n: int) -> str:
+    """The row's note when the power-law fit saw fewer than 20 eigenvalues, where htsr.analyze and the
+    compat class use different estimators (docs/compat.md); empty otherwise.
+
+    ``small_n`` is the treatment's (:attr:`~htsr.treatment.Treatment.small_n`): below it the fit used the
+    reference's small-sample search (the compat class), above it htsr's exhaustive fit.
+    """
+    n = int(np.count_nonzero(evals > EVALS_THRESH))
+    if type(fit) is not PowerLawFit or fit.status != "success" or n >= SMALL_N:  # the plain fit only
+        return ""
+    if n < small_n:
+        return (f"{SMALL_SAMPLE_NOTE} ({n}): alpha from the reference's small-sample estimator "
+                "(htsr.analyze uses its exhaustive fit here and gives a different alpha)")
+    return (f"{SMALL_SAMPLE_NOTE} ({n}): alpha from htsr's exhaustive fit (the WeightWatcher compat class uses "
+            "the reference's small-sample estimator here and gives a different alpha)")
 
 
 def analyze_plan(p: Plan, array: np.ndarray | StoredMatrix | Exception, config: AnalysisConfig,

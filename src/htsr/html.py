@@ -22,7 +22,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from . import pages
-from .pages import Markup, esc, fmt
+from .pages import Markup, alpha_chart_svg, esc, fmt  # alpha_chart_svg: the report's chart, kept importable here
 from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED  # the alpha thresholds, declared once
 
 if TYPE_CHECKING:
@@ -84,22 +84,6 @@ def layers_table(report: Any) -> str:
     return pages.declared_table(DETAILS, report.layers, names, short=short, table_id="layers",
                                 row_classes=[_row_class(r, trapped) for r in report.layers],
                                 markup={"warning": _warning_tag, "num_traps": _traps_tag})
-
-
-def alpha_chart_svg(layers: tuple[LayerResult, ...] | list[LayerResult], width: int = 1200, height: int = 320) -> str:
-    """Inline SVG: alpha of each layer (in table order) with the over- and under-trained alpha bands shaded."""
-    import math
-
-    alphas = [None if r.fit is None else float(r.fit.alpha) for r in layers]
-    finite = [a for a in alphas if a is not None and math.isfinite(a)]
-    top = max(8.0, min(max(finite, default=8.0), 20.0))
-    tips = [f"layer {r.layer_id} {r.name}: alpha = {a:.3f}" if a is not None else "" for r, a in zip(layers, alphas)]
-    colours = [pages.alpha_colour(a) if a is not None and math.isfinite(a) else "#999" for a in alphas]
-    series = pages.Series("", alphas, colour="#7f8c8d", tips=tips, point_colours=colours)
-    spec = pages.Chart(x_label=f"layer id, in table order (hover a point for its name; ▲ = alpha above {top * 1.05:.0f})",
-                       y_label="alpha", x_ticks=[str(r.layer_id) for r in layers] if len(layers) <= 80 else (),
-                       bands=pages.ALPHA_BANDS, y_max=top, width=width, height=height)
-    return pages.chart([series], spec)
 
 
 def _entries(value: Any) -> Markup:
@@ -201,14 +185,16 @@ def _esd_figures(report: Any, pngs: dict) -> str:
 
 
 def verdict_block(report: Any) -> str:
-    """The verdict shown above everything else ('' for none yet: the verdict text plugs in here)."""
-    return ""
+    """The verdict shown above everything else (:mod:`htsr.verdict`; the page wraps it in its verdict section)."""
+    from .verdict import verdict_items_html
+
+    return verdict_items_html(report)
 
 
 def _figures(report: Any) -> dict | None:
     try:
         import matplotlib  # noqa: F401
-    except ImportError:  # the page is still complete, just without figures
+    except ImportError:  # the page is still complete, just without figures, and says so (render_report)
         return None
     from .plotting import render_pngs
     from .progress import Progress
@@ -235,6 +221,8 @@ def render_report(report: Any, figures: bool = True) -> str:
     from .schema import SKIPPED
 
     pngs = _figures(report) if figures else None
+    no_figures = ("<p class=\"note\"><b>No figures:</b> matplotlib is not installed "
+                  "(<code>pip install 'htsr[plot]'</code>).</p>" if figures and pngs is None else "")
     meta = report.meta
     layers = report.layers
     source = str(meta.get("source", ""))
@@ -264,4 +252,4 @@ def render_report(report: Any, figures: bool = True) -> str:
     skipped = (pages.declared_table(SKIPPED, report.skipped_layers, ["layer_id", "name", "layer_type", "shape", "reason"])
                if report.skipped_layers else "<p>None: every weight matrix was analyzed.</p>")
     sections.append(pages.Section("skipped", "Skipped layers", skipped))
-    return pages.page("htsr report", source, sections, verdict=verdict_block(report))
+    return pages.page("htsr report", source, sections, verdict=verdict_block(report) + no_figures)

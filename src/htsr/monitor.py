@@ -87,6 +87,10 @@ class Monitor:
         keeps rising before ``alpha_falling_val_rising`` is flagged. Default 3.
     seed : int
         Seed of the shuffles (the same model at the same step gives the same numbers).
+    log_to : optional
+        Also log every evaluation to a TensorBoard ``SummaryWriter``, a ``wandb`` run or the
+        ``mlflow`` module (or a list of them): per-layer and mean alpha, traps, outlier dimensions,
+        relative weight change, and each layer's ESD as a histogram (:mod:`htsr.loggers`).
     **options
         Further :func:`htsr.analyze` options (``layers``, ``min_evals`` …). ``workers``
         defaults to 1 here (the analysis runs between training steps; one thread
@@ -104,7 +108,8 @@ class Monitor:
     """
 
     def __init__(self, every: int | None = None, randomize: bool = True, path: str | os.PathLike | None = None,
-                 patience: int = 3, seed: int = 0, max_overhead: float = 0.05, **options: Any) -> None:
+                 patience: int = 3, seed: int = 0, max_overhead: float = 0.05, log_to: Any = None,
+                 **options: Any) -> None:
         if every is not None and (isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1):
             raise OptionError(f"The 'every' option must be a positive integer or None; got {every!r}.")
         if isinstance(max_overhead, bool) or not isinstance(max_overhead, (int, float)) or not 0 < max_overhead <= 1:
@@ -114,6 +119,9 @@ class Monitor:
         from .config import AnalysisConfig
 
         AnalysisConfig.from_kwargs(randomize=randomize, seed=seed, **options)  # a bad option fails now
+        from .loggers import make_loggers
+
+        self.loggers = make_loggers(log_to)  # TensorBoard / W&B / MLflow (htsr.loggers)
         self.every = None if every is None else int(every)
         self.max_overhead = float(max_overhead)
         self._clock = time.perf_counter
@@ -274,6 +282,10 @@ class Monitor:
         }
         record["flags"] = self._new_flags(record)
         self._append(record)
+        if self.loggers:
+            from .loggers import log_record
+
+            log_record(self.loggers, record, report)
         return record
 
     def _weights(self, model: Any, names: set) -> dict[str, np.ndarray]:

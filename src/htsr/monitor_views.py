@@ -148,6 +148,16 @@ def make_hf_callback(monitor: Any, base: type) -> Any:
             if metrics and "eval_loss" in metrics:
                 self.val_loss = float(metrics["eval_loss"])
 
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            from .loggers import attach_trainer_tensorboard  # report_to=["tensorboard"]: the same run
+
+            self.writer = attach_trainer_tensorboard(self.monitor, args)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if getattr(self, "writer", None) is not None:
+                self.monitor.loggers = [x for x in self.monitor.loggers if getattr(x, "writer", None) is not self.writer]
+                self.writer.close()
+
         def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
             if model is not None:
                 self.monitor.step(model, int(state.global_step), val_loss=self.val_loss)

@@ -17,10 +17,13 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .files import is_missing
 from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED
+
+if TYPE_CHECKING:
+    from .results import LayerResult
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1360px;
@@ -358,3 +361,17 @@ ALPHA_BANDS = (Band(None, OVER_TRAINED, "#fde2e2", f"α < {OVER_TRAINED:g}: over
 def alpha_colour(a: float) -> str:
     """The colour of an alpha point: red below 2, amber above 6, blue between."""
     return "#c0392b" if a < OVER_TRAINED else "#d4a017" if a > UNDER_TRAINED else "#2c7fb8"
+
+
+def alpha_chart_svg(layers: tuple[LayerResult, ...] | list[LayerResult], width: int = 1200, height: int = 320) -> str:
+    """Inline SVG: alpha of each layer (in table order) with the over- and under-trained alpha bands shaded."""
+    alphas = [None if r.fit is None else float(r.fit.alpha) for r in layers]
+    finite = [a for a in alphas if a is not None and math.isfinite(a)]
+    top = max(8.0, min(max(finite, default=8.0), 20.0))
+    tips = [f"layer {r.layer_id} {r.name}: alpha = {a:.3f}" if a is not None else "" for r, a in zip(layers, alphas)]
+    colours = [alpha_colour(a) if a is not None and math.isfinite(a) else "#999" for a in alphas]
+    series = Series("", alphas, colour="#7f8c8d", tips=tips, point_colours=colours)
+    spec = Chart(x_label=f"layer id, in table order (hover a point for its name; ▲ = alpha above {top * 1.05:.0f})",
+                 y_label="alpha", x_ticks=[str(r.layer_id) for r in layers] if len(layers) <= 80 else (),
+                 bands=ALPHA_BANDS, y_max=top, width=width, height=height)
+    return chart([series], spec)

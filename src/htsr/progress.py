@@ -1,4 +1,4 @@
-"""Progress bars (tqdm's ``tqdm.auto``: a text bar on a terminal, a widget in Jupyter).
+"""Progress bars (tqdm: a text bar on a terminal, the notebook widget bar in Jupyter).
 
 Shown by default only where a person is watching: stderr is a terminal, or the
 code runs in a Jupyter kernel. Never in piped or redirected output unless asked
@@ -23,6 +23,22 @@ def in_notebook() -> bool:
     except AttributeError:
         return False
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def notebook_bar() -> Any:
+    """tqdm's notebook widget bar inside a Jupyter kernel with ipywidgets (None elsewhere: the text bar).
+
+    Chosen here rather than by ``tqdm.auto``, which decides once at its first import and warns in a
+    kernel without ipywidgets; without them the text bar is used, silently.
+    """
+    if not in_notebook():
+        return None
+    try:
+        import ipywidgets  # noqa: F401
+        from tqdm.notebook import tqdm
+    except ImportError:
+        return None
+    return tqdm
 
 
 def watching(stream: Any = None) -> bool:
@@ -67,11 +83,12 @@ class Progress:
             enabled = watching()
         if enabled and total > 0:
             try:
-                from tqdm.auto import tqdm
+                from tqdm import tqdm
             except ImportError:  # no tqdm: no bar
                 return
+            base = notebook_bar() or tqdm
 
-            class _Bar(tqdm):
+            class _Bar(base):  # type: ignore[valid-type,misc]
                 monitor_interval = 0  # no monitor thread: figures are drawn in forked processes only
                 # when no other thread runs (plotting._parallel_workers)
 

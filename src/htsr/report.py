@@ -218,7 +218,15 @@ class Report:
     def __repr__(self) -> str:
         n = len(self.layers)
         s = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.summary.items())
-        return f"<htsr.Report: {n} layers analyzed, {len(self.skipped_layers)} skipped; {s}>"
+        from .verdict import verdict_text
+
+        return f"<htsr.Report: {n} layers analyzed, {len(self.skipped_layers)} skipped; {s}>\n{verdict_text(self)}"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the verdict, the summary and the alpha chart (``to_html`` writes the whole report)."""
+        from .verdict import notebook_html
+
+        return notebook_html(self)
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str | None:
         """The details as CSV (float repr round-trips); written atomically to ``path`` when given."""

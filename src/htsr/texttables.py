@@ -95,7 +95,7 @@ def report_columns(report: Report) -> list[str]:
 
 
 def report_table(report: Report) -> str:
-    """The ``--format table`` text: key columns per layer, then the summary, warnings, traps, skipped."""
+    """The ``--format table`` text: key columns per layer, then the summary, warnings, traps, skipped, verdict."""
     from .schema import DETAILS
 
     layers = report.layers
@@ -113,11 +113,30 @@ def report_table(report: Report) -> str:
     for r in layers:
         if r.status != "success":
             out.append(f"{r.status}: layer {r.layer_id} {clean(r.name, 44)}: {clean(r.reason, 200)}\n")
+    from .engine import SMALL_SAMPLE_NOTE
+
+    small = sum(SMALL_SAMPLE_NOTE in str(r.reason or "") for r in layers)
+    if small:  # said once (each row's reason has the details)
+        out.append(f"note: {small} layer(s) have {SMALL_SAMPLE_NOTE}: htsr.analyze and the WeightWatcher "
+                   "compat class fit those with different estimators and give different alphas (see their reason)\n")
     out.extend(trap_lines(report))
     if n_skip:
         out.append(f"skipped: {n_skip} layer(s)\n")
+        counts: dict[str, int] = {}
         for s in report.skipped_layers:
+            counts[s.reason] = counts.get(s.reason, 0) + 1
+        shown: set[str] = set()
+        for s in report.skipped_layers:  # a reason shared by more than 3 layers is one line ("unchanged from base")
+            if counts[s.reason] > 3:
+                if s.reason not in shown:
+                    shown.add(s.reason)
+                    out.append(f"  {counts[s.reason]} layers: {clean(s.reason, 200)} (e.g. layer {s.layer_id} "
+                               f"{clean(s.name, 44)})\n")
+                continue
             out.append(f"  layer {s.layer_id} {clean(s.name, 44)} {s.shape}: {clean(s.reason, 200)}\n")
+    from .verdict import verdict_text
+
+    out.append("\nVerdict:\n" + "".join(f"  {line}\n" for line in verdict_text(report).splitlines()))
     return "".join(out)
 
 
