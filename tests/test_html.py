@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import re
 import sys
@@ -187,9 +188,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
-def test_renders_in_headless_chromium(page):
+@contextlib.contextmanager
+def _chromium(*extra: str):
+    """A headless Debian Chromium driver with a throwaway profile and the browser log kept."""
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
@@ -198,33 +199,101 @@ def test_renders_in_headless_chromium(page):
     with tempfile.TemporaryDirectory() as profile:
         for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                    f"--user-data-dir={profile}"):
+                    f"--user-data-dir={profile}", *extra):
             opts.add_argument(arg)
         opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         service = Service(str(CHROMEDRIVER)) if CHROMEDRIVER.exists() else Service()
         driver = webdriver.Chrome(service=service, options=opts)
         try:
-            driver.get(page.resolve().as_uri())
-            state = driver.execute_script(
-                "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-            assert len(state) >= 5
-            assert all(c and w > 0 and h > 0 for c, w, h in state), state
-            assert driver.execute_script("return document.querySelectorAll('svg circle, svg path').length") == 4
-            assert driver.title.startswith("htsr report")
-            # sorting: click the alpha header twice, ascending then descending, numerically
-            heads = driver.find_elements("css selector", "#layers thead th")
-            col = [h.text.strip(" ↕") for h in heads].index("alpha")
-            cells = "return Array.from(document.querySelectorAll('#layers tbody tr')).map(r => " \
-                    f"parseFloat(r.cells[{col}].getAttribute('data-v')))"
-            heads[col].click()
-            up = driver.execute_script(cells)
-            heads[col].click()
-            down = driver.execute_script(cells)
-            assert up == sorted(up) and down == sorted(up, reverse=True) and len(up) == 4
-            errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR", "WARNING")]
-            assert errors == []
+            yield driver
         finally:
             driver.quit()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_renders_in_headless_chromium(page):
+    with _chromium() as driver:
+        driver.get(page.resolve().as_uri())
+        state = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+        assert len(state) >= 5
+        assert all(c and w > 0 and h > 0 for c, w, h in state), state
+        assert driver.execute_script("return document.querySelectorAll('svg circle, svg path').length") == 4
+        assert driver.title.startswith("htsr report")
+        # sorting: click the alpha header twice, ascending then descending, numerically
+        heads = driver.find_elements("css selector", "#layers thead th")
+        col = [h.text.strip(" ↕") for h in heads].index("alpha")
+        cells = "return Array.from(document.querySelectorAll('#layers tbody tr')).map(r => " \
+                f"parseFloat(r.cells[{col}].getAttribute('data-v')))"
+        heads[col].click()
+        up = driver.execute_script(cells)
+        heads[col].click()
+        down = driver.execute_script(cells)
+        assert up == sorted(up) and down == sorted(up, reverse=True) and len(up) == 4
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR", "WARNING")]
+        assert errors == []
+
+
+# the layers table's fit and the alpha chart's boxes, measured by the browser at 1400 px
+LAYOUT_JS = """
+const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+const table = document.querySelector('table#layers'), scroll = table.closest('.scroll');
+const svg = document.querySelector('h2#alpha ~ svg');
+const marks = Array.from(svg.querySelectorAll('circle, path'));
+const texts = Array.from(svg.querySelectorAll('text'));
+const hits = [];
+for (const t of texts) for (const m of marks) {
+  const a = box(t), b = box(m);
+  if (a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3]) hits.push([t.textContent, m.outerHTML]);
+}
+return {inner: window.innerWidth, doc: document.documentElement.scrollWidth, right: box(scroll)[2],
+        scroll: [scroll.scrollWidth, scroll.clientWidth], shown: table.rows[0].querySelectorAll('th:not(.x)').length,
+        all: table.rows[0].cells.length, visible: Array.from(table.rows[0].cells).filter(c => c.getBoundingClientRect().width > 0).length,
+        marks: marks.map(m => [m.tagName, m.getAttribute('fill')]), texts: texts.length, hits: hits};
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_layout_at_1400_px_in_headless_chromium(tmp_path):
+    # a seeded model that uses both bands and the clipped top: heavy-tailed layers (alpha < 2), near-Gaussian
+    # tall ones (alpha > 6) and one far above the chart (drawn as a triangle), under long real-world names
+    # (sentence-transformers' keys), and an invalid layer whose reason fills the reason column
+    rng = np.random.default_rng(7)
+    model = {}
+    for i in range(4):
+        model[f"0.auto_model.encoder.layer.{i}.attention.self.query.weight"] = rng.standard_t(1.5, (192, 96))
+        model[f"0.auto_model.encoder.layer.{i}.intermediate.dense.weight"] = rng.standard_normal((384, 48))
+        model[f"0.auto_model.encoder.layer.{i}.output.dense.weight"] = rng.standard_t(4, (160, 96))
+    model["0.auto_model.encoder.layer.4.output.dense.weight"] = np.zeros((160, 96))
+    model["0.auto_model.pooler.dense.weight"] = rng.standard_normal((4000, 16))
+    report = htsr.analyze(model, randomize=True, mp_fit=True, keep_esd=True)
+    alphas = report.details["alpha"]
+    assert (alphas < 2).any() and (alphas > 6).any() and (alphas > 21).any()
+    assert report.details["reason"].str.contains("all entries are zero").any()
+    path = tmp_path / "report.html"
+    path.write_text(render_report(report, figures=False), encoding="utf-8")
+    with _chromium("--window-size=1400,1000") as driver:
+        driver.get(path.as_uri())
+        got = driver.execute_script(LAYOUT_JS)
+        assert got["inner"] == 1400, got
+        # (1) the default (short) view of the layers table fits: no page scroll, no scroll inside its box
+        assert got["doc"] <= got["inner"] and got["right"] <= 1400, got
+        assert got["scroll"][0] <= got["scroll"][1], got
+        assert got["visible"] == got["shown"] < got["all"] == len(report.details.columns), got
+        # (2) every point of the chart is drawn, in both bands' colours and as a triangle, and no text box
+        # (legend, ticks, axis labels) intersects a point's box
+        assert len(got["marks"]) == alphas.notna().sum() == len(report.details) - 1 and got["texts"] > 10, got
+        assert {"circle", "path"} == {t for t, _ in got["marks"]}
+        assert {"#c0392b", "#d4a017"} <= {c for _, c in got["marks"]}
+        assert got["hits"] == [], got["hits"]
+        # every column is one click away, and then the table scrolls inside its box, not the page
+        driver.find_element("css selector", "label[for=allcols-layers]").click()
+        wide = driver.execute_script(LAYOUT_JS)
+        assert wide["visible"] == wide["all"] and wide["doc"] <= 1400 and wide["right"] <= 1400, wide
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR", "WARNING")]
+        assert errors == []
 
 
 def test_without_matplotlib_the_page_is_complete_without_figures(report, monkeypatch):

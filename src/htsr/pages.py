@@ -31,10 +31,10 @@ padding:1em 1.5em;color:#222}
 h1{font-size:1.5em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 h3{font-size:1.05em;margin:1em 0 .3em}
 table{border-collapse:collapse;font-size:.82em;margin:.5em 0}
-th,td{border:1px solid #ddd;padding:.25em .45em;text-align:right;white-space:nowrap}
+th,td{border:1px solid #ddd;padding:.25em .35em;text-align:right;white-space:nowrap}
 td.s,th.s{text-align:left}th{background:#f3f3f3;position:sticky;top:0;z-index:2;white-space:normal;
 vertical-align:bottom}
-td.w{white-space:normal;min-width:8em;max-width:28em}
+td.w{white-space:normal;min-width:6em;max-width:28em}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:'\\2195';color:#bbb;font-size:.8em;margin-left:.15em}
 table.wide td:first-child,table.wide th:first-child{position:sticky;left:0;background:#fff;z-index:1;
 max-width:22em;overflow:hidden;text-overflow:ellipsis;box-shadow:1px 0 0 #ccc}
