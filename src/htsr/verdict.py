@@ -17,11 +17,12 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from .files import is_missing
+from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED
 
 #: How many layer names one line lists before "and N more".
 MAX_NAMES = 8
@@ -68,28 +69,29 @@ def _plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
-def _records(frame: Any) -> list[dict]:
-    return [] if frame is None or len(frame) == 0 else frame.to_dict(orient="records")
-
-
-def _label(row: dict) -> str:
-    name = str(row.get("longname") or row.get("name") or row.get("layer_id"))
-    sid = row.get("slice_id")
-    if not is_missing(sid):
-        name += f" (slice {int(row['slice_id'])})"
+def _label(row: Any) -> str:
+    """A row's name for the verdict (a LayerResult or a ReportTrap): its long name, and its slice."""
+    name = str(row.longname or row.name or row.layer_id)
+    if row.slice_id is not None:
+        name += f" (slice {int(row.slice_id)})"
     return name
 
 
-def _alpha_findings(rows: list[dict]) -> list[Finding]:
+def _alpha(row: Any) -> float | None:
+    alpha = None if row.fit is None else row.fit.alpha
+    return None if alpha is None or alpha != alpha else float(alpha)
+
+
+def _alpha_findings(rows: Sequence[Any]) -> list[Finding]:
     low, high, fitted = [], [], 0
     for r in rows:
-        if is_missing(r.get("alpha")):
+        a = _alpha(r)
+        if a is None:
             continue
-        a = float(r["alpha"])
         fitted += 1
-        if a < 2:
+        if a < OVER_TRAINED:
             low.append(f"{_label(r)} ({a:.2f})")
-        elif a > 6:
+        elif a > UNDER_TRAINED:
             high.append(f"{_label(r)} ({a:.2f})")
     if not fitted:
         return [Finding("No layer has a fitted alpha.")]
@@ -107,22 +109,22 @@ def _alpha_findings(rows: list[dict]) -> list[Finding]:
 def _trap_findings(report: Any) -> list[Finding]:
     if not report.config.randomize:
         return [Finding(NOT_LOOKED)]
-    traps = _records(report.traps)
+    traps = report.trap_list
     if not traps:
         return [Finding("No correlation traps.", MEANING_NO_TRAPS)]
     out = []
-    for g in _records(report.trap_groups):
-        out.append(Finding(f"Outlier dimension {g['index']} ({g['axis']} of {g['size']}): {_plural(int(g['num_traps']), 'trap')} "
-                           f"in {_plural(int(g['num_layers']), 'layer')} (expected by chance {float(g['chance']):.2g}): "
-                           f"{_names([str(n) for n in g['layers']])}.",
+    for g in report.grouping.groups:
+        out.append(Finding(f"Outlier dimension {g.index} ({g.axis} of {g.size}): {_plural(g.num_traps, 'trap')} "
+                           f"in {_plural(g.num_layers, 'layer')} (expected by chance {g.chance:.2g}): "
+                           f"{_names([str(n) for n in g.layers])}.",
                            MEANING_DIM))
     if len(out) > 1:  # the meaning once, after the last dimension
         out = [Finding(f.headline) for f in out[:-1]] + [out[-1]]
-    isolated = [t for t in traps if t.get("kind", "isolated") == "isolated"]
+    isolated = [t for t in traps if t.kind == "isolated"]
     if isolated:
         layers: dict[str, list[float]] = {}
         for t in isolated:
-            layers.setdefault(_label(t), []).append(float(t.get("ratio", float("nan"))))
+            layers.setdefault(_label(t), []).append(float(t.ratio))
         names = [f"{n} ({_plural(len(r), 'trap')}, {max(r):.2f}× its bulk edge)" for n, r in layers.items()]
         out.append(Finding(f"{_plural(len(isolated), 'isolated correlation trap')} in {_plural(len(layers), 'layer')}: "
                            f"{_names(names)}.", MEANING_ISOLATED))
@@ -142,12 +144,12 @@ def verdict(report: Any) -> list[Finding]:
     -------
     list of Finding
     """
-    rows = _records(report.details)
+    rows = report.layers
     n_skip = len(report.skipped_layers)
-    layers = len({r.get("layer_id") for r in rows})
+    layers = len({r.layer_id for r in rows})
     head = f"{_plural(layers, 'layer')} analyzed" + (f" ({len(rows)} rows: conv slices)" if layers != len(rows) else "")
     head += f", {n_skip} skipped (listed with their reasons)" if n_skip else ""
-    bad = sum(1 for r in rows if r.get("status") not in (None, "success"))
+    bad = sum(1 for r in rows if r.status not in (None, "success"))
     if bad:
         head += f"; {bad} failed or invalid (see their status and reason)"
     if not rows:
