@@ -33,7 +33,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -250,7 +250,7 @@ class Checkpoint:
         ``(layer_id, longname) → output`` of the layers already in the file.
     """
 
-    def __init__(self, path: Path, header: dict, done: dict, fh) -> None:
+    def __init__(self, path: Path, header: dict, done: dict, fh: Any) -> None:
         self.path = path
         self.header = header
         self.done = done
@@ -302,7 +302,7 @@ class Checkpoint:
         self.close()
 
 
-def _write_line(fh, doc: dict) -> None:
+def _write_line(fh: BinaryIO, doc: dict) -> None:
     fh.write(json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n")
     fh.flush()
     os.fsync(fh.fileno())

@@ -27,7 +27,7 @@ def _f(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
-def plot_history(history: list[dict]):
+def plot_history(history: list[dict]) -> Any:
     """Four panels over steps: alpha per layer (and mean), relative weight change, traps, validation loss."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -68,7 +68,7 @@ def plot_history(history: list[dict]):
     return fig
 
 
-def _png(fig) -> str:
+def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return base64.b64encode(buf.getvalue()).decode("ascii")

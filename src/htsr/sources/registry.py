@@ -24,9 +24,10 @@ frameworks stay unimported.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SourceError
 
@@ -65,7 +66,7 @@ class Reader:
     suffixes: tuple[str, ...] = ()
     numbers_rows: bool = False
 
-    def _func(self, attr: str):  # noqa: ANN202 - a module function
+    def _func(self, attr: str) -> Callable[..., Any]:  # a module function
         return getattr(importlib.import_module(f"htsr.sources.{self.module}"), attr)
 
     def recognizes(self, path: Path, head: bytes) -> bool:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -94,7 +94,7 @@ def _two_stage(dtype: str) -> Callable[[np.ndarray, np.ndarray], None] | None:
             fn.restype = int_t
             fn.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, int_t, ctypes.c_void_p, int_t, ctypes.c_void_p]
 
-            def solve(x: np.ndarray, out: np.ndarray, _fn=fn) -> None:
+            def solve(x: np.ndarray, out: np.ndarray, _fn: Any = fn) -> None:
                 # x is symmetric and C-ordered: read column-major it is the same matrix (destroyed)
                 info = _fn(102, b"N", b"L", x.shape[0], x.ctypes.data, x.shape[0], out.ctypes.data)
                 if info != 0:

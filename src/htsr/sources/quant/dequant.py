@@ -15,6 +15,8 @@ message; callers prefix the layer's name.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from ...errors import LayerError
@@ -86,7 +88,7 @@ def unpack_stream(words: np.ndarray, bits: int, count: int) -> np.ndarray:
     return out.reshape(lead + (groups * 32,))[..., :count]
 
 
-def _blocks(total: int, width: int, multiple: int = 1):
+def _blocks(total: int, width: int, multiple: int = 1) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` row blocks of about ``_BLOCK`` elements, each a multiple of ``multiple`` rows."""
     step = max(multiple, (_BLOCK // max(width, 1)) // multiple * multiple)
     for start in range(0, total, step):
@@ -249,7 +251,7 @@ def int_scaled(weight: np.ndarray, scale: np.ndarray, zero: np.ndarray | None) -
     """Unpacked integer codes (int8 …) with a per-tensor, per-channel ``(out, 1)`` or group ``(out, G)`` scale."""
     rows, cols = weight.shape
     s = np.asarray(scale, dtype=np.float32).reshape(rows if np.size(scale) > 1 else 1, -1)
-    z = None if zero is None else np.asarray(zero, dtype=np.float32).reshape(s.shape)
+    z: np.ndarray | None = None if zero is None else np.asarray(zero, dtype=np.float32).reshape(s.shape)
     gcol = np.arange(cols) // -(-cols // s.shape[1])
     out = np.empty(weight.shape, dtype=np.float32)
     for r0, r1 in _blocks(rows, cols):
