@@ -32,8 +32,9 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -257,7 +258,7 @@ class Checkpoint:
         self._fh = fh
 
     @classmethod
-    def open(cls, path: str | os.PathLike, header: dict) -> "Checkpoint":
+    def open(cls, path: str | os.PathLike, header: dict) -> Checkpoint:
         path = Path(path)
         want = json.loads(json.dumps(header))  # as it reads back
         done: dict[tuple, Any] = {}
@@ -295,7 +296,7 @@ class Checkpoint:
             self._fh.close()
             self._fh = None
 
-    def __enter__(self) -> "Checkpoint":
+    def __enter__(self) -> Checkpoint:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -168,7 +168,7 @@ class Monitor:
             try:
                 with np.load(w0, allow_pickle=False) as z:
                     self.w0 = {k: np.array(z[k]) for k in z.files}
-            except Exception as exc:  # noqa: BLE001 - a damaged file of any kind is reported the same way
+            except Exception as exc:  # a damaged file of any kind is reported the same way
                 raise HtsrError(f"{w0}: cannot read the saved initial weights ({exc.__class__.__name__}).") from None
 
     def _append(self, record: dict) -> None:
@@ -304,7 +304,7 @@ class Monitor:
                 before = prev["layers"].get(name, {}).get("num_traps")
                 if (layer["num_traps"] or 0) > 0 and before == 0:
                     active.add("trap")
-        window = (self.history + [record])[-self.patience:]
+        window = [*self.history, record][-self.patience:]
         if len(window) == self.patience:
             a = [_num(r.get("mean_alpha")) for r in window]
             v = [_num(r.get("val_loss")) for r in window]

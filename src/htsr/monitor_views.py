@@ -124,7 +124,7 @@ def render_html(history: list[dict]) -> str:
                 text += f" ({t} trap{'s' if t > 1 else ''})"
             cells.append(pages.Markup(pages.esc(text)))
         rows.append(cells)
-    table = pages.table(["step", "mean alpha", "val loss"] + names, rows, sortable=True)
+    table = pages.table(["step", "mean alpha", "val loss", *names], rows, sortable=True)
     sections = [
         pages.Section("alpha", "Alpha over training", _alpha_svg(steps, layers, history)),
         pages.Section("traps", "Correlation traps over training", _traps_svg(steps, history)),

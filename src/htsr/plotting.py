@@ -41,8 +41,9 @@ import re
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -52,7 +53,6 @@ from .progress import in_notebook as _in_notebook  # a module global: tests stan
 from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED  # the alpha thresholds, declared once
 
 if TYPE_CHECKING:
-    from .report import Report
     from .results import LayerResult
     from .spectral.powerlaw import PowerLawFit
 
@@ -380,7 +380,7 @@ def _warm_up() -> None:
         figure_png(fig)
 
 
-def render_pngs(report: Report, kinds: Collection[str] | None = None,
+def render_pngs(report: Any, kinds: Collection[str] | None = None,
                 on_layer: Callable[[], None] | None = None) -> dict[tuple, list[tuple[str, bytes]]]:
     """Every layer's figures as PNG bytes: ``{(layer_id, slice_id): [(kind, png), …]}`` in layer order.
 
@@ -438,7 +438,7 @@ def render_pngs(report: Report, kinds: Collection[str] | None = None,
     return {r.key: [(k, cache[(r.key, k)]) for k in kinds if (r.key, k) in cache] for r in layers}
 
 
-def plot_report(report: Report, show: bool = False, savedir: str | Path | None = None,
+def plot_report(report: Any, show: bool = False, savedir: str | Path | None = None,
                 progress: bool | None = None) -> list[Path]:
     """Draw every layer's figures; show them inline in Jupyter and/or save them as PNGs.
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -268,7 +269,7 @@ def SVDSmoothing(model: Any, percent: float = 0.8, method: str = "detX", *, inpl
     def change(p: Plan, config: AnalysisConfig, raw: np.ndarray, stack: np.ndarray, g: Geometry) -> np.ndarray | None:
         k = _num_components(method, percent, compute_esd(stack, g.N).evals, g)
         if g.rf > 1:
-            k = int(math.ceil(k / g.rf))
+            k = math.ceil(k / g.rf)
         if k <= 0 or k >= g.M:
             return None
         raw_stack = slices(raw, p.tensor.layer_type, conv2d_norm=False)

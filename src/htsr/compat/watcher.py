@@ -320,7 +320,7 @@ class WeightWatcher:
         source_model = self._source(model)  # without htsr's extra rows (RNN gates, attention q/k/v)
         report = analyze(source_model, vectors=True, **opts)
         details = report.details
-        table = pd.DataFrame(details[["layer_id", "name"] + sorted(COLUMNS)]).reset_index(drop=True)
+        table = pd.DataFrame(details[["layer_id", "name", *sorted(COLUMNS)]]).reset_index(drop=True)
         folder = savefig if plot and savefig not in (False, None, "") else None
         if plot:
             from pathlib import Path
@@ -364,9 +364,8 @@ class WeightWatcher:
 
         from ..spectral.vectors import discrete_entropy, localization_ratio, participation_ratio
 
-        if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
-            items = list(vectors)
-        elif isinstance(vectors, (list, tuple)) and all(isinstance(v, np.ndarray) for v in vectors):
+        if (isinstance(vectors, np.ndarray) and vectors.ndim == 2) or \
+                (isinstance(vectors, (list, tuple)) and all(isinstance(v, np.ndarray) for v in vectors)):
             items = list(vectors)
         elif isinstance(vectors, np.ndarray):
             items = [vectors]
@@ -405,7 +404,7 @@ class WeightWatcher:
 
         if layer is None:
             raise HtsrError(f"WeightWatcher.{method}: give layer= (an id or a name).")
-        opts, plot_opts = _map_options(method, kwargs)
+        opts, _plot_opts = _map_options(method, kwargs)
         pointless = [k for k in ("randomize", "mp_fit", "detX", "layers") if k in opts] + \
             [k for k in ("plot", "savefig") if k in kwargs]
         if pointless:

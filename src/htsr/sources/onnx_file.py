@@ -241,7 +241,7 @@ def onnx_tensors(model: Any, path: Path | None = None, reference_ids: bool = Fal
     group: list[Use] = []  # the W / R uses of one RNN node
     for i, use in enumerate(uses):
         chain, node = use.chain, use.node
-        sig = chain.signature() + (use.ltype, use.transpose, None if use.rnn is None else use.rnn["param"])
+        sig = (*chain.signature(), use.ltype, use.transpose, None if use.rnn is None else use.rnn["param"])
         if sig in seen:  # the same weight used the same way again (both branches of an If): one row
             continue
         seen.add(sig)

@@ -72,7 +72,7 @@ class Reader:
     def recognizes(self, path: Path, head: bytes) -> bool:
         return bool(self._func(self.sniff)(path, head))
 
-    def read(self, path: Path, extra_rows: bool = True, reference_ids: bool = False) -> "Source":
+    def read(self, path: Path, extra_rows: bool = True, reference_ids: bool = False) -> Source:
         if self.numbers_rows:
             return self._func(self.open)(path, extra_rows, reference_ids)
         return self._func(self.open)(path, extra_rows)
@@ -129,6 +129,6 @@ def reader_for(path: Path) -> Reader:
     )
 
 
-def open_file(path: Path, extra_rows: bool = True, reference_ids: bool = False) -> "Source":
+def open_file(path: Path, extra_rows: bool = True, reference_ids: bool = False) -> Source:
     """Open one model file with the reader :func:`reader_for` chooses."""
     return reader_for(path).read(path, extra_rows, reference_ids)

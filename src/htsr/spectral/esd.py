@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def gram(w: np.ndarray) -> np.ndarray:
     return wt @ w if w.shape[-2] >= w.shape[-1] else w @ wt
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _two_stage(dtype: str) -> Callable[[np.ndarray, np.ndarray], None] | None:
     """LAPACK's two-stage ``syevd`` (values only) from the OpenBLAS that numpy ships, or None.
 

@@ -351,10 +351,7 @@ def fit_package(evals: np.ndarray, distribution: str = POWER_LAW, xmax: float | 
         a, lam, sig, good = fit_candidate(tail, float(xmin), xmax, distribution)
         alphas[k], lams[k], sigmas[k], ok[k] = a, lam, sig, good
         Ds[k] = _ks(bins, ecdf, float(xmin), xmax, distribution, a, lam, good)
-    if ok.all() or not ok.any():
-        best = int(np.argmin(Ds))
-    else:
-        best = int(np.ma.masked_array(Ds, mask=~ok).argmin())
+    best = int(np.argmin(Ds)) if ok.all() or not ok.any() else int(np.ma.masked_array(Ds, mask=~ok).argmin())
     xmin = float(xmins[best])
     tail = data[data >= xmin]
     status = "success" if np.isfinite(alphas[best]) else "failed"

@@ -129,7 +129,7 @@ def top_eigh(g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return fn(g, k)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _syevr(dtype: str) -> Callable[[np.ndarray, int], tuple] | None:
     """``?syevr`` of scipy's OpenBLAS through ctypes (see :func:`top_eigh`), or None."""
     import ctypes
@@ -137,7 +137,7 @@ def _syevr(dtype: str) -> Callable[[np.ndarray, int], tuple] | None:
     import os
 
     import scipy
-    import scipy.linalg.lapack  # noqa: F401  (loads the library)
+    import scipy.linalg.lapack  # loads the library
     from scipy.linalg import eigh
 
     if dtype not in ("float32", "float64"):

@@ -66,18 +66,18 @@ def unpack_stream(words: np.ndarray, bits: int, count: int) -> np.ndarray:
         raise LayerError(f"{n} packed words hold {n * 32 // bits} {bits}-bit codes, not {count}")
     if bits in (2, 4, 8):  # codes never straddle a byte: split the little-endian bytes
         per = 8 // bits
-        raw = w.astype("<u4", copy=False).view(np.uint8).reshape(lead + (n * 4,))
+        raw = w.astype("<u4", copy=False).view(np.uint8).reshape((*lead, n * 4))
         if per == 1:
             return raw[..., :count].copy()
-        out8 = np.empty(lead + (n * 4, per), dtype=np.uint8)
+        out8 = np.empty((*lead, n * 4, per), dtype=np.uint8)
         for k in range(per):
             np.bitwise_and(raw >> (k * bits), (1 << bits) - 1, out=out8[..., k])
-        return out8.reshape(lead + (n * 32 // bits,))[..., :count]
+        return out8.reshape((*lead, n * 32 // bits))[..., :count]
     groups = -(-n // bits)
     if groups * bits != n:
-        w = np.concatenate([w, np.zeros(lead + (groups * bits - n,), np.uint32)], axis=-1)
-    w = w.reshape(lead + (groups, bits))
-    out = np.empty(lead + (groups, 32), dtype=np.uint8)
+        w = np.concatenate([w, np.zeros((*lead, groups * bits - n), np.uint32)], axis=-1)
+    w = w.reshape((*lead, groups, bits))
+    out = np.empty((*lead, groups, 32), dtype=np.uint8)
     mask = np.uint32((1 << bits) - 1)
     for k in range(32):
         i, o = divmod(k * bits, 32)
@@ -85,7 +85,7 @@ def unpack_stream(words: np.ndarray, bits: int, count: int) -> np.ndarray:
         if o + bits > 32:
             v = v | (w[..., i + 1] << np.uint32(32 - o))
         out[..., k] = v & mask
-    return out.reshape(lead + (groups * 32,))[..., :count]
+    return out.reshape((*lead, groups * 32))[..., :count]
 
 
 def _blocks(total: int, width: int, multiple: int = 1) -> Iterator[tuple[int, int]]:
@@ -293,7 +293,7 @@ def mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
     out = np.empty((rows, groups * 32), dtype=np.float32)
     for r0, r1 in _blocks(rows, groups * 32):
         b = np.asarray(blocks[r0:r1]).view(np.uint8)
-        vals = np.empty(b.shape[:-1] + (32,), dtype=np.float32)
+        vals = np.empty((*b.shape[:-1], 32), dtype=np.float32)
         vals[..., 0::2] = FP4_E2M1[b & 0x0F]
         vals[..., 1::2] = FP4_E2M1[b >> 4]
         exp = np.asarray(scales[r0:r1]).view(np.uint8).astype(np.int32) - 127
