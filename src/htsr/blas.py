@@ -17,7 +17,7 @@ import functools
 from typing import Any
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def numpy_openblas() -> tuple[tuple[str, Any], ...]:
     """``(path, ctypes.CDLL)`` of each OpenBLAS library numpy ships (none for other numpy builds)."""
     import ctypes
@@ -43,7 +43,7 @@ def blas_single_thread() -> Any:
     # Load every BLAS the workers will call *before* limiting: threadpoolctl only pins the libraries
     # loaded when it is entered. scipy ships its own OpenBLAS; were it loaded later, inside a worker,
     # the first run in a process would use threaded BLAS and differ from later runs in the last bits.
-    import scipy.linalg  # noqa: F401
+    import scipy.linalg
     import scipy.linalg.blas  # noqa: F401
     from threadpoolctl import threadpool_limits
 

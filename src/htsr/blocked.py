@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -173,7 +173,7 @@ class _Scan:
         return self.note or ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _syrk(dtype: str) -> Callable[..., None] | None:
     """CBLAS ``?syrk`` (64-bit integers) of the OpenBLAS that numpy ships, through ctypes (GIL released), or None."""
     import ctypes

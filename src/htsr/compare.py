@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import HtsrError, OptionError
 from .tables import Column, Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STATUSES = ("ok", "only_a", "only_b", "shape_mismatch", "invalid")
 _C = Column
@@ -197,7 +200,7 @@ def read_weights(p: Any) -> tuple[np.ndarray, np.ndarray | None]:
     return W, b
 
 
-def compare(a: Any, b: Any, **options: Any):
+def compare(a: Any, b: Any, **options: Any) -> pd.DataFrame:
     """Per-layer differences between two models, matched by layer name.
 
     Parameters

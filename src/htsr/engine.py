@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def plan(source: Source, config: AnalysisConfig, treatment: Treatment = HTSR) ->
                 reason = f"fewer than min_evals={config.min_evals} eigenvalues ({what} = {count})"
             elif count > config.max_evals:
                 reason = f"more than max_evals={config.max_evals} eigenvalues ({what} = {count})"
-            elif config.max_N is not None and geom.N > config.max_N:
+            elif config.max_N is not None and config.max_N < geom.N:
                 reason = (f"N = {geom.N} exceeds max_N={config.max_N} "
                           "(max_N=None, or --max-n none on the command line, analyzes it)")
             else:
@@ -236,7 +237,7 @@ def _worker_count(config: AnalysisConfig, n_layers: int) -> int:
     return max(1, min(wanted, n_layers))
 
 
-def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" = None,
+def run(plans: list[Plan], config: AnalysisConfig, progress: Progress | None = None,
         device: str = "cpu", treatment: Treatment = HTSR) -> Iterator[list[LayerResult]]:
     """Analyze the planned layers; yield their outputs in plan order.
 
@@ -269,7 +270,7 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: "Progress | None" =
         yield from _run_threads(todo, config, progress, esd_fn, workers, treatment)
 
 
-def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None",
+def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: Progress | None,
                  esd_fn: Callable[[np.ndarray, int], ESD], workers: int,
                  treatment: Treatment = HTSR) -> Iterator[list[LayerResult]]:
     """``workers`` layers at once; one reader thread keeps at most ``workers + 1`` tensors loaded.
@@ -343,7 +344,7 @@ def _gpu_stack(p: Plan, array: np.ndarray | Exception, config: AnalysisConfig,
     return None if stack.shape[0] > 1 and not config.pool else stack
 
 
-def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: "Progress | None",
+def _run_cuda(todo: list[Plan], config: AnalysisConfig, progress: Progress | None,
               treatment: Treatment = HTSR) -> Iterator[list[LayerResult]]:
     from .accel import GPU_BATCH_BYTES, batched_esds, compute_esd_cuda
 

@@ -118,7 +118,7 @@ def resolve(model: Any, cache_dir: str | os.PathLike | None = None) -> Any:
         return hf.snapshot_download(repo, revision=rev, allow_patterns=patterns,
                                     cache_dir=None if cache_dir is None else os.fspath(cache_dir),
                                     local_files_only=offline)
-    except Exception as exc:  # noqa: BLE001 - each Hub failure becomes one line naming the repository
+    except Exception as exc:  # each Hub failure becomes one line naming the repository
         if offline or isinstance(exc, getattr(hf.errors, "LocalEntryNotFoundError", ())):
             where = "" if cache_dir is None else f" ({cache_dir})"
             raise SourceError(f"{model}: not a file or folder, and not in the Hugging Face cache{where} while "

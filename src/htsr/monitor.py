@@ -30,13 +30,16 @@ import os
 import time
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import HtsrError, OptionError
 from .spectral.powerlaw import OVER_TRAINED  # the alpha threshold, declared once
 from .tables import Column, Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FLAG_NAMES = ("mean_alpha_below_2", "trap", "alpha_falling_val_rising")
 _C = Column
@@ -173,7 +176,7 @@ class Monitor:
             try:
                 with np.load(w0, allow_pickle=False) as z:
                     self.w0 = {k: np.array(z[k]) for k in z.files}
-            except Exception as exc:  # noqa: BLE001 - a damaged file of any kind is reported the same way
+            except Exception as exc:  # a damaged file of any kind is reported the same way
                 raise HtsrError(f"{w0}: cannot read the saved initial weights ({exc.__class__.__name__}).") from None
 
     def _append(self, record: dict) -> None:
@@ -313,7 +316,7 @@ class Monitor:
                 before = prev["layers"].get(name, {}).get("num_traps")
                 if (layer["num_traps"] or 0) > 0 and before == 0:
                     active.add("trap")
-        window = (self.history + [record])[-self.patience:]
+        window = [*self.history, record][-self.patience:]
         if len(window) == self.patience:
             a = [_num(r.get("mean_alpha")) for r in window]
             v = [_num(r.get("val_loss")) for r in window]
@@ -339,7 +342,7 @@ class Monitor:
         """Every flag raised so far, as ``(step, name)`` in order."""
         return [(r["step"], f) for r in self.history for f in r.get("flags", [])]
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         """The history as a long DataFrame: one row per (step, layer).
 
         Columns ``step, layer, alpha, log_norm, num_traps, rand_mean_spike, rel_change,
@@ -349,7 +352,7 @@ class Monitor:
                  "mean_alpha": r.get("mean_alpha")} for r in self.history for name, layer in r["layers"].items()]
         return MONITOR.frame(rows)
 
-    def plot(self):
+    def plot(self) -> Any:
         """A matplotlib Figure: alpha per layer, relative weight change, traps and validation loss over steps."""
         from .monitor_views import plot_history
 
@@ -367,7 +370,7 @@ class Monitor:
         return text
 
     # ------------------------------------------------------------------ trainers
-    def huggingface_callback(self):
+    def huggingface_callback(self) -> Any:
         """A ``transformers.TrainerCallback`` that calls :meth:`step` (pass it to ``Trainer(callbacks=[...])``).
 
         The latest ``eval_loss`` reported by the trainer is passed on as ``val_loss``.
@@ -380,7 +383,7 @@ class Monitor:
 
         return make_hf_callback(self, TrainerCallback)
 
-    def lightning_callback(self):
+    def lightning_callback(self) -> Any:
         """A Lightning ``Callback`` that calls :meth:`step` after each training batch.
 
         ``val_loss`` is read from ``trainer.callback_metrics['val_loss']`` after each validation.

@@ -27,7 +27,7 @@ def _f(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
-def plot_history(history: list[dict]):
+def plot_history(history: list[dict]) -> Any:
     """Four panels over steps: alpha per layer (and mean), relative weight change, traps, validation loss."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -68,7 +68,7 @@ def plot_history(history: list[dict]):
     return fig
 
 
-def _png(fig) -> str:
+def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -124,7 +124,7 @@ def render_html(history: list[dict]) -> str:
                 text += f" ({t} trap{'s' if t > 1 else ''})"
             cells.append(pages.Markup(pages.esc(text)))
         rows.append(cells)
-    table = pages.table(["step", "mean alpha", "val loss"] + names, rows, sortable=True)
+    table = pages.table(["step", "mean alpha", "val loss", *names], rows, sortable=True)
     sections = [
         pages.Section("alpha", "Alpha over training", _alpha_svg(steps, layers, history)),
         pages.Section("traps", "Correlation traps over training", _traps_svg(steps, history)),

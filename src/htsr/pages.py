@@ -287,7 +287,7 @@ def chart(series: Sequence[Series], spec: Chart) -> str:
     top = spec.y_max if spec.y_max is not None else max(finite, default=1.0)
     if spec.y_cap is not None:
         top = min(top, spec.y_cap)
-    bottom = min([spec.y_min] + finite)
+    bottom = min([spec.y_min, *finite])
     if top <= bottom:
         top = bottom + 1.0
     top += (top - bottom) * 0.05

@@ -41,8 +41,9 @@ import re
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -50,6 +51,10 @@ from .figures import STYLE, layer_label, new_figure, reuse
 from .option_plots import option_figures, wants_option_figures
 from .progress import in_notebook as _in_notebook  # a module global: tests stand in a notebook
 from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED  # the alpha thresholds, declared once
+
+if TYPE_CHECKING:
+    from .results import LayerResult
+    from .spectral.powerlaw import PowerLawFit
 
 KINDS = ("esd", "esd2", "esd3", "esd4", "esd5", "randesd", "mpfit")
 
@@ -78,7 +83,7 @@ def _isnan(v: Any) -> bool:
         return v is None
 
 
-def _no_minor_labels(ax) -> None:
+def _no_minor_labels(ax: Any) -> None:
     """Log axes: decade ticks only, labelled ``1e+02`` (minor log ticks are unreadable here; mathtext is slow)."""
     from matplotlib.ticker import LogFormatter, LogLocator, NullFormatter, NullLocator
 
@@ -93,7 +98,7 @@ def _no_minor_labels(ax) -> None:
 PALETTE_COLOURS = 64
 
 
-def figure_png(fig, dpi: int = 100) -> bytes:
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
     """Render a figure to PNG bytes (a palette of ``PALETTE_COLOURS`` colours) and release it.
 
     The Agg canvas's pixels go straight to a palette image (no intermediate RGBA PNG): these
@@ -113,11 +118,11 @@ def figure_png(fig, dpi: int = 100) -> bytes:
     return buf.getvalue()
 
 
-def _fit_ok(fit) -> bool:
+def _fit_ok(fit: PowerLawFit | None) -> TypeGuard[PowerLawFit]:
     return fit is not None and bool(np.isfinite(fit.alpha)) and bool(np.isfinite(fit.xmin))
 
 
-def _esd_loglog(r, evals: np.ndarray, fit) -> Any:
+def _esd_loglog(r: LayerResult, evals: np.ndarray, fit: PowerLawFit | None) -> Any:
     from .spectral.powerlaw import EVALS_THRESH
 
     fig = new_figure("esd")
@@ -149,7 +154,7 @@ def _esd_loglog(r, evals: np.ndarray, fit) -> Any:
     return fig
 
 
-def _esd_linlin(r, evals: np.ndarray, fit) -> Any:
+def _esd_linlin(r: LayerResult, evals: np.ndarray, fit: PowerLawFit | None) -> Any:
     fig = new_figure("esd2")
     ax = fig.add_subplot()
     ax.hist(evals, bins=100, density=True, histtype="stepfilled", color="tab:blue", alpha=0.7, label="ESD (histogram)")
@@ -162,7 +167,7 @@ def _esd_linlin(r, evals: np.ndarray, fit) -> Any:
     return fig
 
 
-def _esd_log10(r, evals: np.ndarray, fit) -> Any:
+def _esd_log10(r: LayerResult, evals: np.ndarray, fit: PowerLawFit | None) -> Any:
     fig = new_figure("esd3")
     ax = fig.add_subplot()
     x = evals[evals > 0]
@@ -181,7 +186,7 @@ def _esd_log10(r, evals: np.ndarray, fit) -> Any:
     return fig
 
 
-def _curve(r, fit, which: str) -> Any:
+def _curve(r: LayerResult, fit: PowerLawFit, which: str) -> Any:
     fig = new_figure("esd4" if which == "D" else "esd5")
     ax = fig.add_subplot()
     ys = fit.Ds if which == "D" else fit.alphas
@@ -226,12 +231,13 @@ def trap_note(report: Any, key: tuple[int, int | None]) -> str:
     return "; ".join(parts)
 
 
-def overlay_figure(result, note: str = "") -> Any:
+def overlay_figure(result: LayerResult, note: str = "") -> Any:
     """Original (green) vs randomized (red) ESD on a log10 axis; orange line at max randomized λ.
 
     ``result`` is a :class:`~htsr.results.LayerResult` of a ``randomize=True`` run; ``note``
     (:func:`trap_note`) names the outlier dimension its traps belong to, as a third title line.
     """
+    assert result.randomized is not None  # a randomize=True result (see above)
     fig = new_figure("randesd")
     ax = fig.add_subplot()
     x = np.asarray(result.evals, dtype=float)
@@ -257,12 +263,13 @@ def overlay_figure(result, note: str = "") -> Any:
     return fig
 
 
-def _mp(r, evals: np.ndarray) -> Any:
+def _mp(r: LayerResult, evals: np.ndarray) -> Any:
     from .spectral.marchenko_pastur import mp_density
 
     fig = new_figure("mpfit")
     ax = fig.add_subplot()
     mp = r.mp
+    assert mp is not None  # drawn only for an mp_fit result
     Q, sigma, scale, edge = r.Q, mp.sigma_mp, mp.W_scale, mp.bulk_max
     ok = all(np.isfinite(v) and v > 0 for v in (Q, sigma, scale))
     top = float(evals.max()) if evals.size else 1.0
@@ -290,7 +297,7 @@ def _mp(r, evals: np.ndarray) -> Any:
     return fig
 
 
-def layer_figures(result, trap_text: str = "", kinds: Collection[str] | None = None) -> Iterator[tuple[str, Any]]:
+def layer_figures(result: LayerResult, trap_text: str = "", kinds: Collection[str] | None = None) -> Iterator[tuple[str, Any]]:
     """Yield ``(kind, Figure)`` for one :class:`~htsr.results.LayerResult` (nothing when it has no ESD).
 
     ``trap_text`` (:func:`trap_note`) is shown on the randomized-ESD figure; ``kinds`` limits the
@@ -333,7 +340,7 @@ def require_matplotlib() -> None:
 PARALLEL_MIN_LAYERS = 8
 
 
-def _layer_pngs(result, trap_text: str, deltas: bool, kinds: Collection[str] | None) -> list[tuple[str, bytes]]:
+def _layer_pngs(result: LayerResult, trap_text: str, deltas: bool, kinds: Collection[str] | None) -> list[tuple[str, bytes]]:
     """PNG bytes of one layer's figures (a worker's task)."""
     figures = layer_figures(result, trap_text, kinds)
     if deltas and kinds is None:
@@ -373,7 +380,7 @@ def _warm_up() -> None:
         figure_png(fig)
 
 
-def render_pngs(report, kinds: Collection[str] | None = None,
+def render_pngs(report: Any, kinds: Collection[str] | None = None,
                 on_layer: Callable[[], None] | None = None) -> dict[tuple, list[tuple[str, bytes]]]:
     """Every layer's figures as PNG bytes: ``{(layer_id, slice_id): [(kind, png), …]}`` in layer order.
 
@@ -431,7 +438,7 @@ def render_pngs(report, kinds: Collection[str] | None = None,
     return {r.key: [(k, cache[(r.key, k)]) for k in kinds if (r.key, k) in cache] for r in layers}
 
 
-def plot_report(report, show: bool = False, savedir: str | Path | None = None,
+def plot_report(report: Any, show: bool = False, savedir: str | Path | None = None,
                 progress: bool | None = None) -> list[Path]:
     """Draw every layer's figures; show them inline in Jupyter and/or save them as PNGs.
 

@@ -24,9 +24,12 @@ import re
 import shutil
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .errors import HtsrError, OptionError
 
@@ -123,10 +126,7 @@ def allocate(metric: Sequence[float] | np.ndarray, sizes: Sequence[float] | np.n
         inv = np.array([index[g] for g in groups], dtype=np.intp)
         m = (np.bincount(inv, weights=m) / np.bincount(inv))[inv]
     lo, hi = float(m.min()), float(m.max())
-    if hi > lo:
-        scores = (m - lo) / (hi - lo) * (2 * epsilon) + (1 - epsilon)
-    else:
-        scores = np.ones(n)
+    scores = (m - lo) / (hi - lo) * (2 * epsilon) + (1 - epsilon) if hi > lo else np.ones(n)
     ratios = scores * (s * w.sum() / float((scores * w).sum()))
     for i in np.argsort(-ratios, kind="stable"):
         if not 0 <= ratios[i] <= 1:
@@ -139,7 +139,7 @@ def allocate(metric: Sequence[float] | np.ndarray, sizes: Sequence[float] | np.n
 def magnitude_mask(w: np.ndarray, ratio: float) -> np.ndarray:
     """Boolean mask of the ``round(ratio·size)`` entries of smallest ``|w|`` (the ones zeroed)."""
     flat = np.abs(np.asarray(w, dtype=np.float64)).ravel()
-    k = int(round(ratio * flat.size))
+    k = round(ratio * flat.size)
     mask = np.zeros(flat.size, dtype=bool)
     if k > 0:
         mask[np.argpartition(flat, k - 1)[:k]] = True
@@ -154,7 +154,7 @@ def wanda_mask(w: np.ndarray, x_norm: np.ndarray, ratio: float) -> np.ndarray:
     """
     w = np.asarray(w, dtype=np.float64)
     score = np.abs(w) * np.asarray(x_norm, dtype=np.float64)[None, :]
-    k = int(round(ratio * w.shape[1]))
+    k = round(ratio * w.shape[1])
     mask = np.zeros(w.shape, dtype=bool)
     if k > 0:
         idx = np.argpartition(score, k - 1, axis=1)[:, :k]
@@ -205,7 +205,7 @@ def _weight_key(longname: str, keys: Any) -> str | None:
     return None
 
 
-def _analysis(model: Any, options: dict):
+def _analysis(model: Any, options: dict) -> pd.DataFrame:
     from .api import analyze
 
     report = analyze(model, **options)
@@ -270,7 +270,7 @@ def _targets(table: list[dict], sizes: list[int], sparsity: float, allocation: A
     return allocate(alphas, sizes, sparsity, epsilon=epsilon, groups=ids, names=names).tolist()
 
 
-def _frame(table: list[dict]):
+def _frame(table: list[dict]) -> pd.DataFrame:
     import pandas as pd
 
     cols = ["name", "alpha", "target", "sparsity", "params"]
@@ -327,7 +327,7 @@ def _activation_norms(model: Any, names: list[str], calibration: Any) -> dict[st
 
 def prune(model: Any, sparsity: float, allocation: Any = "alpha", method: str = "magnitude", epsilon: float = 0.3,
           groups: str | None = "block", *, calibration: Any = None, out: str | os.PathLike | None = None,
-          layer_types: Sequence[str] = PRUNABLE_TYPES, **options: Any):
+          layer_types: Sequence[str] = PRUNABLE_TYPES, **options: Any) -> tuple[Any, pd.DataFrame]:
     """Prune each layer to its own sparsity; return a pruned copy and a table.
 
     Parameters
@@ -432,7 +432,7 @@ def prune(model: Any, sparsity: float, allocation: Any = "alpha", method: str = 
 
 
 def _prune_file(src: Path, out: Path, sparsity: float, allocation: Any, epsilon: float, groups: Any,
-                layer_types: Sequence[str], options: dict):
+                layer_types: Sequence[str], options: dict) -> tuple[Path, pd.DataFrame]:
     if not src.exists():
         raise HtsrError(f"{src}: no such file or folder.")
     file = _safetensors_file(src)

@@ -27,12 +27,21 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import HtsrError, OptionError
 from .spectral.powerlaw import UNDER_TRAINED
+
+if TYPE_CHECKING:
+    from .config import AnalysisConfig
+    from .engine import Plan
+    from .matrices import Geometry
+    from .sources.base import WeightTensor
+    from .spectral.randomize import RandomizedESD
+    from .spectral.traps import TrapSearch
 
 SMOOTHING_METHODS = ("detX", "svd", "rmt", "alpha_min", "auto")
 
@@ -64,7 +73,7 @@ class _Target:
             )
         self.source = open_source(self.obj)
 
-    def write(self, tensor, new: np.ndarray) -> None:
+    def write(self, tensor: WeightTensor, new: np.ndarray) -> None:
         """Store ``new`` (the weight's shape, float) as the tensor's value, in its own dtype."""
         from .sources.torch_source import is_torch_tensor
 
@@ -82,20 +91,20 @@ class _Target:
             target[...] = new.astype(target.dtype, copy=False)
 
 
-def _config(options: dict):
+def _config(options: dict) -> AnalysisConfig:
     from .config import AnalysisConfig
 
     return AnalysisConfig.from_kwargs(**options)
 
 
-def _layers(target: _Target, config) -> list:
+def _layers(target: _Target, config: AnalysisConfig) -> list[Plan]:
     from .engine import plan
 
     # split rows (RNN gates, q/k/v) are views of one stacked weight: not written back piece by piece
     return [p for p in plan(target.source, config) if not p.reason and not p.tensor.extra]
 
 
-def _randomized(p, config, stack: np.ndarray, g):
+def _randomized(p: Plan, config: AnalysisConfig, stack: np.ndarray, g: Geometry) -> tuple[RandomizedESD, TrapSearch]:
     """The layer's randomized ESD and trap search, exactly as ``analyze(randomize=True)`` computes them."""
     from .prepare import randomize_row
     from .spectral.esd import compute_esd
@@ -105,7 +114,7 @@ def _randomized(p, config, stack: np.ndarray, g):
     return randomize_row(stack, evals, g, config.seed, p.tensor.layer_id, None, HTSR)
 
 
-def _scale(tensor, config) -> float:
+def _scale(tensor: WeightTensor, config: AnalysisConfig) -> float:
     from .config import LayerType
 
     return math.sqrt(0.5) if (tensor.layer_type is LayerType.CONV2D and config.conv2d_norm) else 1.0
@@ -123,6 +132,7 @@ def _per_layer(model: Any, inplace: bool, options: dict,
     with blas_single_thread():  # the engine's BLAS setting: the same shuffles give the same bits
         for p in _layers(target, config):
             t = p.tensor
+            assert p.geometry is not None  # analyzed rows (no reason) carry a geometry
             raw, _ = read_matrix(t)
             stack, _ = layer_stack(raw, t, p.geometry, config, HTSR)
             new = change(p, config, raw, stack, p.geometry)
@@ -171,7 +181,7 @@ def remove_traps(model: Any, *, seed: int = 0, inplace: bool = False, **options:
 
     options = {**options, "seed": seed, "randomize": True}
 
-    def change(p, config, raw, stack, g):
+    def change(p: Plan, config: AnalysisConfig, raw: np.ndarray, stack: np.ndarray, g: Geometry) -> np.ndarray | None:
         found = _randomized(p, config, stack, g)[1]
         if not found.traps:
             return None
@@ -201,7 +211,7 @@ def _drop_top(w: np.ndarray, k: int) -> np.ndarray:
     return (u[:, k:] * s[k:]) @ vt[k:]
 
 
-def _num_components(method: str, percent: float, evals: np.ndarray, g) -> int:
+def _num_components(method: str, percent: float, evals: np.ndarray, g: Geometry) -> int:
     from .spectral.marchenko_pastur import detx, fit_mp
     from .spectral.powerlaw import fit_powerlaw
 
@@ -256,10 +266,10 @@ def SVDSmoothing(model: Any, percent: float = 0.8, method: str = "detX", *, inpl
     if not isinstance(percent, (int, float)) or isinstance(percent, bool) or not 0 < percent <= 1:
         raise OptionError(f"The 'percent' option must be a number in (0, 1]; got {percent!r}.")
 
-    def change(p, config, raw, stack, g):
+    def change(p: Plan, config: AnalysisConfig, raw: np.ndarray, stack: np.ndarray, g: Geometry) -> np.ndarray | None:
         k = _num_components(method, percent, compute_esd(stack, g.N).evals, g)
         if g.rf > 1:
-            k = int(math.ceil(k / g.rf))
+            k = math.ceil(k / g.rf)
         if k <= 0 or k >= g.M:
             return None
         raw_stack = slices(raw, p.tensor.layer_type, conv2d_norm=False)
@@ -297,7 +307,7 @@ def SVDSharpness(model: Any, *, seed: int = 0, inplace: bool = False, **options:
 
     options = {**options, "seed": seed}
 
-    def change(p, config, raw, stack, g):
+    def change(p: Plan, config: AnalysisConfig, raw: np.ndarray, stack: np.ndarray, g: Geometry) -> np.ndarray | None:
         counts = _randomized(p, config, stack, g)[1].spikes_per_slice
         if not any(counts):
             return None

@@ -154,7 +154,7 @@ def verdict(report: Any) -> list[Finding]:
         head += f"; {bad} failed or invalid (see their status and reason)"
     if not rows:
         return [Finding(head + ".")]
-    return [Finding(head + ".")] + _alpha_findings(rows) + _trap_findings(report)
+    return [Finding(head + "."), *_alpha_findings(rows), *_trap_findings(report)]
 
 
 def verdict_text(report: Any, indent: str = "  ") -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from ..errors import HtsrError, OptionError, UnknownOptionError
 from ..treatment import HTSR, Treatment
 from .constants import DEF_SAVE_DIR, DEFAULT_PARAMS
 from .treatment import REFERENCE
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _log = logging.getLogger("htsr")
 
@@ -224,7 +227,7 @@ class WeightWatcher:
 
         return delta_source(source, open_source(base, extra_rows=False, reference_ids=ids))
 
-    def analyze(self, model: Any = None, *args: Any, **kwargs: Any):
+    def analyze(self, model: Any = None, *args: Any, **kwargs: Any) -> pd.DataFrame:
         """Analyze the model; returns the details DataFrame (reference columns and order).
 
         Takes the reference's arguments, by keyword or in its positional order
@@ -257,7 +260,7 @@ class WeightWatcher:
         self.details = details
         return details
 
-    def describe(self, model: Any = None, *args: Any, **kwargs: Any):
+    def describe(self, model: Any = None, *args: Any, **kwargs: Any) -> pd.DataFrame:
         """The layers the reference would analyze: ``layer_id, name, M, N, Q, layer_type, longname, num_evals, rf``.
 
         Arguments as the reference's ``describe`` (keywords or its positional order).
@@ -286,7 +289,7 @@ class WeightWatcher:
         return pd.DataFrame(out)
 
     def analyze_vectors(self, model: Any = None, layers: Any = (), min_evals: Any = None, max_evals: Any = None,
-                        plot: bool = True, savefig: Any = DEF_SAVE_DIR, channels: Any = None):
+                        plot: bool = True, savefig: Any = DEF_SAVE_DIR, channels: Any = None) -> pd.DataFrame:
         """Eigenvector metrics of every layer: the 12 ``vectors=True`` columns, and their figures.
 
         The reference's ``analyze_vectors`` (0.7.7) raises ``AttributeError`` ('frameword_layer')
@@ -317,7 +320,7 @@ class WeightWatcher:
         source_model = self._source(model)  # without htsr's extra rows (RNN gates, attention q/k/v)
         report = analyze(source_model, vectors=True, **opts)
         details = report.details
-        table = pd.DataFrame(details[["layer_id", "name"] + sorted(COLUMNS)]).reset_index(drop=True)
+        table = pd.DataFrame(details[["layer_id", "name", *sorted(COLUMNS)]]).reset_index(drop=True)
         folder = savefig if plot and savefig not in (False, None, "") else None
         if plot:
             from pathlib import Path
@@ -349,7 +352,7 @@ class WeightWatcher:
                         atomic_write(Path(folder) / safe_filename(p.tensor.layer_id, result.name, None, kind), png)
         return table
 
-    def vector_metrics(self, vectors: Any = None):
+    def vector_metrics(self, vectors: Any = None) -> pd.DataFrame:
         """Metrics of arbitrary vectors: ``length, entropy, discrete_entropy, localization_ratio, participation_ratio``.
 
         ``vectors`` is one 1-D array, a list of them, or a 2-D array (one vector per row).
@@ -361,9 +364,8 @@ class WeightWatcher:
 
         from ..spectral.vectors import discrete_entropy, localization_ratio, participation_ratio
 
-        if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
-            items = list(vectors)
-        elif isinstance(vectors, (list, tuple)) and all(isinstance(v, np.ndarray) for v in vectors):
+        if (isinstance(vectors, np.ndarray) and vectors.ndim == 2) or \
+                (isinstance(vectors, (list, tuple)) and all(isinstance(v, np.ndarray) for v in vectors)):
             items = list(vectors)
         elif isinstance(vectors, np.ndarray):
             items = [vectors]
@@ -379,7 +381,7 @@ class WeightWatcher:
         return pd.DataFrame(rows, columns=["length", "entropy", "discrete_entropy", "localization_ratio",
                                            "participation_ratio"])
 
-    def get_details(self):
+    def get_details(self) -> pd.DataFrame | None:
         """The details of the last ``analyze`` call (None before)."""
         return self.details
 
@@ -402,7 +404,7 @@ class WeightWatcher:
 
         if layer is None:
             raise HtsrError(f"WeightWatcher.{method}: give layer= (an id or a name).")
-        opts, plot_opts = _map_options(method, kwargs)
+        opts, _plot_opts = _map_options(method, kwargs)
         pointless = [k for k in ("randomize", "mp_fit", "detX", "layers") if k in opts] + \
             [k for k in ("plot", "savefig") if k in kwargs]
         if pointless:
@@ -418,7 +420,7 @@ class WeightWatcher:
         raise HtsrError(f"WeightWatcher.{method}: no analyzable layer {layer!r} (layers: {known}{' …' if len(plans) > 20 else ''}).")
 
     def distances(self, model_1: Any, model_2: Any, method: str = "raw", layers: Any = (), start_ids: int = 0,
-                  pool: bool = True, channels: Any = None):
+                  pool: bool = True, channels: Any = None) -> tuple[float, float, Any]:
         """Layer-by-layer distances between two models: ``(avg_dW, avg_db, details)``, as the reference.
 
         ``method``: ``'raw'`` (‖W1 − W2‖_F of the stored tensors, and of dense layers' biases),
@@ -495,7 +497,7 @@ class WeightWatcher:
 
     def SVDSmoothing(self, model: Any = None, percent: float = 0.8, pool: bool = True, layers: Any = (),
                      method: str = "detX", fit: str = "PL", plot: bool = False, start_ids: int = 0,
-                     svd_method: str = "fast", inplace: bool = False):
+                     svd_method: str = "fast", inplace: bool = False) -> Any:
         """Keep the top singular components of each layer; returns a smoothed **copy** (see :func:`htsr.SVDSmoothing`).
 
         The reference modifies and returns the model itself; htsr returns a copy
@@ -511,7 +513,7 @@ class WeightWatcher:
         return SVDSmoothing(self._model(model), percent=percent, method=method, inplace=inplace, **opts)
 
     def SVDSharpness(self, model: Any = None, pool: bool = True, layers: Any = (), plot: bool = False,
-                     start_ids: int = 0, seed: int = 0, inplace: bool = False):
+                     start_ids: int = 0, seed: int = 0, inplace: bool = False) -> Any:
         """Remove the randomized spikes' components; returns a sharpened **copy** (see :func:`htsr.SVDSharpness`)."""
         from ..transforms import SVDSharpness
 

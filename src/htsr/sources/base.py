@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Callable, Hashable
 
 import numpy as np
 
@@ -72,7 +72,7 @@ class WeightTensor:
     bias: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
     extra: bool = False  # a row htsr adds and the reference does not have (sources/splits.py)
     num_components: int | None = None  # analyze only the largest k eigenvalues (PEFT rows, as the reference)
-    stored: Callable[[], "StoredMatrix"] | None = field(default=None, repr=False, compare=False)
+    stored: Callable[[], StoredMatrix] | None = field(default=None, repr=False, compare=False)
     storage: str = ""  # what the file stores when it is not the float matrix itself ('fp8_e4m3/block128', 'gptq-int4/g128' …)
     aux: tuple[str, ...] = ()  # keys consumed as auxiliaries of this weight (scales, zero points, g_idx, absmax …)
 
@@ -189,7 +189,7 @@ class StoredMatrix:
         self._decode = decode
 
     @classmethod
-    def from_array(cls, array: np.ndarray) -> "StoredMatrix":
+    def from_array(cls, array: np.ndarray) -> StoredMatrix:
         """Wrap an in-memory 2-D array (blocks are views, decoded by ``np.asarray``)."""
         arr = np.asarray(array)
         return cls(arr.shape, arr.dtype.name, lambda: arr, np.asarray)

@@ -148,7 +148,7 @@ def _leaves(tree: Mapping, prefix: tuple[str, ...] = (), depth: int = 0) -> Iter
     if depth > 200:
         return
     for k, v in tree.items():
-        path = prefix + (str(k),)
+        path = (*prefix, str(k))
         if isinstance(v, Mapping):
             yield from _leaves(v, path, depth + 1)
         else:

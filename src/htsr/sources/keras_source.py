@@ -210,7 +210,7 @@ def _walk_model(model: Any, counter: list[int], prefix: str) -> Iterator[tuple[i
         name = f"{prefix}{layer.name}"
         yield layer_id, name, layer
         cls = type(layer).__name__
-        if hasattr(layer, "layers") and cls in _CONTAINERS + ("Sequential",):
+        if hasattr(layer, "layers") and cls in (*_CONTAINERS, "Sequential"):
             yield from _walk_model(layer, counter, name + "/")
         elif cls not in _TYPES and cls not in _RNN_GATES and getattr(layer, "_layers", None):
             yield from _walk_sublayers(layer, counter, name + "/")
@@ -219,7 +219,7 @@ def _walk_model(model: Any, counter: list[int], prefix: str) -> Iterator[tuple[i
 def _walk_sublayers(layer: Any, counter: list[int], prefix: str) -> Iterator[tuple[int, str, Any]]:
     """The layers a custom (subclassed) layer tracks, numbered after it, as in a nested model."""
     class _Holder:
-        layers = [x for x in layer._layers if hasattr(x, "name")]
+        layers = [x for x in layer._layers if hasattr(x, "name")]  # noqa: RUF012 - the class itself is the per-call stand-in model
 
     yield from _walk_model(_Holder, counter, prefix)
 
@@ -310,7 +310,7 @@ def _vars(group: Any) -> list[Any]:
     vars_ = group.get("vars") if hasattr(group, "get") else None
     if vars_ is None or not hasattr(vars_, "keys"):
         return []
-    keys = sorted((k for k in vars_.keys() if k.isdigit()), key=int)
+    keys = sorted((k for k in vars_ if k.isdigit()), key=int)
     return [vars_[k] for k in keys if hasattr(vars_[k], "shape")]
 
 
@@ -348,7 +348,7 @@ def _keras3_layers(f: Any, config: dict | None, h5: _H5) -> list[_Layer]:
         Groups nest as the model's attributes do (``block1/layers/conv2d/vars/0``); each group
         with variables is a layer, numbered in the file's order (pre-order), named by its path.
         """
-        for gname in group.keys():
+        for gname in group:
             sub = group[gname]
             if gname == "vars" or not hasattr(sub, "keys"):
                 continue
@@ -400,7 +400,7 @@ def _keras3_layers(f: Any, config: dict | None, h5: _H5) -> list[_Layer]:
                                   functools.partial(h5.read, path), str(ds.dtype), path))
 
     if config is None:
-        if "layers" in f and not any(k != "layers" and k != "vars" for k in f.keys()):
+        if "layers" in f and not any(k != "layers" and k != "vars" for k in f):
             bare(f["layers"], [0], "", "layers/")  # a functional or Sequential model: layers/<name>/vars
         else:
             bare(f, [0], "", "")  # a subclassed model: groups named after its attributes
@@ -416,7 +416,7 @@ def _legacy_layers(f: Any, h5: _H5) -> list[_Layer]:
     A nested model is one group whose weight names run ``<model>/<layer>/kernel``; its layers are
     numbered after it, in the nested config's order, as the in-memory walk numbers them.
     """
-    root = f["model_weights"] if "model_weights" in f else f
+    root = f.get("model_weights", f)
     top: dict[str, dict] = {}
     raw = f.attrs.get("model_config")
     if raw is not None:

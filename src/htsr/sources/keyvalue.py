@@ -9,8 +9,8 @@ one, otherwise their natural sort (``layers.2`` before ``layers.10``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 

@@ -33,7 +33,7 @@ def npz_entries(path: Path) -> list[Entry]:
     try:
         with zipfile.ZipFile(path) as zf:
             members = [n for n in zf.namelist() if n.endswith(".npy")]
-            described = [(m[: -len(".npy")],) + _npy_header(zf, m, path) for m in members]
+            described = [(m[:-len(".npy")], *_npy_header(zf, m, path)) for m in members]
     except SourceError:
         raise
     except Exception as exc:  # not a zip, truncated, bad compression, encrypted …

@@ -51,13 +51,17 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import LayerType
 from ..errors import SourceError
 from .base import Source, WeightTensor, layer_type_from_shape, natural_key
 from .onnx_graph import Chain, Use, Walk, dtype_name, materialize, stored_chain, weight_uses
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _ANONYMOUS = re.compile(r"^(onnx::|/)|_output_\d+$|^(val|_val|const|Constant)_?\d*$")
 # PyTorch's gate names in its order, and where each sits in ONNX's order (LSTM i o f c, GRU z r h)
@@ -86,7 +90,7 @@ def load_model(path: Path) -> Any:
 
 
 def _loader(onnx: Any, chain: Chain, folder: Path | None, origin: str, where: str, transpose: bool = False,
-            piece: tuple[int, bool, int, int] | None = None):
+            piece: tuple[int, bool, int, int] | None = None) -> Callable[[], np.ndarray]:
     """``load()`` for one row: the chain's value, transposed, or one gate of one direction of an RNN weight."""
     import numpy as np
 
@@ -237,7 +241,7 @@ def onnx_tensors(model: Any, path: Path | None = None, reference_ids: bool = Fal
     group: list[Use] = []  # the W / R uses of one RNN node
     for i, use in enumerate(uses):
         chain, node = use.chain, use.node
-        sig = chain.signature() + (use.ltype, use.transpose, None if use.rnn is None else use.rnn["param"])
+        sig = (*chain.signature(), use.ltype, use.transpose, None if use.rnn is None else use.rnn["param"])
         if sig in seen:  # the same weight used the same way again (both branches of an If): one row
             continue
         seen.add(sig)

@@ -60,9 +60,9 @@ class Chain:
 
     def signature(self) -> tuple:
         """Identifies the value (same stored tensor, same steps)."""
-        return (id(self.proto),) + tuple(
+        return (id(self.proto), *(
             (s[0], id(s[1].proto), None if s[2] is None else id(s[2].proto), s[3], s[4]) if s[0] == "dq" else s
-            for s in self.steps)
+            for s in self.steps))
 
 
 @dataclass
@@ -100,7 +100,7 @@ def dtype_name(onnx: Any, proto: Any) -> str:
 
 
 def _is_codes(dt: np.dtype) -> bool:
-    return dt.kind in "iu" and dt.itemsize <= 2 or dt.name in ("int4", "uint4", "int2", "uint2")
+    return (dt.kind in "iu" and dt.itemsize <= 2) or dt.name in ("int4", "uint4", "int2", "uint2")
 
 
 def _int_attr(node: Any, name: str, default: int) -> int:
@@ -233,7 +233,7 @@ def dq_step(chain: Chain, scale: Chain | None, zp: Chain | None, axis: int, bloc
         return replace(chain, aux=aux, codes=False, storage=f"{chain.stored_dtype}-{kind}",
                        error=f"scale {scale.name!r} / zero point {zp.name if zp else None!r}: {exc}")
     suffix = {"tensor": ""}.get(gran, "/channel" if gran == "axis" else f"/{gran}")
-    return replace(chain, steps=chain.steps + (("dq", scale, zp, axis, block),), dtype=scale.dtype, codes=False,
+    return replace(chain, steps=(*chain.steps, ("dq", scale, zp, axis, block)), dtype=scale.dtype, codes=False,
                    storage=f"{chain.stored_dtype}-{kind}{suffix}", aux=aux)
 
 
@@ -245,18 +245,18 @@ def _derive(onnx: Any, node: Any, consts: dict[str, Chain]) -> Chain | None:
         return src
     if op == "Cast":
         to = np_dtype(onnx, _int_attr(node, "to", 1))
-        return replace(src, steps=src.steps + (("cast", to.name),), dtype=to.name)
+        return replace(src, steps=(*src.steps, ("cast", to.name)), dtype=to.name)
     if op == "Transpose":
         ndim = len(src.shape)
         perm = next((tuple(int(p) for p in a.ints) for a in node.attribute if a.name == "perm"),
                     tuple(reversed(range(ndim))))
         if sorted(perm) != list(range(ndim)):
             return None
-        return replace(src, steps=src.steps + (("transpose", perm),), shape=tuple(src.shape[p] for p in perm))
+        return replace(src, steps=(*src.steps, ("transpose", perm)), shape=tuple(src.shape[p] for p in perm))
     if op == "Reshape" and len(node.input) > 1 and node.input[1] in consts:
         target = _small_ints(onnx, consts[node.input[1]])
         shape = None if target is None else _reshaped(src.shape, target, bool(_int_attr(node, "allowzero", 0)))
-        return None if shape is None else replace(src, steps=src.steps + (("reshape", shape),), shape=shape)
+        return None if shape is None else replace(src, steps=(*src.steps, ("reshape", shape)), shape=shape)
     if op == "DequantizeLinear" and src.codes:
         ins = list(node.input)
         scale = consts.get(ins[1]) if len(ins) > 1 else None
@@ -445,7 +445,7 @@ def _unsqueezed(c: Chain | None) -> Chain | None:
     if c is None:
         return None
     shape = (c.shape[0], 1, c.shape[1])
-    return replace(c, steps=c.steps + (("reshape", shape),), shape=shape)
+    return replace(c, steps=(*c.steps, ("reshape", shape)), shape=shape)
 
 
 def weight_uses(onnx: Any, graph: Any, outer: dict[str, Chain] | None = None, walk: Walk | None = None) -> Walk:

@@ -24,9 +24,10 @@ frameworks stay unimported.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SourceError
 
@@ -65,13 +66,13 @@ class Reader:
     suffixes: tuple[str, ...] = ()
     numbers_rows: bool = False
 
-    def _func(self, attr: str):  # noqa: ANN202 - a module function
+    def _func(self, attr: str) -> Callable[..., Any]:  # a module function
         return getattr(importlib.import_module(f"htsr.sources.{self.module}"), attr)
 
     def recognizes(self, path: Path, head: bytes) -> bool:
         return bool(self._func(self.sniff)(path, head))
 
-    def read(self, path: Path, extra_rows: bool = True, reference_ids: bool = False) -> "Source":
+    def read(self, path: Path, extra_rows: bool = True, reference_ids: bool = False) -> Source:
         if self.numbers_rows:
             return self._func(self.open)(path, extra_rows, reference_ids)
         return self._func(self.open)(path, extra_rows)
@@ -128,6 +129,6 @@ def reader_for(path: Path) -> Reader:
     )
 
 
-def open_file(path: Path, extra_rows: bool = True, reference_ids: bool = False) -> "Source":
+def open_file(path: Path, extra_rows: bool = True, reference_ids: bool = False) -> Source:
     """Open one model file with the reader :func:`reader_for` chooses."""
     return reader_for(path).read(path, extra_rows, reference_ids)

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from .safetensors_header import MAX_HEADER, NUMPY_DTYPES, SPECIAL_DTYPES, itemsi
 from .safetensors_header import require_regular_file as require_regular_file  # other readers use it from here
 
 
-def _loader(path: Path, key: str, info: dict, start: int):
+def _loader(path: Path, key: str, info: dict, start: int) -> Callable[[], np.ndarray]:
     dtype = info["dtype"]
     shape = tuple(info["shape"])
     b, e = info["data_offsets"]
@@ -57,7 +58,7 @@ def _loader(path: Path, key: str, info: dict, start: int):
     return load
 
 
-def _decoder(dtype: str, storage: type):
+def _decoder(dtype: str, storage: type) -> Callable[[np.ndarray], np.ndarray]:
     """Raw block (stored dtype, little-endian) → decoded array, a new native-order array."""
     if dtype == "BF16":
         return lambda raw: bf16_to_float32(np.asarray(raw))
@@ -66,7 +67,7 @@ def _decoder(dtype: str, storage: type):
     return lambda raw: np.array(raw, dtype=storage)
 
 
-def _stored(path: Path, key: str, info: dict, start: int):
+def _stored(path: Path, key: str, info: dict, start: int) -> Callable[[], StoredMatrix] | None:
     """``stored()`` for a 2-D tensor of a readable dtype (None otherwise): a :class:`StoredMatrix`
     that memory-maps the tensor for each block it decodes."""
     dtype = info["dtype"]

@@ -569,7 +569,7 @@ def module_state_dict(root: Any, origin: str) -> tuple[dict[str, TensorRef], dic
         if len(tensors) > _MAX_KEYS:
             raise SourceError(f"{origin}: the pickled module names more than {_MAX_KEYS} tensors.")
         for child, sub in reversed(_children(mod)):
-            stack.append((f"{prefix}{child}.", sub, path + (id(mod),)))
+            stack.append((f"{prefix}{child}.", sub, (*path, id(mod))))
     return tensors, owners
 
 

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def gram(w: np.ndarray) -> np.ndarray:
     return wt @ w if w.shape[-2] >= w.shape[-1] else w @ wt
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _two_stage(dtype: str) -> Callable[[np.ndarray, np.ndarray], None] | None:
     """LAPACK's two-stage ``syevd`` (values only) from the OpenBLAS that numpy ships, or None.
 
@@ -94,7 +95,7 @@ def _two_stage(dtype: str) -> Callable[[np.ndarray, np.ndarray], None] | None:
             fn.restype = int_t
             fn.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, int_t, ctypes.c_void_p, int_t, ctypes.c_void_p]
 
-            def solve(x: np.ndarray, out: np.ndarray, _fn=fn) -> None:
+            def solve(x: np.ndarray, out: np.ndarray, _fn: Any = fn) -> None:
                 # x is symmetric and C-ordered: read column-major it is the same matrix (destroyed)
                 info = _fn(102, b"N", b"L", x.shape[0], x.ctypes.data, x.shape[0], out.ctypes.data)
                 if info != 0:

@@ -97,7 +97,7 @@ def triangular_kde(samples: np.ndarray, points: np.ndarray, bandwidth: float = B
     return np.clip(total, 0.0, None) / (x.size * h)
 
 
-def mp_density(x: np.ndarray, Q: float, sigma) -> np.ndarray:
+def mp_density(x: np.ndarray, Q: float, sigma: float | np.ndarray) -> np.ndarray:
     """Marchenko–Pastur density ``Q·sqrt((λ+ − x)(x − λ−)) / (2π σ² x)``, 0 outside the bulk.
 
     ``sigma`` may be an array of shape (k,): the result then has shape (k, len(x)).
@@ -113,7 +113,7 @@ def mp_density(x: np.ndarray, Q: float, sigma) -> np.ndarray:
     return out
 
 
-def quarter_circle_density(x: np.ndarray, sigma) -> np.ndarray:
+def quarter_circle_density(x: np.ndarray, sigma: float | np.ndarray) -> np.ndarray:
     """The reference's quarter-circle law for Q = 1: ``sqrt(4 − x²)/(π σ²)`` for |x| < 2, else 0.
 
     ``sigma`` may be an array of shape (k,): the result then has shape (k, len(x)).
@@ -155,11 +155,11 @@ class _Residual:
         resid = mp_density(self.x, self.Q, sig) - self.y
         return np.where(bad, BAD_FIT_RESIDUAL ** 2 * self.x.size, np.einsum("ij,ij->i", resid, resid))
 
-    def map(self, func, grid) -> np.ndarray:
+    def map(self, func: object, grid: np.ndarray) -> np.ndarray:
         """Map-like for ``brute(workers=...)``: the residual at every grid σ (``func`` is this residual)."""
         return self.many(np.asarray(grid, dtype=np.float64))
 
-    def __call__(self, p) -> float:
+    def __call__(self, p: np.ndarray) -> float:
         return float(self.many(np.asarray(p, dtype=np.float64).ravel()[:1])[0])
 
 

@@ -140,7 +140,7 @@ def shuffle_stack(stack: np.ndarray, rng: np.random.Generator, dtype: type | Non
     """
     arr = np.asarray(stack)
     dt = np.dtype(dtype or arr.dtype)
-    view = arr.reshape((-1,) + arr.shape[-2:]) if arr.ndim >= 2 else arr[None, None, :]
+    view = arr.reshape((-1, *arr.shape[-2:])) if arr.ndim >= 2 else arr[None, None, :]
     out = np.empty(view.shape, dtype=dt)
     n = view.shape[1] * view.shape[2]
     for k in range(view.shape[0]):

@@ -22,7 +22,7 @@ def reference_matrix(array: np.ndarray) -> np.ndarray:
     if W.ndim == 2:
         return W
     out, inp = W.shape[:2]
-    taps = [W[(slice(None), slice(None)) + idx] for idx in np.ndindex(*W.shape[2:])]
+    taps = [W[(slice(None), slice(None)) + idx] for idx in np.ndindex(*W.shape[2:])]  # noqa: RUF005 - a starred subscript reads as 3.11 syntax to mypy
     taps = [t.T if out < inp else t for t in taps]
     return np.hstack(taps)
 

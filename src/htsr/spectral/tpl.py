@@ -220,7 +220,7 @@ def _tpl_base(x: np.ndarray, alpha: float, lam: float) -> np.ndarray:
         return 1 - upper_gamma(1 - alpha, lam * x) / lam ** (1 - alpha)
 
 
-def _fmin(func, x0) -> np.ndarray:
+def _fmin(func: Callable[[np.ndarray], float], x0: float | tuple[float, float]) -> np.ndarray:
     import warnings
 
     from scipy.optimize import fmin
@@ -253,10 +253,10 @@ def _model_cdf(bins: np.ndarray, xmin: float, xmax: float | None, distribution: 
         return np.full(bins.size, _FLOOR)
     with np.errstate(all="ignore"):
         if distribution == POWER_LAW:
-            def base(v):
+            def base(v: np.ndarray) -> np.ndarray:
                 return 1 - (np.asarray(v, dtype=np.float64) / xmin) ** (-alpha + 1)
         else:
-            def base(v):
+            def base(v: np.ndarray) -> np.ndarray:
                 return _tpl_base(np.asarray(v, dtype=np.float64), alpha, lam)
         at_xmin = float(base(np.array([xmin]))[0])
         if at_xmin == 1:
@@ -351,10 +351,7 @@ def fit_package(evals: np.ndarray, distribution: str = POWER_LAW, xmax: float | 
         a, lam, sig, good = fit_candidate(tail, float(xmin), xmax, distribution)
         alphas[k], lams[k], sigmas[k], ok[k] = a, lam, sig, good
         Ds[k] = _ks(bins, ecdf, float(xmin), xmax, distribution, a, lam, good)
-    if ok.all() or not ok.any():
-        best = int(np.argmin(Ds))
-    else:
-        best = int(np.ma.masked_array(Ds, mask=~ok).argmin())
+    best = int(np.argmin(Ds)) if ok.all() or not ok.any() else int(np.ma.masked_array(Ds, mask=~ok).argmin())
     xmin = float(xmins[best])
     tail = data[data >= xmin]
     status = "success" if np.isfinite(alphas[best]) else "failed"

@@ -24,7 +24,9 @@ the trap. They are mapped back to the original matrix through the permutation.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -127,15 +129,15 @@ def top_eigh(g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return fn(g, k)
 
 
-@functools.lru_cache(maxsize=None)
-def _syevr(dtype: str):
+@functools.cache
+def _syevr(dtype: str) -> Callable[[np.ndarray, int], tuple] | None:
     """``?syevr`` of scipy's OpenBLAS through ctypes (see :func:`top_eigh`), or None."""
     import ctypes
     import glob
     import os
 
     import scipy
-    import scipy.linalg.lapack  # noqa: F401  (loads the library)
+    import scipy.linalg.lapack  # loads the library
     from scipy.linalg import eigh
 
     if dtype not in ("float32", "float64"):
@@ -154,7 +156,7 @@ def _syevr(dtype: str):
         raw.restype = None
         ctype = ctypes.c_float if letter == "s" else ctypes.c_double
 
-        def solve(g: np.ndarray, k: int, _raw=raw, _ctype=ctype, _dt=np.dtype(dtype)) -> tuple:
+        def solve(g: np.ndarray, k: int, _raw: Any = raw, _ctype: Any = ctype, _dt: np.dtype = np.dtype(dtype)) -> tuple:
             n = g.shape[0]
             a = np.array(g, dtype=_dt, order="F")  # scipy's wrapper works on such a copy too
             w = np.zeros(n, dtype=_dt)
@@ -256,7 +258,7 @@ def _locate(w: np.ndarray, u: np.ndarray, v: np.ndarray, sigma: float) -> list[t
     return out
 
 
-def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn, num_spikes: int,
+def analyze_spikes(shuffled: np.ndarray, original: np.ndarray, perm_fn: Callable[[], np.ndarray], num_spikes: int,
                    g: np.ndarray | None = None) -> SliceSpikes:
     """Classify the top ``num_spikes`` randomized eigenvalues of one shuffled matrix.
 

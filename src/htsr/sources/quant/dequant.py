@@ -15,6 +15,8 @@ message; callers prefix the layer's name.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from ...errors import LayerError
@@ -64,18 +66,18 @@ def unpack_stream(words: np.ndarray, bits: int, count: int) -> np.ndarray:
         raise LayerError(f"{n} packed words hold {n * 32 // bits} {bits}-bit codes, not {count}")
     if bits in (2, 4, 8):  # codes never straddle a byte: split the little-endian bytes
         per = 8 // bits
-        raw = w.astype("<u4", copy=False).view(np.uint8).reshape(lead + (n * 4,))
+        raw = w.astype("<u4", copy=False).view(np.uint8).reshape((*lead, n * 4))
         if per == 1:
             return raw[..., :count].copy()
-        out8 = np.empty(lead + (n * 4, per), dtype=np.uint8)
+        out8 = np.empty((*lead, n * 4, per), dtype=np.uint8)
         for k in range(per):
             np.bitwise_and(raw >> (k * bits), (1 << bits) - 1, out=out8[..., k])
-        return out8.reshape(lead + (n * 32 // bits,))[..., :count]
+        return out8.reshape((*lead, n * 32 // bits))[..., :count]
     groups = -(-n // bits)
     if groups * bits != n:
-        w = np.concatenate([w, np.zeros(lead + (groups * bits - n,), np.uint32)], axis=-1)
-    w = w.reshape(lead + (groups, bits))
-    out = np.empty(lead + (groups, 32), dtype=np.uint8)
+        w = np.concatenate([w, np.zeros((*lead, groups * bits - n), np.uint32)], axis=-1)
+    w = w.reshape((*lead, groups, bits))
+    out = np.empty((*lead, groups, 32), dtype=np.uint8)
     mask = np.uint32((1 << bits) - 1)
     for k in range(32):
         i, o = divmod(k * bits, 32)
@@ -83,10 +85,10 @@ def unpack_stream(words: np.ndarray, bits: int, count: int) -> np.ndarray:
         if o + bits > 32:
             v = v | (w[..., i + 1] << np.uint32(32 - o))
         out[..., k] = v & mask
-    return out.reshape(lead + (groups * 32,))[..., :count]
+    return out.reshape((*lead, groups * 32))[..., :count]
 
 
-def _blocks(total: int, width: int, multiple: int = 1):
+def _blocks(total: int, width: int, multiple: int = 1) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` row blocks of about ``_BLOCK`` elements, each a multiple of ``multiple`` rows."""
     step = max(multiple, (_BLOCK // max(width, 1)) // multiple * multiple)
     for start in range(0, total, step):
@@ -249,7 +251,7 @@ def int_scaled(weight: np.ndarray, scale: np.ndarray, zero: np.ndarray | None) -
     """Unpacked integer codes (int8 …) with a per-tensor, per-channel ``(out, 1)`` or group ``(out, G)`` scale."""
     rows, cols = weight.shape
     s = np.asarray(scale, dtype=np.float32).reshape(rows if np.size(scale) > 1 else 1, -1)
-    z = None if zero is None else np.asarray(zero, dtype=np.float32).reshape(s.shape)
+    z: np.ndarray | None = None if zero is None else np.asarray(zero, dtype=np.float32).reshape(s.shape)
     gcol = np.arange(cols) // -(-cols // s.shape[1])
     out = np.empty(weight.shape, dtype=np.float32)
     for r0, r1 in _blocks(rows, cols):
@@ -291,7 +293,7 @@ def mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
     out = np.empty((rows, groups * 32), dtype=np.float32)
     for r0, r1 in _blocks(rows, groups * 32):
         b = np.asarray(blocks[r0:r1]).view(np.uint8)
-        vals = np.empty(b.shape[:-1] + (32,), dtype=np.float32)
+        vals = np.empty((*b.shape[:-1], 32), dtype=np.float32)
         vals[..., 0::2] = FP4_E2M1[b & 0x0F]
         vals[..., 1::2] = FP4_E2M1[b >> 4]
         exp = np.asarray(scales[r0:r1]).view(np.uint8).astype(np.int32) - 127

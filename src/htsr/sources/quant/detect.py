@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -144,7 +145,7 @@ def _gptq(e: Any, name: str, sib: dict, qcfg: dict, aux: tuple[str, ...]) -> tup
     _expect(qz, (groups, dq.packed_words(out, bits)), f"GPTQ qzeros: groups × out_features·{bits}/32")
     if gi is not None:
         _expect(gi, (n_in,), f"GPTQ g_idx: in_features = packed rows·32/{bits}")
-    if groups < 1 or n_in % groups and gi is None:
+    if groups < 1 or (n_in % groups and gi is None):
         raise QuantError(f"{sc.key!r} has {groups} groups, which do not divide in_features={n_in}")
     fmt = str(qcfg.get("checkpoint_format", "gptq")).lower()
     if fmt not in ("gptq", "gptq_v2"):
