@@ -86,14 +86,15 @@ print(json.dumps({"best": wall, "cpu": c, "alpha": [float(a) for a in df["alpha"
 def floor_stacks(model) -> list[np.ndarray]:
     """The analyzed matrices (conv slices as stacks), float64, as htsr's compat plan picks them."""
     from htsr import engine
+    from htsr.compat.treatment import REFERENCE, reference_conv2d_factor
     from htsr.config import AnalysisConfig
-    from htsr.matrices import reference_conv2d_factor, slices
+    from htsr.matrices import slices
     from htsr.sources import open_source
 
-    source = open_source(model)
-    config = AnalysisConfig(reference=True)
+    source = open_source(model, extra_rows=False)
+    config = AnalysisConfig(min_evals=REFERENCE.min_evals)
     out = []
-    for p in engine.plan(source, config):
+    for p in engine.plan(source, config, REFERENCE):
         if p.reason:
             continue
         W = np.asarray(p.tensor.load(), dtype=np.float64)
