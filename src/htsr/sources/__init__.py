@@ -6,11 +6,11 @@ when the object in hand already is one or the file needs it.
 =======================================  ========================================
 input                                    reader
 =======================================  ========================================
-``torch.nn.Module``                      :func:`torch_source.module_tensors` (+ :mod:`splits`)
-dict of torch tensors / numpy arrays     :func:`torch_source.mapping_entries`
-nested dict of arrays (JAX/Flax params)  :func:`jax_source.pytree_tensors`
-Keras 3 model                            :func:`keras_source.model_tensors`
-``onnx.ModelProto``                      :func:`onnx_file.onnx_tensors`
+an object in memory                      :data:`registry.OBJECT_READERS`, in priority order:
+                                         Keras 3 model, ``torch.nn.Module`` (+ :mod:`splits`),
+                                         ``onnx.ModelProto``, nested dict of arrays (JAX/Flax)
+dict of torch tensors / numpy arrays     :func:`torch_source.mapping_entries` (the state-dict
+                                         rule; a checkpoint dict's inner state dict)
 a file                                   :mod:`registry`: recognized by its content
                                          (safetensors, GGUF, HDF5, torch zip and legacy,
                                          ``.keras``, npz, pickle, Flax msgpack, ONNX),
@@ -53,35 +53,16 @@ def open_source(obj: Any, extra_rows: bool = True, reference_ids: bool = False) 
         When the object or path is not something htsr reads; the message
         names the path.
     """
+    from .registry import object_reader
     from .torch_source import is_torch_module, mapping_entries
 
     if isinstance(obj, Source):
         return obj
-    from .keras_source import is_keras_model
-
-    # before torch: a Keras model on the torch backend is also a torch.nn.Module
-    if is_keras_model(obj):
-        from .keras_source import model_tensors as keras_model_tensors
-
-        return Source(f"{type(obj).__name__} {obj.name!r} (Keras model)", tuple(keras_model_tensors(obj)), "keras")
-    if is_torch_module(obj):
-        from .torch_source import module_tensors
-
-        return Source(f"{type(obj).__name__} (PyTorch module)", tuple(module_tensors(obj, extra_rows)), "module")
-    from .onnx_file import is_onnx_model
-
-    if is_onnx_model(obj):
-        from .onnx_file import model_source
-
-        return model_source(obj, f"ONNX model {obj.graph.name!r}", None, extra_rows, reference_ids)
     if isinstance(obj, (str, os.PathLike)):
         return _open_path(Path(obj), extra_rows, reference_ids)
-    from .jax_source import is_pytree
-
-    if is_pytree(obj):
-        from .jax_source import pytree_tensors
-
-        return Source("parameter pytree (nested dict)", tuple(pytree_tensors(obj, "<pytree>")), "pytree")
+    reader = object_reader(obj)
+    if reader is not None:
+        return reader.read(obj, extra_rows, reference_ids)
     if isinstance(obj, dict):
         entries = mapping_entries(obj, "<dict>")
         if not entries:  # a checkpoint dict in memory: the state dict (or module) under "state_dict", "model" …

@@ -255,3 +255,8 @@ def sniff(path: Path, head: bytes) -> bool:
 
 def open_file(path: Path, extra_rows: bool = True) -> Source:
     return Source(str(path), tuple(msgpack_tensors(path)), "msgpack")
+
+
+def open_pytree(tree: Any, extra_rows: bool = True, reference_ids: bool = False) -> Source:
+    """A nested dict of arrays (JAX/Flax parameters) in memory (:data:`htsr.sources.registry.OBJECT_READERS`)."""
+    return Source("parameter pytree (nested dict)", tuple(pytree_tensors(tree, "<pytree>")), "pytree")

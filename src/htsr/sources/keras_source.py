@@ -522,3 +522,8 @@ def sniff_archive(path: Path, head: bytes) -> bool:
 
 def open_file(path: Path, extra_rows: bool = True) -> Source:
     return Source(str(path), tuple(keras_tensors(path)), "keras")
+
+
+def open_model(model: Any, extra_rows: bool = True, reference_ids: bool = False) -> Source:
+    """A Keras model in memory (:data:`htsr.sources.registry.OBJECT_READERS`)."""
+    return Source(f"{type(model).__name__} {model.name!r} (Keras model)", tuple(model_tensors(model)), "keras")

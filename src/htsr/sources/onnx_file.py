@@ -333,3 +333,8 @@ def model_source(model: Any, description: str, path: Path | None, extra_rows: bo
         ordered = [t for t in rows if not t.extra and not t.note] + gates + [t for t in rows if t.note]
         rows = [dataclasses.replace(t, layer_id=i) for i, t in enumerate(ordered, start=1)]
     return Source(description, tuple(rows), "onnx")
+
+
+def open_model(model: Any, extra_rows: bool = True, reference_ids: bool = False) -> Source:
+    """An ``onnx.ModelProto`` in memory (:data:`htsr.sources.registry.OBJECT_READERS`)."""
+    return model_source(model, f"ONNX model {model.graph.name!r}", None, extra_rows, reference_ids)

@@ -92,6 +92,43 @@ READERS: tuple[Reader, ...] = (
     Reader("ONNX", "onnx_file", "sniff", "open_file", (".onnx",), numbers_rows=True),
 )
 
+@dataclass(frozen=True)
+class ObjectReader:
+    """One kind of in-memory model: where its ``recognize(obj) -> bool`` and ``open(obj, extra_rows, reference_ids)``
+    live (imported on first use, so a framework is imported only once an object of it is in hand)."""
+
+    name: str
+    module: str
+    recognize: str
+    open: str
+
+    def _func(self, attr: str) -> Callable[..., Any]:  # a module function
+        return getattr(importlib.import_module(f"htsr.sources.{self.module}"), attr)
+
+    def recognizes(self, obj: object) -> bool:
+        return bool(self._func(self.recognize)(obj))
+
+    def read(self, obj: object, extra_rows: bool = True, reference_ids: bool = False) -> Source:
+        return self._func(self.open)(obj, extra_rows, reference_ids)
+
+
+# in-memory models, in priority order; a path goes to READERS, a plain dict of arrays is a state dict
+# (sources/__init__.py); each recognizer looks at sys.modules and isinstance only, never imports a framework
+OBJECT_READERS: tuple[ObjectReader, ...] = (
+    # before torch: a Keras 3 model on the torch backend is also a torch.nn.Module
+    ObjectReader("Keras model", "keras_source", "is_keras_model", "open_model"),
+    ObjectReader("torch.nn.Module", "torch_source", "is_torch_module", "open_module"),
+    ObjectReader("onnx.ModelProto", "onnx_file", "is_onnx_model", "open_model"),
+    # before the state-dict rule: a nested dict of arrays (JAX/Flax parameters)
+    ObjectReader("parameter pytree (nested dict)", "jax_source", "is_pytree", "open_pytree"),
+)
+
+
+def object_reader(obj: object) -> ObjectReader | None:
+    """The first reader of :data:`OBJECT_READERS` that recognizes ``obj``, or None."""
+    return next((r for r in OBJECT_READERS if r.recognizes(obj)), None)
+
+
 KNOWN = ".safetensors, .gguf, .h5/.keras, .bin/.pt/.pth/.ckpt/.jit (PyTorch, TorchScript), .npz, .msgpack (Flax), .onnx"
 
 

@@ -326,3 +326,8 @@ def open_pickle(path: Path, extra_rows: bool = True) -> Source:
 
     sd = state_dict_from_object(load_state_dict_file(path), str(path))
     return Source(str(path), tuple(keyvalue_tensors(mapping_entries_for_file(sd, path), extra_rows)), "torch-file")
+
+
+def open_module(model: Any, extra_rows: bool = True, reference_ids: bool = False) -> Source:
+    """A ``torch.nn.Module`` in memory (:data:`htsr.sources.registry.OBJECT_READERS`)."""
+    return Source(f"{type(model).__name__} (PyTorch module)", tuple(module_tensors(model, extra_rows)), "module")
