@@ -276,7 +276,7 @@ def test_analyze_trap_report_conv_slice_and_seeds():
     for k in model:
         np.testing.assert_array_equal(model[k], before[k])
     traps = rep.traps
-    assert list(traps.columns) == list(htsr.report.TRAP_COLUMNS)
+    assert list(traps.columns) == list(htsr.schema.TRAPS.names)
     assert len(traps) == 1 and traps.iloc[0]["name"] == "conv" and traps.iloc[0]["slice_id"] == 5
     r, c, val = traps.iloc[0]["entries"][0]
     assert (r, c) == (5, 7) and val == pytest.approx(8.0 * np.sqrt(0.5))  # analyzed (conv2d-scaled) value

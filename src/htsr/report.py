@@ -24,14 +24,10 @@ from typing import TYPE_CHECKING, Any
 from .files import atomic_write, json_safe
 from .schema import (
     DESCRIBE,
-    DESCRIBE_COLUMNS,
     DETAILS,
     SCHEMA,
     SKIPPED,
-    SKIPPED_COLUMNS,
     SUMMARY_KEYS,
-    TRAP_COLUMNS,
-    TRAP_GROUP_COLUMNS,
     TRAP_GROUPS,
     TRAPS,
     PlannedTensor,
@@ -50,14 +46,10 @@ if TYPE_CHECKING:
     from .results import LayerResult
     from .spectral.trap_groups import TrapGroup, TrapGrouping
 
-__all__ = ["DESCRIBE", "DESCRIBE_COLUMNS", "DETAILS", "SCHEMA", "SKIPPED", "SKIPPED_COLUMNS", "SUMMARY_KEYS",
-           "TRAP_COLUMNS", "TRAP_GROUPS", "TRAP_GROUP_COLUMNS", "TRAPS", "PlannedTensor", "Report", "ReportTrap",
-           "SkippedLayer", "column_groups", "column_order", "columns_markdown", "describe_frame", "details_columns",
-           "make_details", "skipped_frame", "summarize", "trap_tables"]
+__all__ = ["DESCRIBE", "DETAILS", "SCHEMA", "SKIPPED", "SUMMARY_KEYS", "TRAP_GROUPS", "TRAPS", "PlannedTensor",
+           "Report", "ReportTrap", "SkippedLayer", "column_groups", "column_order", "columns_markdown",
+           "details_columns", "skipped_frame", "summarize", "trap_tables"]
 
-def make_details(results: Sequence[LayerResult], groups: set[str]) -> pd.DataFrame:
-    """DataFrame of the results: every column of ``groups`` (and ``slice_id`` when a row is a slice), typed."""
-    return DETAILS.frame(results, details_columns(results, groups))
 
 
 def summarize(details: Any) -> dict:
@@ -115,9 +107,6 @@ def skipped_frame(plans: Sequence[Plan]) -> Any:
     return SKIPPED.frame([SkippedLayer.from_plan(p) for p in plans if p.reason and p.is_layer])
 
 
-def describe_frame(plans: Sequence[Plan]) -> Any:
-    """Every planned tensor, its geometry and whether it will be analyzed."""
-    return DESCRIBE.frame([row for p in plans for row in PlannedTensor.rows(p)])
 
 
 @dataclass(frozen=True, eq=False)

@@ -243,10 +243,6 @@ TRAP_GROUPS = Table("trap_groups", "One row per outlier dimension: an index the 
     _C("max_value", "float", "Largest |w| among its entries.", show="cli"),
     _C("chance", "float", "Expected number of such coincidences by chance.", show="cli"),
 ))
-SKIPPED_COLUMNS = tuple(SKIPPED.names)
-DESCRIBE_COLUMNS = tuple(DESCRIBE.names)
-TRAP_COLUMNS = tuple(TRAPS.names)
-TRAP_GROUP_COLUMNS = tuple(TRAP_GROUPS.names)
 
 
 def column_groups(config: AnalysisConfig) -> set[str]:

@@ -305,7 +305,7 @@ def sniff(path: Path, head: bytes) -> bool:
 
 def open_file(path: Path, extra_rows: bool = True, reference_ids: bool = False) -> Source:
     """The rows of an ONNX file (``reference_ids``: numbered as the reference numbers them)."""
-    from .safetensors_file import require_regular_file
+    from .safetensors_header import require_regular_file
 
     require_regular_file(path)
     return model_source(load_model(path), str(path), path, extra_rows, reference_ids)

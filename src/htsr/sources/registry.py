@@ -134,7 +134,7 @@ KNOWN = ".safetensors, .gguf, .h5/.keras, .bin/.pt/.pth/.ckpt/.jit (PyTorch, Tor
 
 def read_head(path: Path) -> bytes:
     """The first :data:`HEAD_BYTES` bytes of a regular file (SourceError for a folder, pipe, unreadable file)."""
-    from .safetensors_file import require_regular_file
+    from .safetensors_header import require_regular_file
 
     require_regular_file(path)
     try:

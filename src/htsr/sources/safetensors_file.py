@@ -24,7 +24,6 @@ from .base import Source, StoredMatrix
 from .dtypes import bf16_to_float32, fp8_to_float32
 from .keyvalue import Entry, order_keys
 from .safetensors_header import MAX_HEADER, NUMPY_DTYPES, SPECIAL_DTYPES, itemsize, read_header
-from .safetensors_header import require_regular_file as require_regular_file  # other readers use it from here
 
 
 def _loader(path: Path, key: str, info: dict, start: int) -> Callable[[], np.ndarray]:
