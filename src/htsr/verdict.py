@@ -97,9 +97,9 @@ def _alpha_findings(rows: Sequence[Any]) -> list[Finding]:
         return [Finding("No layer has a fitted alpha.")]
     out = []
     if low:
-        out.append(Finding(f"alpha < 2 in {_plural(len(low), 'layer')}: {_names(low)}.", MEANING_LOW))
+        out.append(Finding(f"alpha < {OVER_TRAINED:g} in {_plural(len(low), 'layer')}: {_names(low)}.", MEANING_LOW))
     if high:
-        out.append(Finding(f"alpha > 6 in {_plural(len(high), 'layer')}: {_names(high)}.", MEANING_HIGH))
+        out.append(Finding(f"alpha > {UNDER_TRAINED:g} in {_plural(len(high), 'layer')}: {_names(high)}.", MEANING_HIGH))
     if not low and not high:
         every = "The fitted layer has" if fitted == 1 else f"All {fitted} fitted layers have"
         out.append(Finding(f"{every} 2 ≤ alpha ≤ 6.", MEANING_OK))
