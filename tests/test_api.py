@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 
@@ -139,17 +138,15 @@ def test_compat_get_weights_and_esd_reference_forms():
         w.get_ESD(layer=1, params={"glorot_fix": True})
 
 
-def test_import_is_fast_and_imports_no_framework():
-    code = (
-        "import time,sys; t=time.perf_counter(); import htsr; dt=time.perf_counter()-t; "
-        "print(dt, *[m for m in ('torch','onnx','matplotlib','pandas','scipy') if m in sys.modules])"
-    )
-    times = []
-    for _ in range(5):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-        times.append(float(out[0]))
-        assert out[1:] == [], f"import htsr imported {out[1:]}"
-    assert statistics.median(times) < 0.5
+def test_import_imports_no_framework():
+    """``import htsr`` stays light: no framework, no pandas/scipy/matplotlib until a function needs them.
+
+    (How long the import takes is a benchmark's business: ``python -X importtime -c "import htsr"``.)
+    """
+    code = "import sys, htsr; print(*[m for m in ('torch','onnx','matplotlib','pandas','scipy','keras','jax') " \
+           "if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [], f"import htsr imported {out}"
 
 
 def test_key_order_ids_and_types():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,8 @@ def test_cli_compare_formats_and_report(tmp_path):
     assert rows[0]["rel_delta_W"] == pytest.approx(1.0)
     page = (tmp_path / "c.html").read_text()
     assert "<svg" in page and page.count("<rect") >= 4 and "only_b" in page
+    ids = re.findall(r'\bid="([^"]*)"', page)
+    assert "layer-table" in ids and len(ids) == len(set(ids))  # no id twice (the section and its table)
     out = io.StringIO()
     assert main(["compare", str(a), str(b), "--format", "csv"], out, io.StringIO()) == 0
     frame = pd.read_csv(io.StringIO(out.getvalue()))

@@ -84,7 +84,7 @@ def test_sections_and_content(report, page):
     assert htsr.__version__ in body and report.meta["source"] in body and report.meta["date"] in body
     assert f"{report.meta['elapsed_s']}" in body and "seed" in body
     # the per-layer table: one row per layer, sortable, highlighted rows
-    table = text[text.index('<table id="layers" class="sortable wide">'):]
+    table = text[text.index('<table id="layer-table" class="sortable wide">'):]
     table = table[:table.index("</table>")]
     rows = re.findall(r'<tr class="([^"]*)">', table)
     assert len(rows) == len(report.details) == 4
@@ -130,6 +130,12 @@ def test_self_contained(page):
         assert img["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "fetch(" not in "".join(doc.scripts) and "XMLHttpRequest" not in "".join(doc.scripts)
+
+
+def test_element_ids_are_unique(page):
+    ids = [a["id"] for _, a in Page(page.read_text(encoding="utf-8")).tags if "id" in a]
+    assert "layers" in ids and "layer-table" in ids  # the section's heading and its table
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
 
 
 def test_model_strings_are_escaped(page, tmp_path):
@@ -222,9 +228,9 @@ def test_renders_in_headless_chromium(page):
         assert driver.execute_script("return document.querySelectorAll('svg circle, svg path').length") == 4
         assert driver.title.startswith("htsr report")
         # sorting: click the alpha header twice, ascending then descending, numerically
-        heads = driver.find_elements("css selector", "#layers thead th")
+        heads = driver.find_elements("css selector", "#layer-table thead th")
         col = [h.text.strip(" ↕") for h in heads].index("alpha")
-        cells = "return Array.from(document.querySelectorAll('#layers tbody tr')).map(r => " \
+        cells = "return Array.from(document.querySelectorAll('#layer-table tbody tr')).map(r => " \
                 f"parseFloat(r.cells[{col}].getAttribute('data-v')))"
         heads[col].click()
         up = driver.execute_script(cells)
@@ -238,7 +244,7 @@ def test_renders_in_headless_chromium(page):
 # the layers table's fit and the alpha chart's boxes, measured by the browser at 1400 px
 LAYOUT_JS = """
 const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
-const table = document.querySelector('table#layers'), scroll = table.closest('.scroll');
+const table = document.querySelector('table#layer-table'), scroll = table.closest('.scroll');
 const svg = document.querySelector('h2#alpha ~ svg');
 const marks = Array.from(svg.querySelectorAll('circle, path'));
 const texts = Array.from(svg.querySelectorAll('text'));
@@ -289,7 +295,7 @@ def test_layout_at_1400_px_in_headless_chromium(tmp_path):
         assert {"#c0392b", "#d4a017"} <= {c for _, c in got["marks"]}
         assert got["hits"] == [], got["hits"]
         # every column is one click away, and then the table scrolls inside its box, not the page
-        driver.find_element("css selector", "label[for=allcols-layers]").click()
+        driver.find_element("css selector", "label[for=allcols-layer-table]").click()
         wide = driver.execute_script(LAYOUT_JS)
         assert wide["visible"] == wide["all"] and wide["doc"] <= 1400 and wide["right"] <= 1400, wide
         errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR", "WARNING")]
@@ -299,5 +305,5 @@ def test_layout_at_1400_px_in_headless_chromium(tmp_path):
 def test_without_matplotlib_the_page_is_complete_without_figures(report, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     html = render_report(report)
-    assert "<img" not in html and "<svg" in html and 'id="layers"' in html
+    assert "<img" not in html and "<svg" in html and 'id="layer-table"' in html
     assert "Figure not available" in html

@@ -176,8 +176,10 @@ def _unchanged_from_base(results: list, plans: list) -> tuple[list, list]:
     """Layers whose W − W_base is all zero are skipped ("unchanged from base"), not rows of an invalid layer."""
     import dataclasses
 
+    from .matrices import ALL_ZERO
+
     same = {(r.layer_id, r.longname) for r in results
-            if r.status == "invalid" and str(r.reason).endswith("all entries are zero")}
+            if r.status == "invalid" and str(r.reason).endswith(ALL_ZERO)}
     if not same:
         return results, plans
     plans = [dataclasses.replace(p, reason="unchanged from base") if (p.tensor.layer_id, p.tensor.longname) in same

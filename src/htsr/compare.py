@@ -342,6 +342,6 @@ def render_html(result: Comparison | Any) -> str:
     sections = [
         pages.Section("models", "Models", intro),
         pages.Section("alpha", "Alpha per layer", alpha_chart_svg(result)),
-        pages.Section("layers", "Layers", pages.declared_table(COMPARE, result.rows, names, table_id="layers")),
+        pages.Section("layers", "Layers", pages.declared_table(COMPARE, result.rows, names, table_id="layer-table")),
     ]
     return pages.page("htsr compare", f"{result.a} → {result.b}", sections)

@@ -81,7 +81,7 @@ def layers_table(report: Any) -> str:
 
     names, short = layer_columns(report)
     trapped = {t.key for t in report.trap_list}
-    return pages.declared_table(DETAILS, report.layers, names, short=short, table_id="layers",
+    return pages.declared_table(DETAILS, report.layers, names, short=short, table_id="layer-table",
                                 row_classes=[_row_class(r, trapped) for r in report.layers],
                                 markup={"warning": _warning_tag, "num_traps": _traps_tag})
 

@@ -29,6 +29,9 @@ import numpy as np
 from .config import LayerType
 from .errors import LayerError
 
+#: The end of an all-zero layer's reason (a fine-tune's W − W_base is reported "unchanged from base" by it).
+ALL_ZERO = "all entries are zero"
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -144,7 +147,7 @@ def raise_nonfinite(nan: int, inf: int) -> None:
 def check_range(lo: float, hi: float, size: int) -> None:
     """LayerError when finite weights in [lo, hi] (``size`` entries) are all zero or overflow WᵀW."""
     if size and lo == 0.0 and hi == 0.0:
-        raise LayerError("invalid: all entries are zero")
+        raise LayerError(f"invalid: {ALL_ZERO}")
     peak = max(abs(lo), abs(hi))
     if peak > np.sqrt(np.finfo(np.float64).max / max(size, 1)) * 1e-3:
         raise LayerError(f"invalid: entries up to {peak:.3g} overflow WᵀW in float64")
