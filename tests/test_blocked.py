@@ -73,6 +73,35 @@ def test_blocked_gram_is_the_gram_matrix_and_orientation(monkeypatch, cblas, dty
     np.testing.assert_allclose(G, W.T @ W, rtol=0, atol=(1e-12 if dtype == np.float64 else 1e-3) * 1500)
 
 
+@pytest.mark.parametrize("shape", [(300, 100), (100, 300), (97, 97)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gram_tiles_are_bit_identical_for_any_thread_count(shape, dtype):
+    """The intra-layer split: a fixed tile partition, so 1, 2 or 3 threads give the same bits."""
+    W = np.random.default_rng(6).standard_normal(shape)
+    m = StoredMatrix.from_array(W)
+    kw = dict(dtype=dtype, block_elements=23 * min(shape), panel=16)  # uneven blocks and tiles
+    one, _ = blocked.blocked_gram(m, threads=1, **kw)
+    for threads in (2, 3, None):
+        many, _ = blocked.blocked_gram(m, threads=threads, **kw)
+        assert many.tobytes() == one.tobytes()
+    want = W.T @ W if shape[0] >= shape[1] else W @ W.T
+    np.testing.assert_allclose(one, want, rtol=0, atol=(1e-13 if dtype == np.float64 else 1e-5) * np.abs(want).max())
+    np.testing.assert_array_equal(one, one.T)
+    wide, _ = blocked.blocked_gram(m, threads=2, **dict(kw, panel=1024))  # one tile: a single syrk per block
+    np.testing.assert_allclose(wide, one, rtol=0, atol=(1e-13 if dtype == np.float64 else 1e-5) * np.abs(want).max())
+    e1, _ = blocked.blocked_esd(m, max(shape), block_elements=23 * min(shape), threads=1)
+    e2, _ = blocked.blocked_esd(m, max(shape), block_elements=23 * min(shape), threads=2)
+    assert e1.evals.tobytes() == e2.evals.tobytes() and (e1.sv_min, e1.rank_loss) == (e2.sv_min, e2.rank_loss)
+
+
+def test_gram_tiles_wait_for_the_pool_on_bad_blocks():
+    """A NaN found in a later block while the pool adds an earlier one: the error, after the tiles finish."""
+    W = np.random.default_rng(7).standard_normal((400, 64))
+    W[350, 3] = np.nan
+    with pytest.raises(LayerError, match="NaN"):
+        blocked.blocked_gram(StoredMatrix.from_array(W), "w", block_elements=50 * 64, threads=2, panel=16)
+
+
 def test_ill_conditioned_falls_back_to_streamed_qr():
     rng = np.random.default_rng(3)
     W = rng.standard_normal((400, 60))
@@ -164,6 +193,20 @@ def test_engine_blocked_route_matches_whole_route(tmp_path, monkeypatch):
             assert a.astype(str).tolist() == b.astype(str).tolist(), col
         else:
             np.testing.assert_allclose(b.astype(float), a.astype(float), rtol=1e-10, atol=1e-12, err_msg=col)
+
+
+def test_engine_blocked_route_is_bit_identical_for_any_worker_count(tmp_path, monkeypatch):
+    """workers=1 (one intra-layer thread) and workers=2 (two): the same table, to the bit."""
+    path = _model(tmp_path, np.random.default_rng(8))
+    monkeypatch.setattr(blocked, "BLOCKED_MIN_ELEMENTS", 1000)
+    monkeypatch.setattr(blocked, "BLOCK_BYTES", 8 * 64 * 10)
+    monkeypatch.setattr(blocked, "PANEL", 16)
+    seen = []
+    real = blocked.blocked_gram
+    monkeypatch.setattr(blocked, "blocked_gram", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    one, two = (htsr.analyze(str(path), workers=w, progress=False).details for w in (1, 2))
+    assert sorted(seen) == [1, 1, 1, 2, 2, 2]
+    assert one.astype(str).equals(two.astype(str))
 
 
 def test_max_n_none_lifts_the_embedding_skip(tmp_path):

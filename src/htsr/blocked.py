@@ -43,6 +43,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -174,24 +175,87 @@ class _Scan:
 
 
 @functools.cache
-def _syrk(dtype: str) -> Callable[..., None] | None:
-    """CBLAS ``?syrk`` (64-bit integers) of the OpenBLAS that numpy ships, through ctypes (GIL released), or None."""
+def _cblas(routine: str, dtype: str) -> Callable[..., None] | None:
+    """CBLAS ``?syrk`` or ``?gemm`` (64-bit integers) of the OpenBLAS numpy ships, via ctypes (GIL released), or None."""
     import ctypes
 
     from .blas import numpy_openblas
 
     letter = "d" if dtype == "float64" else "s"
     real = ctypes.c_double if dtype == "float64" else ctypes.c_float
+    i64, enum, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    args = {  # (order, uplo, trans, n, k, alpha, A, lda, beta, C, ldc)
+        "syrk": [enum, enum, enum, i64, i64, real, ptr, i64, real, ptr, i64],
+        # (order, transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        "gemm": [enum, enum, enum, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64],
+    }[routine]
     for _, lib in numpy_openblas():
-        fn = getattr(lib, f"scipy_cblas_{letter}syrk64_", None) or getattr(lib, f"cblas_{letter}syrk64_", None)
+        fn = getattr(lib, f"scipy_cblas_{letter}{routine}64_", None) or getattr(lib, f"cblas_{letter}{routine}64_", None)
         if fn is None:
             continue
-        i64 = ctypes.c_int64
         fn.restype = None
-        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i64, i64, real, ctypes.c_void_p, i64, real,
-                       ctypes.c_void_p, i64]
+        fn.argtypes = args
         return fn
     return None
+
+
+def _syrk(dtype: str) -> Callable[..., None] | None:
+    """CBLAS ``?syrk`` (see :func:`_cblas`), or None."""
+    return _cblas("syrk", dtype)
+
+
+#: Width of the Gram matrix's column panels: the fixed tile partition of the intra-layer split.
+PANEL = 1024
+
+
+def intra_threads(threads: int | None = None) -> int:
+    """Threads for one large layer's Gram tiles: ``threads``, or one per core when None or 0."""
+    import os
+
+    return max(1, threads or os.cpu_count() or 1)
+
+
+@functools.cache
+def _tile_pool(threads: int) -> ThreadPoolExecutor:
+    """One process-wide pool per thread count, shared by every layer: at most ``threads`` tiles run at once."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="htsr-tile")
+
+
+def _tile_tasks(g: np.ndarray, b: np.ndarray, panel: int) -> list[Callable[[], None]] | None:
+    """``g += bᵀ b`` (upper triangle) as one single-threaded CBLAS call per tile of a fixed partition, or None.
+
+    ``g`` (M×M, C order) is cut into ``panel``-wide column panels; tile (i, j),
+    i ≤ j, adds ``b[:, i]ᵀ b[:, j]`` (``syrk`` on the diagonal, ``gemm`` above
+    it). Each tile is written by exactly one call whose operands do not depend on
+    how many threads run the tiles, so the sum is bit-identical for any thread
+    count. None when CBLAS is not at hand or ``b`` is in neither memory order.
+    """
+    name = g.dtype.name
+    syrk, gemm = _cblas("syrk", name), _cblas("gemm", name)
+    if syrk is None or gemm is None:
+        return None
+    size, k = g.shape[0], b.shape[0]
+    if b.flags.c_contiguous:  # b row-major k×M: column i of W is b[:, i] (stride 1 across, ld = M)
+        col = b.strides[1]
+        ld, t_syrk, t_a, t_b = size, 112, 112, 111   # C := AᵀA + C ; C := AᵀB + C
+    elif b.T.flags.c_contiguous:  # bᵀ row-major M×k: the rows of bᵀ, ld = k
+        col = b.strides[1]
+        ld, t_syrk, t_a, t_b = k, 111, 111, 112     # C := AAᵀ + C ; C := ABᵀ + C
+    else:
+        return None
+    base, gbase, gi = b.ctypes.data, g.ctypes.data, g.strides[0]
+    spans = list(_spans(size, panel))
+    tasks: list[Callable[[], None]] = []
+    for i, (i0, i1) in enumerate(spans):
+        for j0, j1 in spans[i:]:
+            c = gbase + i0 * gi + j0 * g.strides[1]
+            if i0 == j0:
+                tasks.append(functools.partial(syrk, 101, 121, t_syrk, i1 - i0, k, 1.0, base + i0 * col, ld,
+                                               1.0, c, size))
+            else:
+                tasks.append(functools.partial(gemm, 101, t_a, t_b, i1 - i0, j1 - j0, k, 1.0, base + i0 * col, ld,
+                                               base + j0 * col, ld, 1.0, c, size))
+    return tasks
 
 
 def _add_gram(g: np.ndarray, b: np.ndarray, buf: list) -> None:
@@ -220,7 +284,8 @@ def _mirror_upper(g: np.ndarray, tile: int = 1024) -> None:
 
 
 def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
-                 block_elements: int | None = None) -> tuple[np.ndarray, str]:
+                 block_elements: int | None = None, threads: int | None = 1,
+                 panel: int | None = None) -> tuple[np.ndarray, str]:
     """The smaller Gram matrix of ``m`` summed over blocks, and the dtype note.
 
     Parameters
@@ -233,6 +298,13 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
         Precision of the blocks and the sum.
     block_elements : int, optional
         Entries per block (default ``BLOCK_BYTES / 8``).
+    threads : int or None
+        Threads that add each block's tiles (None or 0: one per core). The
+        result is bit-identical for any value: the tiles (``panel`` wide) are
+        a fixed partition, each added by one single-threaded BLAS call. While
+        the threads add one block's tiles, the calling thread decodes the next.
+    panel : int, optional
+        Width of the tile partition (default ``PANEL``; the result depends on it, the thread count does not).
 
     Returns
     -------
@@ -252,13 +324,37 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
     >>> bool(np.array_equal(G, W.T @ W))
     True
     """
+    from .blas import blas_single_thread
+
     step = block_elements or BLOCK_BYTES // 8
     size = min(m.shape)
+    n_threads = intra_threads(threads)
     g: np.ndarray = np.zeros((size, size), dtype=dtype)
-    buf: list = []  # a product buffer, only when CBLAS syrk is not at hand
+    buf: list = []  # a product buffer, only when CBLAS is not at hand
     scan = _Scan(where)
-    for block in scan.blocks(m, step):
-        _add_gram(g, np.asarray(block, dtype=dtype), buf)
+    pending: list = []  # the tiles of the block ``held``, being added by the pool
+    held = None
+    try:
+        with blas_single_thread():
+            for block in scan.blocks(m, step):  # the next block is decoded while the pool adds the last
+                b = np.asarray(block, dtype=dtype)
+                for fut in pending:
+                    fut.result()
+                pending, held = [], b
+                tasks = _tile_tasks(g, b, panel or PANEL)
+                if tasks is None:
+                    _add_gram(g, b, buf)
+                elif n_threads == 1:
+                    for task in tasks:
+                        task()
+                else:
+                    pool = _tile_pool(n_threads)
+                    pending = [pool.submit(task) for task in tasks]
+                del b
+    finally:  # never free a block (or g) while a tile still reads it
+        for fut in pending:
+            fut.result()
+        del held
     buf.clear()
     note = scan.finish(m.size)
     _mirror_upper(g)
@@ -296,13 +392,15 @@ def streamed_singular_values(m: StoredMatrix, block_elements: int | None = None)
 
 
 def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
-                block_elements: int | None = None) -> tuple[ESD, str]:
+                block_elements: int | None = None, threads: int | None = None) -> tuple[ESD, str]:
     """ESD of one large matrix in bounded memory, and the dtype note.
 
     The same numbers as :func:`htsr.spectral.esd.compute_esd` on the whole
     matrix, to rounding: eigenvalues of the block-summed Gram matrix; when
     λmin/λmax ≤ ``GRAM_SAFE_RATIO`` the squared singular values of the streamed
     R factor instead (``fast``: float32, never a fallback unless all zero).
+    ``threads`` (None or 0: one per core) add the Gram matrix's tiles
+    (:func:`blocked_gram`); the result does not depend on it.
 
     Examples
     --------
@@ -311,7 +409,7 @@ def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
     array([1., 4., 9.])
     """
     dtype = np.float32 if fast else np.float64
-    g, note = blocked_gram(m, where, dtype, block_elements)
+    g, note = blocked_gram(m, where, dtype, block_elements, threads)
     ev = eigvalsh_gram(g[None])[0]
     del g
     return esd_from_gram_evals(m, ev, N, fast, block_elements), note
