@@ -337,7 +337,7 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
     try:
         with blas_single_thread():
             for block in scan.blocks(m, step):  # the next block is decoded while the pool adds the last
-                b = np.asarray(block, dtype=dtype)
+                b: np.ndarray = np.asarray(block, dtype=dtype)
                 for fut in pending:
                     fut.result()
                 pending, held = [], b
