@@ -119,6 +119,51 @@ def test_ill_conditioned_falls_back_to_streamed_qr():
     np.testing.assert_allclose(got[:-1], sv[:-1], rtol=1e-12)
 
 
+def _planted(rows: int, sv: np.ndarray, seed: int = 9) -> np.ndarray:
+    """A rows×len(sv) matrix with the singular values ``sv``."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((rows, sv.size)))
+    v, _ = np.linalg.qr(rng.standard_normal((sv.size, sv.size)))
+    return (u * sv) @ v.T
+
+
+@pytest.mark.parametrize("tiny", [[3e-7], [2e-7, 5e-7, 1e-6], [0.0]])
+def test_fallback_refines_only_the_small_end(monkeypatch, tiny):
+    """λ ≤ 1e-11·λmax: those few from Lanczos on R, the rest from the Gram matrix; the SVD's numbers."""
+    sv = np.concatenate([tiny, np.linspace(1.0, 2.0, 300 - len(tiny))])
+    W = _planted(420, sv)
+    svd = np.sort(np.linalg.svd(W, compute_uv=False))
+    used = []
+    real = blocked.smallest_singular_values
+    monkeypatch.setattr(blocked, "smallest_singular_values", lambda r, k: used.append(k) or real(r, k))
+    got, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 420, block_elements=64 * 300)
+    assert used == [len(tiny)]
+    np.testing.assert_allclose(got.evals, svd ** 2, rtol=0, atol=1e-14 * 4.0)
+    if tiny[0]:
+        assert got.sv_min == pytest.approx(svd[0], rel=1e-7)  # the Gram route alone: ~1e-8·s_max absolute
+        assert got.rank_loss == 0
+    else:
+        assert got.sv_min < 1e-13 and got.rank_loss == 1 == compute_esd(W[None], 420).rank_loss
+    monkeypatch.setattr(blocked, "SMALL_END_MAX", 0)  # more below than refined: the full SVD of R, as before
+    full, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 420, block_elements=64 * 300)
+    np.testing.assert_allclose(full.evals, got.evals, rtol=0, atol=1e-14 * 4.0)
+    assert full.rank_loss == got.rank_loss and used == [len(tiny)]
+
+
+def test_fallback_small_end_declines_a_wide_spread():
+    """Values far apart (a solve's error is relative to the largest 1/σ²): None, and the full SVD is taken."""
+    sv = np.concatenate([[1e-9, 1e-6], np.linspace(1.0, 2.0, 298)])
+    W = _planted(300, sv)
+    r = blocked.streamed_r(StoredMatrix.from_array(W))
+    assert blocked.smallest_singular_values(r, 2) is None
+    assert blocked.smallest_singular_values(r, 1)[0] == pytest.approx(1e-9, abs=1e-14)
+    r[5, 5] = 0.0
+    assert blocked.smallest_singular_values(r, 1) is None
+    got, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 300)
+    assert got.sv_min == pytest.approx(1e-9, abs=1e-14)
+    np.testing.assert_allclose(np.sqrt(got.evals[1:]), sv[1:], rtol=1e-9)
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_block_checks_give_the_whole_matrix_messages(dtype):
     W = np.ones((50, 20), dtype=dtype)
