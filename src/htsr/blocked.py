@@ -16,12 +16,28 @@ it to rounding (tested to 1e-12 relative). The weight checks of
 :func:`htsr.matrices.check_weights` (NaN/Inf, all zero, overflow, dtype) run on
 every block, with the same messages.
 
+Both cores work on one large layer: each block's update is cut into a fixed
+partition of ``PANEL``-wide tiles of the Gram matrix (``syrk`` on the diagonal,
+``gemm`` above it), each added by one single-threaded CBLAS call on a shared
+pool of ``threads`` threads (one per core by default) while the calling thread
+decodes the next block. The tiles do not depend on the thread count, so the
+Gram matrix is bit-identical for any ``threads`` and any engine ``workers``;
+there is one Gram matrix per layer, never one per thread. The eigensolver
+stays single-threaded (threaded LAPACK sums in another order: 1 and 2 threads
+differ in the last bits); it overlaps with the other workers' layers.
+
 A slice too ill-conditioned for the Gram route (λmin/λmax ≤ ``GRAM_SAFE_RATIO``)
-falls back, as in ``compute_esd``, to singular values — here of the triangular
-factor R of a streamed QR (R absorbs one block at a time in place, LAPACK
-``dtpqrt``: the same singular values as W, in M×M memory) instead of the SVD
-of the whole matrix. A square 8192×8192 layer takes this route about one time
-in ten (its λmin/λmax is ~1e-9 and spread widely).
+falls back, as in ``compute_esd``, to singular values of the triangular factor
+R of a streamed QR (R absorbs one block at a time in place, LAPACK
+``dtpqrt``: the same singular values as W, in M×M memory). Only the eigenvalues
+the Gram route cannot resolve are replaced: the k ≤ ``SMALL_END_MAX`` at or
+below ``GRAM_SAFE_RATIO``·λmax, by R's k smallest singular values from Lanczos
+on (RᵀR)⁻¹ (two triangular solves per step); the others keep their Gram
+values, whose absolute error (a few ε·λmax) is the SVD's. The full SVD of R
+(4× the QR's cost at 4096²) is left for the rare case that route declines
+(:func:`fallback_evals`). A square 8192×8192 layer takes the fallback about
+one time in ten (its λmin/λmax is ~1e-9 and spread widely), a low-rank spike
+on it almost always.
 
 Memory held for an N×M layer (M the smaller side), besides the source:
 
@@ -337,10 +353,11 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
     try:
         with blas_single_thread():
             for block in scan.blocks(m, step):  # the next block is decoded while the pool adds the last
-                b: np.ndarray = np.asarray(block, dtype=dtype)
-                for fut in pending:
+                for fut in pending:  # widened only once the last is done: one float64 block at a time
                     fut.result()
-                pending, held = [], b
+                pending, held = [], None
+                b: np.ndarray = np.asarray(block, dtype=dtype)
+                held = b
                 tasks = _tile_tasks(g, b, panel or PANEL)
                 if tasks is None:
                     _add_gram(g, b, buf)
