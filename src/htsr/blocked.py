@@ -443,7 +443,7 @@ def smallest_singular_values(r: np.ndarray, k: int) -> np.ndarray | None:
     try:
         with np.errstate(all="ignore"):
             mu = eigsh(op, k=k, which="LA", tol=0, v0=v0, ncv=min(n - 1, max(2 * k + 1, 24)),
-                       return_eigenvectors=False)
+                       maxiter=50, return_eigenvectors=False)  # ~25 solves when it converges
     except (ArpackError, np.linalg.LinAlgError, ValueError):
         return None
     if not np.all(np.isfinite(mu)) or np.any(mu <= 0) or mu.max() > SMALL_END_SPREAD ** 2 * mu.min():
