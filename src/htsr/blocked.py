@@ -59,13 +59,16 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .matrices import check_range, check_weights, nonfinite_counts, raise_nonfinite, work_bytes
 from .sources.base import StoredMatrix
 from .spectral.esd import ESD, GRAM_SAFE_RATIO, eigvalsh_gram, rank_count
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 #: Dense matrices with at least this many entries (a 256 MiB float64 copy) are read in blocks.
 BLOCKED_MIN_ELEMENTS = 1 << 25
@@ -234,6 +237,8 @@ def intra_threads(threads: int | None = None) -> int:
 @functools.cache
 def _tile_pool(threads: int) -> ThreadPoolExecutor:
     """One process-wide pool per thread count, shared by every layer: at most ``threads`` tiles run at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="htsr-tile")
 
 
