@@ -73,6 +73,35 @@ def test_blocked_gram_is_the_gram_matrix_and_orientation(monkeypatch, cblas, dty
     np.testing.assert_allclose(G, W.T @ W, rtol=0, atol=(1e-12 if dtype == np.float64 else 1e-3) * 1500)
 
 
+@pytest.mark.parametrize("shape", [(300, 100), (100, 300), (97, 97)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gram_tiles_are_bit_identical_for_any_thread_count(shape, dtype):
+    """The intra-layer split: a fixed tile partition, so 1, 2 or 3 threads give the same bits."""
+    W = np.random.default_rng(6).standard_normal(shape)
+    m = StoredMatrix.from_array(W)
+    kw = dict(dtype=dtype, block_elements=23 * min(shape), panel=16)  # uneven blocks and tiles
+    one, _ = blocked.blocked_gram(m, threads=1, **kw)
+    for threads in (2, 3, None):
+        many, _ = blocked.blocked_gram(m, threads=threads, **kw)
+        assert many.tobytes() == one.tobytes()
+    want = W.T @ W if shape[0] >= shape[1] else W @ W.T
+    np.testing.assert_allclose(one, want, rtol=0, atol=(1e-13 if dtype == np.float64 else 1e-5) * np.abs(want).max())
+    np.testing.assert_array_equal(one, one.T)
+    wide, _ = blocked.blocked_gram(m, threads=2, **dict(kw, panel=1024))  # one tile: a single syrk per block
+    np.testing.assert_allclose(wide, one, rtol=0, atol=(1e-13 if dtype == np.float64 else 1e-5) * np.abs(want).max())
+    e1, _ = blocked.blocked_esd(m, max(shape), block_elements=23 * min(shape), threads=1)
+    e2, _ = blocked.blocked_esd(m, max(shape), block_elements=23 * min(shape), threads=2)
+    assert e1.evals.tobytes() == e2.evals.tobytes() and (e1.sv_min, e1.rank_loss) == (e2.sv_min, e2.rank_loss)
+
+
+def test_gram_tiles_wait_for_the_pool_on_bad_blocks():
+    """A NaN found in a later block while the pool adds an earlier one: the error, after the tiles finish."""
+    W = np.random.default_rng(7).standard_normal((400, 64))
+    W[350, 3] = np.nan
+    with pytest.raises(LayerError, match="NaN"):
+        blocked.blocked_gram(StoredMatrix.from_array(W), "w", block_elements=50 * 64, threads=2, panel=16)
+
+
 def test_ill_conditioned_falls_back_to_streamed_qr():
     rng = np.random.default_rng(3)
     W = rng.standard_normal((400, 60))
@@ -88,6 +117,51 @@ def test_ill_conditioned_falls_back_to_streamed_qr():
     np.testing.assert_allclose(np.sort(np.linalg.svd(r, compute_uv=False))[1:], np.sort(sv)[1:], rtol=1e-12)
     got = blocked.streamed_singular_values(StoredMatrix.from_array(W), block_elements=7 * 60)  # blocks < M rows
     np.testing.assert_allclose(got[:-1], sv[:-1], rtol=1e-12)
+
+
+def _planted(rows: int, sv: np.ndarray, seed: int = 9) -> np.ndarray:
+    """A rows×len(sv) matrix with the singular values ``sv``."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((rows, sv.size)))
+    v, _ = np.linalg.qr(rng.standard_normal((sv.size, sv.size)))
+    return (u * sv) @ v.T
+
+
+@pytest.mark.parametrize("tiny", [[3e-7], [2e-7, 5e-7, 1e-6], [0.0]])
+def test_fallback_refines_only_the_small_end(monkeypatch, tiny):
+    """λ ≤ 1e-11·λmax: those few from Lanczos on R, the rest from the Gram matrix; the SVD's numbers."""
+    sv = np.concatenate([tiny, np.linspace(1.0, 2.0, 300 - len(tiny))])
+    W = _planted(420, sv)
+    svd = np.sort(np.linalg.svd(W, compute_uv=False))
+    used = []
+    real = blocked.smallest_singular_values
+    monkeypatch.setattr(blocked, "smallest_singular_values", lambda r, k: used.append(k) or real(r, k))
+    got, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 420, block_elements=64 * 300)
+    assert used == [len(tiny)]
+    np.testing.assert_allclose(got.evals, svd ** 2, rtol=0, atol=1e-14 * 4.0)
+    if tiny[0]:
+        assert got.sv_min == pytest.approx(svd[0], rel=1e-7)  # the Gram route alone: ~1e-8·s_max absolute
+        assert got.rank_loss == 0
+    else:
+        assert got.sv_min < 1e-13 and got.rank_loss == 1 == compute_esd(W[None], 420).rank_loss
+    monkeypatch.setattr(blocked, "SMALL_END_MAX", 0)  # more below than refined: the full SVD of R, as before
+    full, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 420, block_elements=64 * 300)
+    np.testing.assert_allclose(full.evals, got.evals, rtol=0, atol=1e-14 * 4.0)
+    assert full.rank_loss == got.rank_loss and used == [len(tiny)]
+
+
+def test_fallback_small_end_declines_a_wide_spread():
+    """Values far apart (a solve's error is relative to the largest 1/σ²): None, and the full SVD is taken."""
+    sv = np.concatenate([[1e-9, 1e-6], np.linspace(1.0, 2.0, 298)])
+    W = _planted(300, sv)
+    r = blocked.streamed_r(StoredMatrix.from_array(W))
+    assert blocked.smallest_singular_values(r, 2) is None
+    assert blocked.smallest_singular_values(r, 1)[0] == pytest.approx(1e-9, abs=1e-14)
+    r[5, 5] = 0.0
+    assert blocked.smallest_singular_values(r, 1) is None
+    got, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 300)
+    assert got.sv_min == pytest.approx(1e-9, abs=1e-14)
+    np.testing.assert_allclose(np.sqrt(got.evals[1:]), sv[1:], rtol=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -164,6 +238,20 @@ def test_engine_blocked_route_matches_whole_route(tmp_path, monkeypatch):
             assert a.astype(str).tolist() == b.astype(str).tolist(), col
         else:
             np.testing.assert_allclose(b.astype(float), a.astype(float), rtol=1e-10, atol=1e-12, err_msg=col)
+
+
+def test_engine_blocked_route_is_bit_identical_for_any_worker_count(tmp_path, monkeypatch):
+    """workers=1 (one intra-layer thread) and workers=2 (two): the same table, to the bit."""
+    path = _model(tmp_path, np.random.default_rng(8))
+    monkeypatch.setattr(blocked, "BLOCKED_MIN_ELEMENTS", 1000)
+    monkeypatch.setattr(blocked, "BLOCK_BYTES", 8 * 64 * 10)
+    monkeypatch.setattr(blocked, "PANEL", 16)
+    seen = []
+    real = blocked.blocked_gram
+    monkeypatch.setattr(blocked, "blocked_gram", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    one, two = (htsr.analyze(str(path), workers=w, progress=False).details for w in (1, 2))
+    assert sorted(seen) == [1, 1, 1, 2, 2, 2]
+    assert one.astype(str).equals(two.astype(str))
 
 
 def test_max_n_none_lifts_the_embedding_skip(tmp_path):

@@ -16,12 +16,28 @@ it to rounding (tested to 1e-12 relative). The weight checks of
 :func:`htsr.matrices.check_weights` (NaN/Inf, all zero, overflow, dtype) run on
 every block, with the same messages.
 
+Both cores work on one large layer: each block's update is cut into a fixed
+partition of ``PANEL``-wide tiles of the Gram matrix (``syrk`` on the diagonal,
+``gemm`` above it), each added by one single-threaded CBLAS call on a shared
+pool of ``threads`` threads (one per core by default) while the calling thread
+decodes the next block. The tiles do not depend on the thread count, so the
+Gram matrix is bit-identical for any ``threads`` and any engine ``workers``;
+there is one Gram matrix per layer, never one per thread. The eigensolver
+stays single-threaded (threaded LAPACK sums in another order: 1 and 2 threads
+differ in the last bits); it overlaps with the other workers' layers.
+
 A slice too ill-conditioned for the Gram route (λmin/λmax ≤ ``GRAM_SAFE_RATIO``)
-falls back, as in ``compute_esd``, to singular values — here of the triangular
-factor R of a streamed QR (R absorbs one block at a time in place, LAPACK
-``dtpqrt``: the same singular values as W, in M×M memory) instead of the SVD
-of the whole matrix. A square 8192×8192 layer takes this route about one time
-in ten (its λmin/λmax is ~1e-9 and spread widely).
+falls back, as in ``compute_esd``, to singular values of the triangular factor
+R of a streamed QR (R absorbs one block at a time in place, LAPACK
+``dtpqrt``: the same singular values as W, in M×M memory). Only the eigenvalues
+the Gram route cannot resolve are replaced: the k ≤ ``SMALL_END_MAX`` at or
+below ``GRAM_SAFE_RATIO``·λmax, by R's k smallest singular values from Lanczos
+on (RᵀR)⁻¹ (two triangular solves per step); the others keep their Gram
+values, whose absolute error (a few ε·λmax) is the SVD's. The full SVD of R
+(4× the QR's cost at 4096²) is left for the rare case that route declines
+(:func:`fallback_evals`). A square 8192×8192 layer takes the fallback about
+one time in ten (its λmin/λmax is ~1e-9 and spread widely), a low-rank spike
+on it almost always.
 
 Memory held for an N×M layer (M the smaller side), besides the source:
 
@@ -43,12 +59,16 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .matrices import check_range, check_weights, nonfinite_counts, raise_nonfinite, work_bytes
 from .sources.base import StoredMatrix
 from .spectral.esd import ESD, GRAM_SAFE_RATIO, eigvalsh_gram, rank_count
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 #: Dense matrices with at least this many entries (a 256 MiB float64 copy) are read in blocks.
 BLOCKED_MIN_ELEMENTS = 1 << 25
@@ -174,24 +194,89 @@ class _Scan:
 
 
 @functools.cache
-def _syrk(dtype: str) -> Callable[..., None] | None:
-    """CBLAS ``?syrk`` (64-bit integers) of the OpenBLAS that numpy ships, through ctypes (GIL released), or None."""
+def _cblas(routine: str, dtype: str) -> Callable[..., None] | None:
+    """CBLAS ``?syrk`` or ``?gemm`` (64-bit integers) of the OpenBLAS numpy ships, via ctypes (GIL released), or None."""
     import ctypes
 
     from .blas import numpy_openblas
 
     letter = "d" if dtype == "float64" else "s"
     real = ctypes.c_double if dtype == "float64" else ctypes.c_float
+    i64, enum, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    args = {  # (order, uplo, trans, n, k, alpha, A, lda, beta, C, ldc)
+        "syrk": [enum, enum, enum, i64, i64, real, ptr, i64, real, ptr, i64],
+        # (order, transA, transB, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+        "gemm": [enum, enum, enum, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64],
+    }[routine]
     for _, lib in numpy_openblas():
-        fn = getattr(lib, f"scipy_cblas_{letter}syrk64_", None) or getattr(lib, f"cblas_{letter}syrk64_", None)
+        fn = getattr(lib, f"scipy_cblas_{letter}{routine}64_", None) or getattr(lib, f"cblas_{letter}{routine}64_", None)
         if fn is None:
             continue
-        i64 = ctypes.c_int64
         fn.restype = None
-        fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i64, i64, real, ctypes.c_void_p, i64, real,
-                       ctypes.c_void_p, i64]
+        fn.argtypes = args
         return fn
     return None
+
+
+def _syrk(dtype: str) -> Callable[..., None] | None:
+    """CBLAS ``?syrk`` (see :func:`_cblas`), or None."""
+    return _cblas("syrk", dtype)
+
+
+#: Width of the Gram matrix's column panels: the fixed tile partition of the intra-layer split.
+PANEL = 1024
+
+
+def intra_threads(threads: int | None = None) -> int:
+    """Threads for one large layer's Gram tiles: ``threads``, or one per core when None or 0."""
+    import os
+
+    return max(1, threads or os.cpu_count() or 1)
+
+
+@functools.cache
+def _tile_pool(threads: int) -> ThreadPoolExecutor:
+    """One process-wide pool per thread count, shared by every layer: at most ``threads`` tiles run at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="htsr-tile")
+
+
+def _tile_tasks(g: np.ndarray, b: np.ndarray, panel: int) -> list[Callable[[], None]] | None:
+    """``g += bᵀ b`` (upper triangle) as one single-threaded CBLAS call per tile of a fixed partition, or None.
+
+    ``g`` (M×M, C order) is cut into ``panel``-wide column panels; tile (i, j),
+    i ≤ j, adds ``b[:, i]ᵀ b[:, j]`` (``syrk`` on the diagonal, ``gemm`` above
+    it). Each tile is written by exactly one call whose operands do not depend on
+    how many threads run the tiles, so the sum is bit-identical for any thread
+    count. None when CBLAS is not at hand or ``b`` is in neither memory order.
+    """
+    name = g.dtype.name
+    syrk, gemm = _syrk(name), _cblas("gemm", name)  # no syrk (or a test that takes it away): numpy
+    if syrk is None or gemm is None:
+        return None
+    size, k = g.shape[0], b.shape[0]
+    if b.flags.c_contiguous:  # b row-major k×M: column i of W is b[:, i] (stride 1 across, ld = M)
+        col = b.strides[1]
+        ld, t_syrk, t_a, t_b = size, 112, 112, 111   # C := AᵀA + C ; C := AᵀB + C
+    elif b.T.flags.c_contiguous:  # bᵀ row-major M×k: the rows of bᵀ, ld = k
+        col = b.strides[1]
+        ld, t_syrk, t_a, t_b = k, 111, 111, 112     # C := AAᵀ + C ; C := ABᵀ + C
+    else:
+        return None
+    base, gbase, gi = b.ctypes.data, g.ctypes.data, g.strides[0]
+    spans = list(_spans(size, panel))
+    tasks: list[Callable[[], None]] = []
+    for i, (i0, i1) in enumerate(spans):
+        for j0, j1 in spans[i:]:
+            c = gbase + i0 * gi + j0 * g.strides[1]
+            if i0 == j0:
+                tasks.append(functools.partial(syrk, 101, 121, t_syrk, i1 - i0, k, 1.0, base + i0 * col, ld,
+                                               1.0, c, size))
+            else:
+                tasks.append(functools.partial(gemm, 101, t_a, t_b, i1 - i0, j1 - j0, k, 1.0, base + i0 * col, ld,
+                                               base + j0 * col, ld, 1.0, c, size))
+    return tasks
 
 
 def _add_gram(g: np.ndarray, b: np.ndarray, buf: list) -> None:
@@ -220,7 +305,8 @@ def _mirror_upper(g: np.ndarray, tile: int = 1024) -> None:
 
 
 def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
-                 block_elements: int | None = None) -> tuple[np.ndarray, str]:
+                 block_elements: int | None = None, threads: int | None = 1,
+                 panel: int | None = None) -> tuple[np.ndarray, str]:
     """The smaller Gram matrix of ``m`` summed over blocks, and the dtype note.
 
     Parameters
@@ -233,6 +319,13 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
         Precision of the blocks and the sum.
     block_elements : int, optional
         Entries per block (default ``BLOCK_BYTES / 8``).
+    threads : int or None
+        Threads that add each block's tiles (None or 0: one per core). The
+        result is bit-identical for any value: the tiles (``panel`` wide) are
+        a fixed partition, each added by one single-threaded BLAS call. While
+        the threads add one block's tiles, the calling thread decodes the next.
+    panel : int, optional
+        Width of the tile partition (default ``PANEL``; the result depends on it, the thread count does not).
 
     Returns
     -------
@@ -252,13 +345,38 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
     >>> bool(np.array_equal(G, W.T @ W))
     True
     """
+    from .blas import blas_single_thread
+
     step = block_elements or BLOCK_BYTES // 8
     size = min(m.shape)
+    n_threads = intra_threads(threads)
     g: np.ndarray = np.zeros((size, size), dtype=dtype)
-    buf: list = []  # a product buffer, only when CBLAS syrk is not at hand
+    buf: list = []  # a product buffer, only when CBLAS is not at hand
     scan = _Scan(where)
-    for block in scan.blocks(m, step):
-        _add_gram(g, np.asarray(block, dtype=dtype), buf)
+    pending: list = []  # the tiles of the block ``held``, being added by the pool
+    held = None
+    try:
+        with blas_single_thread():
+            for block in scan.blocks(m, step):  # the next block is decoded while the pool adds the last
+                for fut in pending:  # widened only once the last is done: one float64 block at a time
+                    fut.result()
+                pending, held = [], None
+                b: np.ndarray = np.asarray(block, dtype=dtype)
+                held = b
+                tasks = _tile_tasks(g, b, panel or PANEL)
+                if tasks is None:
+                    _add_gram(g, b, buf)
+                elif n_threads == 1:
+                    for task in tasks:
+                        task()
+                else:
+                    pool = _tile_pool(n_threads)
+                    pending = [pool.submit(task) for task in tasks]
+                del b
+    finally:  # never free a block (or g) while a tile still reads it
+        for fut in pending:
+            fut.result()
+        del held
     buf.clear()
     note = scan.finish(m.size)
     _mirror_upper(g)
@@ -295,14 +413,85 @@ def streamed_singular_values(m: StoredMatrix, block_elements: int | None = None)
     return svdvals(streamed_r(m, block_elements), overwrite_a=True, check_finite=False)
 
 
+#: The fallback refines at most this many small eigenvalues by Lanczos on R (more: the full SVD of R).
+SMALL_END_MAX = 32
+#: Below this size the fallback always takes the full SVD of R (it is cheap there).
+SMALL_END_MIN = 256
+#: The refined singular values must lie within this factor of each other (see :func:`smallest_singular_values`).
+SMALL_END_SPREAD = 100.0
+
+
+def smallest_singular_values(r: np.ndarray, k: int) -> np.ndarray | None:
+    """The ``k`` smallest singular values of the triangular ``r`` (ascending), or None where this route fails.
+
+    Lanczos (ARPACK, ``tol=0``, a fixed start vector) on (RᵀR)⁻¹, applied as two
+    triangular solves: its largest eigenvalues μ are 1/σ² of the smallest σ.
+    The solves are backward stable, so each σ has the SVD's absolute accuracy
+    (a few ε·σmax), not the Gram route's (√ε·σmax for tiny σ). A solve's error
+    is relative to the largest μ, so the k values must lie within a factor
+    ``SMALL_END_SPREAD`` of each other. None when they do not, R has a zero on
+    its diagonal, a solve overflows, or ARPACK does not converge.
+    """
+    from scipy.linalg import solve_triangular
+    from scipy.sparse.linalg import ArpackError, LinearOperator, eigsh
+
+    n = r.shape[0]
+    if not 0 < k < n - 1 or not np.all(np.diag(r)):
+        return None
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        y = solve_triangular(r, x, trans="T", check_finite=False)
+        return solve_triangular(r, y, check_finite=False)
+
+    op = LinearOperator((n, n), matvec=apply, dtype=np.float64)
+    v0 = np.cos(np.arange(n) * 0.7 + 0.3)  # fixed: the result does not depend on a random start
+    try:
+        with np.errstate(all="ignore"):
+            mu = eigsh(op, k=k, which="LA", tol=0, v0=v0, ncv=min(n - 1, max(2 * k + 1, 24)),
+                       maxiter=50, return_eigenvectors=False)  # ~25 solves when it converges
+    except (ArpackError, np.linalg.LinAlgError, ValueError):
+        return None
+    if not np.all(np.isfinite(mu)) or np.any(mu <= 0) or mu.max() > SMALL_END_SPREAD ** 2 * mu.min():
+        return None
+    return np.sort(1.0 / np.sqrt(mu))
+
+
+def fallback_evals(m: StoredMatrix, ev: np.ndarray, block_elements: int | None = None) -> np.ndarray:
+    """Eigenvalues (ascending) of an ill-conditioned ``m`` from its streamed R factor and its Gram eigenvalues ``ev``.
+
+    The Gram eigenvalues above ``GRAM_SAFE_RATIO``·λmax are kept (their absolute
+    error is a few ε·λmax, as the SVD's); the ``k`` at or below it are replaced by
+    the squares of R's ``k`` smallest singular values (:func:`smallest_singular_values`),
+    so ``sv_min`` and the rank numbers are those of the SVD, for a fraction of its
+    cost. Where more than ``SMALL_END_MAX`` are below, R is small
+    (< ``SMALL_END_MIN``) or that route fails: the squares of all of R's singular
+    values (LAPACK ``gesdd``), as before.
+    """
+    from scipy.linalg import svdvals
+
+    r = streamed_r(m, block_elements)
+    top = float(ev[-1]) if ev.size else 0.0
+    k = int(np.count_nonzero(ev <= top * GRAM_SAFE_RATIO))
+    if top > 0 and r.shape[0] >= SMALL_END_MIN and k <= SMALL_END_MAX:
+        small = smallest_singular_values(r, k)
+        if small is not None:
+            e = ev.astype(np.float64)  # a copy
+            e[:k] = small * small
+            return np.sort(e)
+    sv = svdvals(r, overwrite_a=True, check_finite=False)
+    return np.sort(sv * sv)
+
+
 def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
-                block_elements: int | None = None) -> tuple[ESD, str]:
+                block_elements: int | None = None, threads: int | None = None) -> tuple[ESD, str]:
     """ESD of one large matrix in bounded memory, and the dtype note.
 
     The same numbers as :func:`htsr.spectral.esd.compute_esd` on the whole
     matrix, to rounding: eigenvalues of the block-summed Gram matrix; when
     λmin/λmax ≤ ``GRAM_SAFE_RATIO`` the squared singular values of the streamed
     R factor instead (``fast``: float32, never a fallback unless all zero).
+    ``threads`` (None or 0: one per core) add the Gram matrix's tiles
+    (:func:`blocked_gram`); the result does not depend on it.
 
     Examples
     --------
@@ -311,7 +500,7 @@ def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
     array([1., 4., 9.])
     """
     dtype = np.float32 if fast else np.float64
-    g, note = blocked_gram(m, where, dtype, block_elements)
+    g, note = blocked_gram(m, where, dtype, block_elements, threads)
     ev = eigvalsh_gram(g[None])[0]
     del g
     return esd_from_gram_evals(m, ev, N, fast, block_elements), note
@@ -322,8 +511,7 @@ def esd_from_gram_evals(m: StoredMatrix, ev: np.ndarray, N: int, fast: bool = Fa
     """The ESD from the Gram eigenvalues ``ev`` of ``m``, with the streamed-QR fallback of :func:`blocked_esd`."""
     top = ev[-1] if ev.size else 0.0
     if top <= 0 or (not fast and ev[0] <= top * GRAM_SAFE_RATIO):
-        sv = streamed_singular_values(m, block_elements)
-        e = np.sort(sv * sv)
+        e = fallback_evals(m, ev, block_elements)
     else:
         e = ev.astype(np.float64, copy=False)
     e = np.clip(e, 0.0, None)

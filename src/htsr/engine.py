@@ -121,7 +121,7 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
         from .blocked import blocked_esd, blocked_esd_torch
 
         if device == "cpu":
-            blocked, note = blocked_esd(array, g.N, t.where, fast=config.fast)
+            blocked, note = blocked_esd(array, g.N, t.where, fast=config.fast, threads=config.workers or None)
         else:
             blocked, note = blocked_esd_torch(array, g.N, t.where, device=device)
         groups = [(None, array.decoded()[None] if config.randomize else None)]
