@@ -35,8 +35,12 @@ from .treatment import HTSR, Treatment
 
 
 def _task(plan: Plan, config: AnalysisConfig, treatment: Treatment) -> list[LayerResult]:
+    import dataclasses
+
+    # one Dask task per layer, one core per task: a big layer's Gram tiles stay on this thread (same bits)
     with blas_single_thread():
-        return analyze_plan(plan, load_tensor(plan, blocks=True), config, treatment=treatment)
+        return analyze_plan(plan, load_tensor(plan, blocks=True), dataclasses.replace(config, workers=1),
+                            treatment=treatment)
 
 
 def parse_dask(value: Any) -> Any:
