@@ -131,6 +131,63 @@ def test_a_slow_first_layer_does_not_stall_the_other_workers(monkeypatch):
     assert state["max"] <= 3  # workers + 1
 
 
+def test_the_largest_layer_starts_first_and_outputs_keep_plan_order(monkeypatch):
+    """A big layer last in plan order is read and started first; rows stay in plan order, bit-identical
+    to one worker's, at most workers + 1 tensors held, and the progress counts every layer once."""
+    rng = np.random.default_rng(3)
+    shapes = [(60, 40)] * 6 + [(300, 120), (50, 30, 3, 3)]
+    arrays = [(rng.standard_t(3, s) / 10) for s in shapes]
+    state = {"held": 0, "max": 0, "lock": threading.Lock(), "reads": []}
+
+    def loader(k):
+        def load():
+            with state["lock"]:
+                state["held"] += 1
+                state["max"] = max(state["max"], state["held"])
+                state["reads"].append(k)
+            return arrays[k].copy()
+        return load
+
+    kinds = [LayerType.DENSE] * 7 + [LayerType.CONV2D]
+    tensors = [WeightTensor(k + 1, f"l{k}", f"l{k}", kinds[k], s, "float64", "<test>", f"l{k}.weight", loader(k))
+               for k, s in enumerate(shapes)]
+    plans = [engine.Plan(t, geometry(t.shape), "", True) for t in tensors]
+    config = AnalysisConfig(device="cpu", randomize=True)
+    assert engine.submission_order(plans, True)[:2] == [6, 7]  # 300×120 (randomized), then the 9-slice conv
+    real = engine.analyze_plan
+
+    def run_one(p, array, cfg, esd_fn=compute_esd, **kw):
+        try:
+            return real(p, array, cfg, esd_fn, **kw)
+        finally:
+            with state["lock"]:
+                state["held"] -= 1
+
+    monkeypatch.setattr(engine, "analyze_plan", run_one)
+
+    class Count:
+        def __init__(self):
+            self.names = []
+
+        def update(self, name=""):
+            self.names.append(name)
+
+    bar = Count()
+    two = list(engine.run(plans, config.replace(workers=2), progress=bar))
+    assert state["reads"][:2] == [6, 7]  # the reader follows the submission order
+    assert state["max"] <= 3  # workers + 1
+    assert sorted(bar.names) == [f"l{k}" for k in range(8)]
+    state["reads"].clear()
+    one = list(engine.run(plans, config.replace(workers=1)))
+    assert state["reads"] == list(range(8))  # one worker: plan order
+    assert [o[0].name for o in two] == [o[0].name for o in one] == [f"l{k}" for k in range(8)]
+    for a, b in zip(two, one):
+        (ra,), (rb,) = a, b
+        np.testing.assert_array_equal(ra.evals, rb.evals)
+        np.testing.assert_array_equal(ra.randomized.evals, rb.randomized.evals)
+        assert (ra.fit.alpha, ra.traps.num_traps) == (rb.fit.alpha, rb.traps.num_traps)
+
+
 def _cpu_stand_in(stacks):
     """What the GPU computes, on the CPU: per-slice float64 Gram eigenvalues of every stack, concatenated."""
     w = np.concatenate([s.astype(np.float64) for s in stacks])

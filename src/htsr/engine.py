@@ -244,8 +244,10 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: Progress | None = N
     CPU: ``config.workers`` threads (0: one per core) each analyze a whole
     layer, with BLAS pinned to one thread, while one reader thread loads the
     next tensors ahead (numpy's matmul and LAPACK calls release the GIL, so the
-    cores stay busy). At most ``workers + 1`` tensors are held at a time; a
-    slow layer does not stall the others (their outputs wait, in plan order).
+    cores stay busy). With several workers the most expensive layers start
+    first (:func:`submission_order`). At most ``workers + 1`` tensors are held
+    at a time; a slow layer does not stall the others (their outputs wait, in
+    plan order).
     BLAS is pinned to one thread on every CPU path (also ``workers=1``), so each
     layer is computed by exactly the same single-threaded code: results are
     bit-identical from run to run, for any number of workers, and whatever
@@ -270,41 +272,73 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: Progress | None = N
         yield from _run_threads(todo, config, progress, esd_fn, workers, treatment)
 
 
+def layer_cost(p: Plan, randomize: bool = False) -> float:
+    """A layer's estimated arithmetic, for the order in which :func:`run` starts layers (relative units).
+
+    Per matrix (``rf`` of them, N×M with M ≤ N): the Gram matrix (M²·N) and its eigenvalues (~M³);
+    ``randomize`` doubles that (a shuffled copy's Gram and eigenvalues) and adds the shuffle (N·M).
+    A tensor without a geometry counts its elements.
+    """
+    g = p.geometry
+    if g is None:
+        return float(np.prod(p.tensor.shape, dtype=float))
+    one = float(g.M) * g.M * (g.N + g.M)
+    if randomize:
+        one = 2.0 * one + 8.0 * g.N * g.M
+    return one * max(g.rf, 1)
+
+
+def submission_order(todo: list[Plan], randomize: bool = False) -> list[int]:
+    """Indices of ``todo`` in the order the workers start them: the most expensive first.
+
+    Longest-processing-time-first: the largest layer (e.g. a 25088×4096 classifier at the
+    end of the plan) no longer runs alone on one worker after the others have finished the
+    small layers. Ties keep plan order (the sort is stable), so same-shaped layers run in
+    plan order. Results do not depend on this order (each layer is computed alone with
+    single-threaded BLAS, its shuffles seeded by its own id).
+    """
+    costs = [layer_cost(p, randomize) for p in todo]
+    return sorted(range(len(todo)), key=lambda i: -costs[i])
+
+
 def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: Progress | None,
                  esd_fn: Callable[[np.ndarray, int], ESD], workers: int,
                  treatment: Treatment = HTSR) -> Iterator[list[LayerResult]]:
     """``workers`` layers at once; one reader thread keeps at most ``workers + 1`` tensors loaded.
 
-    A layer is submitted whenever fewer than ``workers + 1`` layers are unfinished, so one
-    slow layer (an embedding, a large randomized layer) never idles the other workers:
-    finished outputs (no tensors, only rows and eigenvalues) wait for their turn and are
-    yielded in plan order.
+    Layers are started in :func:`submission_order` (the most expensive first), and one is
+    started whenever fewer than ``workers + 1`` layers are unfinished, so one slow layer
+    never idles the other workers and the largest layer does not run alone at the end. The
+    reader reads in that same order. Finished outputs (no tensors, only rows and
+    eigenvalues) wait for their turn and are yielded in plan order; ``progress`` advances
+    as each layer finishes.
     """
     from concurrent.futures import FIRST_COMPLETED, wait
 
     def task(p: Plan, loading: Any) -> list[LayerResult]:
         return analyze_plan(p, loading.result(), config, esd_fn, treatment=treatment)
 
+    order = submission_order(todo, config.randomize) if workers > 1 else list(range(len(todo)))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="htsr-work") as pool:
-        futures: dict[int, Any] = {}
-        unfinished: set = set()
+        unfinished: dict[Any, int] = {}  # future → plan index
+        finished: dict[int, Any] = {}  # plan index → its done future, until yielded
         nxt = 0
         for head in range(len(todo)):
-            while True:
-                unfinished = {f for f in unfinished if not f.done()}
-                while nxt < len(todo) and len(unfinished) < workers + 1:
-                    fut = pool.submit(task, todo[nxt], reader.submit(load_tensor, todo[nxt], True))
-                    futures[nxt] = fut
-                    unfinished.add(fut)
-                    nxt += 1
-                if futures[head].done():
+            while head not in finished:
+                for fut in [f for f in unfinished if f.done()]:
+                    k = unfinished.pop(fut)
+                    finished[k] = fut
+                    if progress is not None:
+                        progress.update(todo[k].tensor.longname)
+                if head in finished:
                     break
-                wait(unfinished, return_when=FIRST_COMPLETED)
-            out = futures.pop(head).result()
-            if progress is not None:
-                progress.update(todo[head].tensor.longname)
-            yield out
+                while nxt < len(order) and len(unfinished) < workers + 1:
+                    k = order[nxt]
+                    unfinished[pool.submit(task, todo[k], reader.submit(load_tensor, todo[k], True))] = k
+                    nxt += 1
+                wait(list(unfinished), return_when=FIRST_COMPLETED)
+            yield finished.pop(head).result()
 
 
 def _batches(todo: list[Plan], budget: int) -> list[list[Plan]]:
