@@ -16,6 +16,7 @@ from htsr.matrices import geometry
 from htsr.sources import open_source
 from htsr.sources.base import WeightTensor
 from htsr.spectral.esd import compute_esd
+from htsr.treatment import HTSR
 
 
 def _model(seed: int = 0) -> dict:
@@ -279,3 +280,33 @@ def test_two_stage_self_check_rejects_a_wrong_or_failing_routine():
     assert esd._agrees_with_eigvalsh(right, "float64") and esd._agrees_with_eigvalsh(right, "float32")
     assert not esd._agrees_with_eigvalsh(wrong, "float64")
     assert not esd._agrees_with_eigvalsh(failing, "float64")
+
+
+@pytest.mark.parametrize("components", [0, 20])
+def test_a_blocked_randomized_layer_computes_its_esd_beside_the_shuffle(monkeypatch, components):
+    """A large (blocked) layer with randomize: its float64 ESD runs on a helper thread while the worker
+    shuffles; every column is what the one-after-the-other computation gives (one shuffle; with a PEFT
+    rank of 20 the row has fewer than 100 eigenvalues and pools five)."""
+    from htsr import blocked, prepare
+
+    rng = np.random.default_rng(7)
+    W = (rng.standard_t(3, (250, 120)) / 10).astype(np.float32)
+    t = WeightTensor(1, "big", "big", LayerType.DENSE, W.shape, "float32", "<test>", "big.weight",
+                     lambda: W.copy(), num_components=components or None)
+    p = engine.Plan(t, geometry(t.shape), "", True)
+    config = AnalysisConfig(device="cpu", randomize=True)
+    monkeypatch.setattr(blocked, "BLOCKED_MIN_ELEMENTS", 1000)
+    threads = []
+    real = blocked.blocked_esd
+    monkeypatch.setattr(blocked, "blocked_esd",
+                        lambda *a, **k: threads.append(threading.current_thread().name) or real(*a, **k))
+    (row,) = engine.analyze_plan(p, engine.load_tensor(p, blocks=True), config)
+    assert threads and threads[0].startswith("htsr-esd")
+    # the one-after-the-other route: the blocked ESD, then the shuffles and the trap search
+    esd, _ = real(engine.load_tensor(p, blocks=True), 250, "big")
+    evals = esd.evals if not components else np.sort(esd.evals)[-components:]
+    rand, traps = prepare.randomize_row(W.astype(np.float32)[None], evals, p.geometry, 0, 1, None, HTSR)
+    np.testing.assert_array_equal(row.evals, evals)
+    np.testing.assert_array_equal(row.randomized.evals, rand.evals)
+    assert row.randomized.replicas == rand.replicas == (5 if components else 1)
+    assert repr(row.randomized) == repr(rand) and repr(row.traps) == repr(traps)  # (nan-safe field by field)

@@ -23,7 +23,7 @@ from .blocked import memory_reason, uses_blocks
 from .config import AnalysisConfig, LayerType, fit_options
 from .errors import HtsrError, LayerError
 from .matrices import Geometry, as_float, available_memory, check_weights, not_a_matrix_reason, slices
-from .prepare import layer_stack, randomize_row, row_esd
+from .prepare import early_spectra, layer_stack, randomize_row, row_esd
 from .progress import Progress
 from .results import LayerResult
 from .sources import Source, WeightTensor
@@ -116,15 +116,19 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
         array = array.decoded()
     blocked = None
     top_m = False
+    early = None
     groups: list
     if isinstance(array, StoredMatrix):
         from .blocked import blocked_esd, blocked_esd_torch
 
-        if device == "cpu":
+        if device == "cpu" and config.randomize:
+            (blocked, note), groups, early = _esd_beside_shuffle(t, g, array, config, treatment)
+        elif device == "cpu":
             blocked, note = blocked_esd(array, g.N, t.where, fast=config.fast)
         else:
             blocked, note = blocked_esd_torch(array, g.N, t.where, device=device)
-        groups = [(None, array.decoded()[None] if config.randomize else None)]
+        if early is None:
+            groups = [(None, array.decoded()[None] if config.randomize else None)]
     else:
         W, note = as_float(array, t.where)
         stack, top_m = layer_stack(W, t, g, config, treatment)
@@ -148,7 +152,7 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
             fit = dataclasses.replace(fit, alpha=v, D=v, xmin=v)
         randomized = traps = None
         if config.randomize:
-            randomized, traps = randomize_row(sub, evals, g, config.seed, t.layer_id, slice_id, treatment)
+            randomized, traps = randomize_row(sub, evals, g, config.seed, t.layer_id, slice_id, treatment, early)
         ident = treatment.row_identity(_identity(t, g, slice_id), g, int(evals.size))
         out.append(LayerResult(
             **ident,
@@ -165,6 +169,30 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
                      if config.vectors else None),
         ))
     return out
+
+
+def _esd_beside_shuffle(t: WeightTensor, g: Geometry, array: StoredMatrix, config: AnalysisConfig,
+                        treatment: Treatment) -> tuple[tuple[ESD, str], list, tuple[int, tuple]]:
+    """A large layer's blocked float64 ESD on a helper thread while this one shuffles it (``randomize``).
+
+    The two share nothing but the stored matrix, and each runs single-threaded BLAS, so the bits
+    are those of computing them one after the other; the layer (the largest of the run, e.g. a
+    25088×4096 classifier) then takes two cores instead of running alone on one. The shuffled
+    spectra assume the ESD's M eigenvalues (PEFT rows: their rank); :func:`randomize_row`
+    recomputes them if the ESD's count asks for another number of replicas.
+    """
+    from .blocked import blocked_esd
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-esd") as side:
+        esd = side.submit(blocked_esd, array, g.N, t.where, fast=config.fast)
+        try:
+            stack = array.decoded()[None]
+            early = early_spectra(stack, g, min(g.M, t.num_components or g.M), config.seed, t.layer_id, None,
+                                  treatment)
+        except BaseException:
+            esd.result()  # the ESD's error first, as when it ran first
+            raise
+        return esd.result(), [(None, stack)], early
 
 
 #: Start of the reason that marks a row whose alpha comes from fewer than SMALL_N eigenvalues.
