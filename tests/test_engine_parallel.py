@@ -282,11 +282,12 @@ def test_two_stage_self_check_rejects_a_wrong_or_failing_routine():
     assert not esd._agrees_with_eigvalsh(failing, "float64")
 
 
-@pytest.mark.parametrize("components", [0, 20])
-def test_a_blocked_randomized_layer_computes_its_esd_beside_the_shuffle(monkeypatch, components):
-    """A large (blocked) layer with randomize: its float64 ESD runs on a helper thread while the worker
-    shuffles; every column is what the one-after-the-other computation gives (one shuffle; with a PEFT
-    rank of 20 the row has fewer than 100 eigenvalues and pools five)."""
+@pytest.mark.parametrize("components, blocks", [(0, True), (20, True), (0, False)])
+def test_a_large_randomized_layer_computes_its_esd_beside_the_shuffle(monkeypatch, components, blocks):
+    """A large layer with randomize (blocked, or whole as the compat class reads it): its float64 ESD
+    runs on a helper thread while the worker shuffles; every column is what the one-after-the-other
+    computation gives (one shuffle; with a PEFT rank of 20 the row has fewer than 100 eigenvalues and
+    pools five)."""
     from htsr import blocked, prepare
 
     rng = np.random.default_rng(7)
@@ -295,18 +296,34 @@ def test_a_blocked_randomized_layer_computes_its_esd_beside_the_shuffle(monkeypa
                      lambda: W.copy(), num_components=components or None)
     p = engine.Plan(t, geometry(t.shape), "", True)
     config = AnalysisConfig(device="cpu", randomize=True)
-    monkeypatch.setattr(blocked, "BLOCKED_MIN_ELEMENTS", 1000)
+    monkeypatch.setattr(blocked, "BLOCKED_MIN_ELEMENTS", 1000 if blocks else 10**9)
+    monkeypatch.setattr(engine, "BESIDE_MIN_ELEMENTS", 1000)
     threads = []
-    real = blocked.blocked_esd
+    real_blocked, real_esd = blocked.blocked_esd, compute_esd
+
+    def esd_fn(*a, **k):
+        threads.append(threading.current_thread().name)
+        return real_esd(*a, **k)
+
     monkeypatch.setattr(blocked, "blocked_esd",
-                        lambda *a, **k: threads.append(threading.current_thread().name) or real(*a, **k))
-    (row,) = engine.analyze_plan(p, engine.load_tensor(p, blocks=True), config)
+                        lambda *a, **k: threads.append(threading.current_thread().name) or real_blocked(*a, **k))
+    (row,) = engine.analyze_plan(p, engine.load_tensor(p, blocks=True), config, esd_fn)
     assert threads and threads[0].startswith("htsr-esd")
-    # the one-after-the-other route: the blocked ESD, then the shuffles and the trap search
-    esd, _ = real(engine.load_tensor(p, blocks=True), 250, "big")
+    # the one-after-the-other route: the ESD, then the shuffles and the trap search
+    if blocks:
+        stack = W[None]
+        esd, _ = real_blocked(engine.load_tensor(p, blocks=True), 250, "big")
+    else:
+        stack, _ = prepare.layer_stack(W.astype(np.float64), t, p.geometry, config, HTSR)
+        esd = real_esd(stack, 250)
     evals = esd.evals if not components else np.sort(esd.evals)[-components:]
-    rand, traps = prepare.randomize_row(W.astype(np.float32)[None], evals, p.geometry, 0, 1, None, HTSR)
+    rand, traps = prepare.randomize_row(stack, evals, p.geometry, 0, 1, None, HTSR)
     np.testing.assert_array_equal(row.evals, evals)
     np.testing.assert_array_equal(row.randomized.evals, rand.evals)
     assert row.randomized.replicas == rand.replicas == (5 if components else 1)
     assert repr(row.randomized) == repr(rand) and repr(row.traps) == repr(traps)  # (nan-safe field by field)
+    config1 = config.replace(workers=1)  # one worker: everything on it
+    threads.clear()
+    (one,) = engine.analyze_plan(p, engine.load_tensor(p, blocks=True), config1, esd_fn)
+    assert threads and not threads[0].startswith("htsr-esd")
+    assert repr(one.randomized) == repr(rand) and repr(one.traps) == repr(traps)

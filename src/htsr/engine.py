@@ -121,13 +121,16 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
     if isinstance(array, StoredMatrix):
         from .blocked import blocked_esd, blocked_esd_torch
 
-        if device == "cpu" and config.randomize:
-            (blocked, note), groups, early = _esd_beside_shuffle(t, g, array, config, treatment)
-        elif device == "cpu":
-            blocked, note = blocked_esd(array, g.N, t.where, fast=config.fast)
+        if device == "cpu" and config.randomize and _beside(config, array.shape):
+            stack = array.decoded()[None]
+            (blocked, note), early = _esd_beside_shuffle(
+                lambda: blocked_esd(array, g.N, t.where, fast=config.fast), stack, t, g, config, treatment, g.M)
+            groups = [(None, stack)]
         else:
-            blocked, note = blocked_esd_torch(array, g.N, t.where, device=device)
-        if early is None:
+            if device == "cpu":
+                blocked, note = blocked_esd(array, g.N, t.where, fast=config.fast)
+            else:
+                blocked, note = blocked_esd_torch(array, g.N, t.where, device=device)
             groups = [(None, array.decoded()[None] if config.randomize else None)]
     else:
         W, note = as_float(array, t.where)
@@ -135,7 +138,16 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
         groups = treatment.row_groups(stack, config.pool, top_m)
     out = []
     for slice_id, sub in groups:
-        esd = row_esd(blocked if blocked is not None else esd_fn(sub, g.N), g, top_m)
+        if blocked is not None:
+            esd = row_esd(blocked, g, top_m)
+        elif config.randomize and device == "cpu" and _beside(config, sub.shape):
+            n = g.M if top_m else sub.shape[0] * min(sub.shape[1:])
+            raw, early = _esd_beside_shuffle(functools.partial(esd_fn, sub, g.N), sub, t, g, config, treatment, n,
+                                             slice_id)
+            esd = row_esd(raw, g, top_m)
+        else:
+            early = None
+            esd = row_esd(esd_fn(sub, g.N), g, top_m)
         if config.inverse:  # the reference's inverse ESD (spectral/inverse.py); sv columns stay those of W
             esd = dataclasses.replace(esd, evals=inverse_evals([esd_fn(sub[k:k + 1], g.N).evals
                                                                 for k in range(sub.shape[0])]))
@@ -171,28 +183,37 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
     return out
 
 
-def _esd_beside_shuffle(t: WeightTensor, g: Geometry, array: StoredMatrix, config: AnalysisConfig,
-                        treatment: Treatment) -> tuple[tuple[ESD, str], list, tuple[int, tuple]]:
-    """A large layer's blocked float64 ESD on a helper thread while this one shuffles it (``randomize``).
+#: From this many elements on, a randomized layer's own ESD is computed on a helper thread beside its
+#: shuffle (``workers`` other than 1): a 2048² matrix or larger.
+BESIDE_MIN_ELEMENTS = 1 << 22
 
-    The two share nothing but the stored matrix, and each runs single-threaded BLAS, so the bits
-    are those of computing them one after the other; the layer (the largest of the run, e.g. a
-    25088×4096 classifier) then takes two cores instead of running alone on one. The shuffled
-    spectra assume the ESD's M eigenvalues (PEFT rows: their rank); :func:`randomize_row`
-    recomputes them if the ESD's count asks for another number of replicas.
+
+def _beside(config: AnalysisConfig, shape: tuple[int, ...]) -> bool:
+    """Whether a randomized row of ``shape`` splits its work over two threads (:func:`_esd_beside_shuffle`)."""
+    return config.workers != 1 and int(np.prod(shape, dtype=np.int64)) >= BESIDE_MIN_ELEMENTS
+
+
+def _esd_beside_shuffle(esd: Callable[[], Any], stack: np.ndarray, t: WeightTensor, g: Geometry,
+                        config: AnalysisConfig, treatment: Treatment, n_evals: int,
+                        slice_id: int | None = None) -> tuple[Any, tuple[int, tuple]]:
+    """A large row's own ESD (``esd()``) on a helper thread while this one shuffles ``stack`` (``randomize``).
+
+    The two share nothing but the read-only matrices and each runs single-threaded BLAS, so the
+    bits are those of computing them one after the other; the row (e.g. a 25088×4096 classifier,
+    the largest of its run) takes two cores instead of running alone on one. The shuffled
+    spectra assume ``n_evals`` eigenvalues (PEFT rows: their rank); :func:`randomize_row` computes
+    them again if the ESD's count asks for another number of replicas.
     """
-    from .blocked import blocked_esd
-
+    if t.num_components:
+        n_evals = min(n_evals, t.num_components)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-esd") as side:
-        esd = side.submit(blocked_esd, array, g.N, t.where, fast=config.fast)
+        done = side.submit(esd)
         try:
-            stack = array.decoded()[None]
-            early = early_spectra(stack, g, min(g.M, t.num_components or g.M), config.seed, t.layer_id, None,
-                                  treatment)
+            early = early_spectra(stack, g, n_evals, config.seed, t.layer_id, slice_id, treatment)
         except BaseException:
-            esd.result()  # the ESD's error first, as when it ran first
+            done.result()  # the ESD's error first, as when it ran first
             raise
-        return esd.result(), [(None, stack)], early
+        return done.result(), early
 
 
 #: Start of the reason that marks a row whose alpha comes from fewer than SMALL_N eigenvalues.
