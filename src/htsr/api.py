@@ -113,6 +113,11 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
         return engine.run(planned, config, progress, device=device, treatment=treatment)
 
     ckpt = None
+    early = None
+    if dask is None and (savefig or (plot and _watched_inline())):  # figures drawn while the analysis runs
+        from .plotting import EarlyFigures
+
+        early = EarlyFigures.start(len(todo), bool(config.deltas))
     try:
         if checkpoint is not None:
             from .checkpoint import Checkpoint, make_header, resume, source_fingerprint
@@ -124,6 +129,12 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
             outputs = compute(plans)
         for out in outputs:
             results.extend(out)
+            if early is not None:
+                early.add(out)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     finally:
         progress.close()
         if ckpt is not None:
@@ -142,10 +153,21 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
     if plot or savefig:
         from . import plotting
 
-        plotting.plot_report(result, show=plot, savedir=savefig, progress=config.progress)
+        try:
+            plotting.plot_report(result, show=plot, savedir=savefig, progress=config.progress, early=early)
+        finally:
+            if early is not None:
+                early.close()
     import dataclasses
 
     return dataclasses.replace(result, meta=dict(meta, elapsed_s=round(time.perf_counter() - start, 3)))
+
+
+def _watched_inline() -> bool:
+    """Whether ``plot=True`` shows figures here (in a Jupyter kernel; elsewhere nothing is drawn)."""
+    from .progress import in_notebook
+
+    return in_notebook()
 
 
 def _device(config: AnalysisConfig) -> str:
