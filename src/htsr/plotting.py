@@ -401,7 +401,7 @@ def _early_worker() -> None:
 
 
 #: How much lower the early figure workers' priority is than the analysis's (``os.nice``).
-EARLY_NICE = 10
+EARLY_NICE = 5
 
 
 class EarlyFigures:
