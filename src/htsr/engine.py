@@ -294,7 +294,8 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: Progress | None = N
     layer, with BLAS pinned to one thread, while one reader thread loads the
     next tensors ahead (numpy's matmul and LAPACK calls release the GIL, so the
     cores stay busy). With several workers the most expensive layers start
-    first (:func:`submission_order`). At most ``workers + 1`` tensors are held
+    first (:func:`submission_order`), and a large randomized layer computes its
+    own ESD on a helper thread beside its shuffle. At most ``workers + 1`` tensors are held
     at a time; a slow layer does not stall the others (their outputs wait, in
     plan order).
     BLAS is pinned to one thread on every CPU path (also ``workers=1``), so each
