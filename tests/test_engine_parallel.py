@@ -86,8 +86,8 @@ def _counting_plans(n: int, shape=(200, 100)):
     return plans, config, state, arrays
 
 
-def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
-    plans, config, state, _ = _counting_plans(12)
+def _release_when_analyzed(monkeypatch, state):
+    """Count a tensor as no longer held once its layer is analyzed."""
     real = engine.analyze_plan
 
     def run_one(p, array, cfg, esd_fn=compute_esd, **kw):
@@ -98,6 +98,11 @@ def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
                 state["held"] -= 1
 
     monkeypatch.setattr(engine, "analyze_plan", run_one)
+
+
+def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
+    plans, config, state, _ = _counting_plans(12)
+    _release_when_analyzed(monkeypatch, state)
     outs = list(engine.run(plans, config.replace(workers=2)))
     assert [o[0].name for o in outs] == [f"l{k}" for k in range(12)]
     assert state["max"] <= 3  # workers + 1
@@ -155,16 +160,7 @@ def test_the_largest_layer_starts_first_and_outputs_keep_plan_order(monkeypatch)
     plans = [engine.Plan(t, geometry(t.shape), "", True) for t in tensors]
     config = AnalysisConfig(device="cpu", randomize=True)
     assert engine.submission_order(plans, True)[:2] == [6, 7]  # 300×120 (randomized), then the 9-slice conv
-    real = engine.analyze_plan
-
-    def run_one(p, array, cfg, esd_fn=compute_esd, **kw):
-        try:
-            return real(p, array, cfg, esd_fn, **kw)
-        finally:
-            with state["lock"]:
-                state["held"] -= 1
-
-    monkeypatch.setattr(engine, "analyze_plan", run_one)
+    _release_when_analyzed(monkeypatch, state)
 
     class Count:
         def __init__(self):
