@@ -16,6 +16,7 @@ from htsr.matrices import geometry
 from htsr.sources import open_source
 from htsr.sources.base import WeightTensor
 from htsr.spectral.esd import compute_esd
+from htsr.treatment import HTSR
 
 
 def _model(seed: int = 0) -> dict:
@@ -85,8 +86,8 @@ def _counting_plans(n: int, shape=(200, 100)):
     return plans, config, state, arrays
 
 
-def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
-    plans, config, state, _ = _counting_plans(12)
+def _release_when_analyzed(monkeypatch, state):
+    """Count a tensor as no longer held once its layer is analyzed."""
     real = engine.analyze_plan
 
     def run_one(p, array, cfg, esd_fn=compute_esd, **kw):
@@ -97,6 +98,11 @@ def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
                 state["held"] -= 1
 
     monkeypatch.setattr(engine, "analyze_plan", run_one)
+
+
+def test_read_ahead_is_bounded_and_off_the_main_thread(monkeypatch):
+    plans, config, state, _ = _counting_plans(12)
+    _release_when_analyzed(monkeypatch, state)
     outs = list(engine.run(plans, config.replace(workers=2)))
     assert [o[0].name for o in outs] == [f"l{k}" for k in range(12)]
     assert state["max"] <= 3  # workers + 1
@@ -129,6 +135,54 @@ def test_a_slow_first_layer_does_not_stall_the_other_workers(monkeypatch):
     assert [o[0].name for o in outs] == [f"l{k}" for k in range(8)]
     assert all(o[0].status == "success" for o in outs)
     assert state["max"] <= 3  # workers + 1
+
+
+def test_the_largest_layer_starts_first_and_outputs_keep_plan_order(monkeypatch):
+    """A big layer last in plan order is read and started first; rows stay in plan order, bit-identical
+    to one worker's, at most workers + 1 tensors held, and the progress counts every layer once."""
+    rng = np.random.default_rng(3)
+    shapes = [(60, 40)] * 6 + [(300, 120), (50, 30, 3, 3)]
+    arrays = [(rng.standard_t(3, s) / 10) for s in shapes]
+    state = {"held": 0, "max": 0, "lock": threading.Lock(), "reads": []}
+
+    def loader(k):
+        def load():
+            with state["lock"]:
+                state["held"] += 1
+                state["max"] = max(state["max"], state["held"])
+                state["reads"].append(k)
+            return arrays[k].copy()
+        return load
+
+    kinds = [LayerType.DENSE] * 7 + [LayerType.CONV2D]
+    tensors = [WeightTensor(k + 1, f"l{k}", f"l{k}", kinds[k], s, "float64", "<test>", f"l{k}.weight", loader(k))
+               for k, s in enumerate(shapes)]
+    plans = [engine.Plan(t, geometry(t.shape), "", True) for t in tensors]
+    config = AnalysisConfig(device="cpu", randomize=True)
+    assert engine.submission_order(plans, True)[:2] == [6, 7]  # 300×120 (randomized), then the 9-slice conv
+    _release_when_analyzed(monkeypatch, state)
+
+    class Count:
+        def __init__(self):
+            self.names = []
+
+        def update(self, name=""):
+            self.names.append(name)
+
+    bar = Count()
+    two = list(engine.run(plans, config.replace(workers=2), progress=bar))
+    assert state["reads"][:2] == [6, 7]  # the reader follows the submission order
+    assert state["max"] <= 3  # workers + 1
+    assert sorted(bar.names) == [f"l{k}" for k in range(8)]
+    state["reads"].clear()
+    one = list(engine.run(plans, config.replace(workers=1)))
+    assert state["reads"] == list(range(8))  # one worker: plan order
+    assert [o[0].name for o in two] == [o[0].name for o in one] == [f"l{k}" for k in range(8)]
+    for a, b in zip(two, one):
+        (ra,), (rb,) = a, b
+        np.testing.assert_array_equal(ra.evals, rb.evals)
+        np.testing.assert_array_equal(ra.randomized.evals, rb.randomized.evals)
+        assert (ra.fit.alpha, ra.traps.num_traps) == (rb.fit.alpha, rb.traps.num_traps)
 
 
 def _cpu_stand_in(stacks):
@@ -222,3 +276,50 @@ def test_two_stage_self_check_rejects_a_wrong_or_failing_routine():
     assert esd._agrees_with_eigvalsh(right, "float64") and esd._agrees_with_eigvalsh(right, "float32")
     assert not esd._agrees_with_eigvalsh(wrong, "float64")
     assert not esd._agrees_with_eigvalsh(failing, "float64")
+
+
+@pytest.mark.parametrize("components, blocks", [(0, True), (20, True), (0, False)])
+def test_a_large_randomized_layer_computes_its_esd_beside_the_shuffle(monkeypatch, components, blocks):
+    """A large layer with randomize (blocked, or whole as the compat class reads it): its float64 ESD
+    runs on a helper thread while the worker shuffles; every column is what the one-after-the-other
+    computation gives (one shuffle; with a PEFT rank of 20 the row has fewer than 100 eigenvalues and
+    pools five)."""
+    from htsr import blocked, prepare
+
+    rng = np.random.default_rng(7)
+    W = (rng.standard_t(3, (250, 120)) / 10).astype(np.float32)
+    t = WeightTensor(1, "big", "big", LayerType.DENSE, W.shape, "float32", "<test>", "big.weight",
+                     lambda: W.copy(), num_components=components or None)
+    p = engine.Plan(t, geometry(t.shape), "", True)
+    config = AnalysisConfig(device="cpu", randomize=True)
+    monkeypatch.setattr(blocked, "BLOCKED_MIN_ELEMENTS", 1000 if blocks else 10**9)
+    monkeypatch.setattr(engine, "BESIDE_MIN_ELEMENTS", 1000)
+    threads = []
+    real_blocked, real_esd = blocked.blocked_esd, compute_esd
+
+    def esd_fn(*a, **k):
+        threads.append(threading.current_thread().name)
+        return real_esd(*a, **k)
+
+    monkeypatch.setattr(blocked, "blocked_esd",
+                        lambda *a, **k: threads.append(threading.current_thread().name) or real_blocked(*a, **k))
+    (row,) = engine.analyze_plan(p, engine.load_tensor(p, blocks=True), config, esd_fn)
+    assert threads and threads[0].startswith("htsr-esd")
+    # the one-after-the-other route: the ESD, then the shuffles and the trap search
+    if blocks:
+        stack = W[None]
+        esd, _ = real_blocked(engine.load_tensor(p, blocks=True), 250, "big")
+    else:
+        stack, _ = prepare.layer_stack(W.astype(np.float64), t, p.geometry, config, HTSR)
+        esd = real_esd(stack, 250)
+    evals = esd.evals if not components else np.sort(esd.evals)[-components:]
+    rand, traps = prepare.randomize_row(stack, evals, p.geometry, 0, 1, None, HTSR)
+    np.testing.assert_array_equal(row.evals, evals)
+    np.testing.assert_array_equal(row.randomized.evals, rand.evals)
+    assert row.randomized.replicas == rand.replicas == (5 if components else 1)
+    assert repr(row.randomized) == repr(rand) and repr(row.traps) == repr(traps)  # (nan-safe field by field)
+    config1 = config.replace(workers=1)  # one worker: everything on it
+    threads.clear()
+    (one,) = engine.analyze_plan(p, engine.load_tensor(p, blocks=True), config1, esd_fn)
+    assert threads and not threads[0].startswith("htsr-esd")
+    assert repr(one.randomized) == repr(rand) and repr(one.traps) == repr(traps)

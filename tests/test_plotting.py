@@ -291,3 +291,33 @@ def test_palette_png_is_small_and_keeps_the_colours():
     assert kind == "randesd" and img.mode == "P" and len(png) < 25_000
     colours = {c for _, c in img.convert("RGB").getcolors(maxcolors=256)}
     assert (255, 165, 0) in colours  # the orange line at the largest randomized eigenvalue
+
+
+def test_figures_drawn_during_the_analysis_equal_those_drawn_after(monkeypatch, tmp_path):
+    """analyze(savefig=…) draws each layer's own figures while the analysis runs and the randesd ones
+    (their titles name outlier dimensions shared across layers) at the end: the same files, bytes and
+    order as drawing everything after the analysis."""
+    rng = np.random.default_rng(5)
+    model = {}
+    for k in range(plotting.PARALLEL_MIN_LAYERS + 1):
+        W = rng.standard_normal((200, 100)) / 16
+        W[10, 20] = 8.0  # one outlier dimension shared by every layer
+        model[f"l{k}.weight"] = W
+    if plotting._parallel_workers(len(model)) == 0:
+        pytest.skip("drawing in worker processes needs Linux, several cores and no other non-daemon thread")
+    added = []
+    real_add = plotting.EarlyFigures.add
+    monkeypatch.setattr(plotting.EarlyFigures, "add", lambda self, rs: added.extend(rs) or real_add(self, rs))
+    opts = dict(randomize=True, mp_fit=True, progress=False)
+    report = htsr.analyze(model, savefig=str(tmp_path / "early"), **opts)
+    assert len(added) == len(report.layers)
+    notes = [plotting.trap_note(report, r.key) for r in report.layers]
+    assert any("outlier dimension" in n for n in notes)
+    fresh = dataclasses.replace(report, pngs={})
+    after = plotting.plot_report(fresh, savedir=tmp_path / "after")
+    early = sorted((tmp_path / "early").iterdir())
+    assert [p.name for p in early] == sorted(p.name for p in after)
+    assert len(early) == len(report.layers) * 7  # five, randesd, mpfit
+    for a, b in zip(early, sorted(after)):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    assert list(report.pngs) == list(fresh.pngs)  # layer by layer, kinds in the same order

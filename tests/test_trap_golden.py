@@ -39,7 +39,14 @@ def same(a, b) -> bool:
     return a == b
 
 
-def test_randomized_columns_and_traps_match_the_golden_file():
+@pytest.mark.parametrize("beside", [False, True])
+def test_randomized_columns_and_traps_match_the_golden_file(beside, monkeypatch):
+    """``beside``: every layer computes its own ESD on a helper thread beside its shuffle (as the
+    engine does for large layers only), which must not change a bit."""
+    if beside:
+        from htsr import engine
+
+        monkeypatch.setattr(engine, "BESIDE_MIN_ELEMENTS", 1)
     make = load_script(DATA / "make" / "make_trap_golden.py", "make_trap_golden")
     got = json.loads(json.dumps(make.tables(), allow_nan=True))  # the same float → JSON → float round trip
     want = json.loads(GOLDEN.read_text())

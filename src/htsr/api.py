@@ -113,39 +113,57 @@ def analyze(model: Any, *, plot: bool = False, savefig: str | None = None, dask:
         return engine.run(planned, config, progress, device=device, treatment=treatment)
 
     ckpt = None
-    try:
-        if checkpoint is not None:
-            from .checkpoint import Checkpoint, make_header, resume, source_fingerprint
+    early = None
+    if dask is None and (savefig or (plot and _watched_inline())):  # figures drawn while the analysis runs
+        from .plotting import EarlyFigures
 
-            opts = dict(_options_dict(config, treatment), device=device)
-            ckpt = Checkpoint.open(checkpoint, make_header(__version__, opts, source_fingerprint(source)))
-            outputs = resume(todo, ckpt, compute, on_done=lambda p: progress.update(p.tensor.longname))
-        else:
-            outputs = compute(plans)
-        for out in outputs:
-            results.extend(out)
+        early = EarlyFigures.start(len(todo), bool(config.deltas))
+    try:  # the early figure workers stop however this ends
+        try:
+            if checkpoint is not None:
+                from .checkpoint import Checkpoint, make_header, resume, source_fingerprint
+
+                opts = dict(_options_dict(config, treatment), device=device)
+                ckpt = Checkpoint.open(checkpoint, make_header(__version__, opts, source_fingerprint(source)))
+                outputs = resume(todo, ckpt, compute, on_done=lambda p: progress.update(p.tensor.longname))
+            else:
+                outputs = compute(plans)
+            for out in outputs:
+                results.extend(out)
+                if early is not None:
+                    early.add(out)
+        finally:
+            progress.close()
+            if ckpt is not None:
+                ckpt.close()
+        meta = {
+            "htsr_version": __version__,
+            "source": source.description,
+            "options": {k: (v.value if hasattr(v, "value") else v) for k, v in _options_dict(config, treatment).items()},
+            "seed": config.seed,
+            "elapsed_s": round(time.perf_counter() - start, 3),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if base_model is not None:  # (the compat class builds its own W − W_base source: base_model is None there)
+            results, plans = _unchanged_from_base(results, plans)
+        result = Report.from_results(results, plans, config, meta)
+        if plot or savefig:
+            from . import plotting
+
+            plotting.plot_report(result, show=plot, savedir=savefig, progress=config.progress, early=early)
     finally:
-        progress.close()
-        if ckpt is not None:
-            ckpt.close()
-    meta = {
-        "htsr_version": __version__,
-        "source": source.description,
-        "options": {k: (v.value if hasattr(v, "value") else v) for k, v in _options_dict(config, treatment).items()},
-        "seed": config.seed,
-        "elapsed_s": round(time.perf_counter() - start, 3),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if base_model is not None:  # (the compat class builds its own W − W_base source: base_model is None there)
-        results, plans = _unchanged_from_base(results, plans)
-    result = Report.from_results(results, plans, config, meta)
-    if plot or savefig:
-        from . import plotting
-
-        plotting.plot_report(result, show=plot, savedir=savefig, progress=config.progress)
+        if early is not None:
+            early.close()
     import dataclasses
 
     return dataclasses.replace(result, meta=dict(meta, elapsed_s=round(time.perf_counter() - start, 3)))
+
+
+def _watched_inline() -> bool:
+    """Whether ``plot=True`` shows figures here (in a Jupyter kernel; elsewhere nothing is drawn)."""
+    from .progress import in_notebook
+
+    return in_notebook()
 
 
 def _device(config: AnalysisConfig) -> str:

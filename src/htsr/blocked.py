@@ -18,8 +18,8 @@ every block, with the same messages.
 
 Both cores work on one large layer: each block's update is cut into a fixed
 partition of ``PANEL``-wide tiles of the Gram matrix (``syrk`` on the diagonal,
-``gemm`` above it), each added by one single-threaded CBLAS call on a shared
-pool of ``threads`` threads (one per core by default) while the calling thread
+``gemm`` above it), each added by one single-threaded CBLAS call on a
+pool of ``threads`` threads (one per core by default, closed with the layer) while the calling thread
 decodes the next block. The tiles do not depend on the thread count, so the
 Gram matrix is bit-identical for any ``threads`` and any engine ``workers``;
 there is one Gram matrix per layer, never one per thread. The eigensolver
@@ -234,9 +234,9 @@ def intra_threads(threads: int | None = None) -> int:
     return max(1, threads or os.cpu_count() or 1)
 
 
-@functools.cache
 def _tile_pool(threads: int) -> ThreadPoolExecutor:
-    """One process-wide pool per thread count, shared by every layer: at most ``threads`` tiles run at once."""
+    """The pool of one layer's Gram tiles (closed when its Gram is done: no thread outlives the layer,
+    so drawing the figures may still fork afterwards)."""
     from concurrent.futures import ThreadPoolExecutor
 
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="htsr-tile")
@@ -355,6 +355,7 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
     scan = _Scan(where)
     pending: list = []  # the tiles of the block ``held``, being added by the pool
     held = None
+    pool = _tile_pool(n_threads) if n_threads > 1 else None
     try:
         with blas_single_thread():
             for block in scan.blocks(m, step):  # the next block is decoded while the pool adds the last
@@ -366,17 +367,18 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
                 tasks = _tile_tasks(g, b, panel or PANEL)
                 if tasks is None:
                     _add_gram(g, b, buf)
-                elif n_threads == 1:
+                elif pool is None:
                     for task in tasks:
                         task()
                 else:
-                    pool = _tile_pool(n_threads)
                     pending = [pool.submit(task) for task in tasks]
                 del b
     finally:  # never free a block (or g) while a tile still reads it
         for fut in pending:
             fut.result()
         del held
+        if pool is not None:
+            pool.shutdown()
     buf.clear()
     note = scan.finish(m.size)
     _mirror_upper(g)

@@ -23,7 +23,7 @@ from .blocked import memory_reason, uses_blocks
 from .config import AnalysisConfig, LayerType, fit_options
 from .errors import HtsrError, LayerError
 from .matrices import Geometry, as_float, available_memory, check_weights, not_a_matrix_reason, slices
-from .prepare import layer_stack, randomize_row, row_esd
+from .prepare import early_spectra, layer_stack, randomize_row, row_esd
 from .progress import Progress
 from .results import LayerResult
 from .sources import Source, WeightTensor
@@ -116,22 +116,39 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
         array = array.decoded()
     blocked = None
     top_m = False
+    early = None
     groups: list
     if isinstance(array, StoredMatrix):
         from .blocked import blocked_esd, blocked_esd_torch
 
-        if device == "cpu":
-            blocked, note = blocked_esd(array, g.N, t.where, fast=config.fast, threads=config.workers or None)
+        if device == "cpu" and config.randomize and _beside(config, array.shape):
+            stack = array.decoded()[None]
+            (blocked, note), early = _esd_beside_shuffle(
+                lambda: blocked_esd(array, g.N, t.where, fast=config.fast, threads=config.workers or None),
+                stack, t, g, config, treatment, g.M)
+            groups = [(None, stack)]
         else:
-            blocked, note = blocked_esd_torch(array, g.N, t.where, device=device)
-        groups = [(None, array.decoded()[None] if config.randomize else None)]
+            if device == "cpu":
+                blocked, note = blocked_esd(array, g.N, t.where, fast=config.fast, threads=config.workers or None)
+            else:
+                blocked, note = blocked_esd_torch(array, g.N, t.where, device=device)
+            groups = [(None, array.decoded()[None] if config.randomize else None)]
     else:
         W, note = as_float(array, t.where)
         stack, top_m = layer_stack(W, t, g, config, treatment)
         groups = treatment.row_groups(stack, config.pool, top_m)
     out = []
     for slice_id, sub in groups:
-        esd = row_esd(blocked if blocked is not None else esd_fn(sub, g.N), g, top_m)
+        if blocked is not None:
+            esd = row_esd(blocked, g, top_m)
+        elif config.randomize and device == "cpu" and _beside(config, sub.shape):
+            n = g.M if top_m else sub.shape[0] * min(sub.shape[1:])
+            raw, early = _esd_beside_shuffle(functools.partial(esd_fn, sub, g.N), sub, t, g, config, treatment, n,
+                                             slice_id)
+            esd = row_esd(raw, g, top_m)
+        else:
+            early = None
+            esd = row_esd(esd_fn(sub, g.N), g, top_m)
         if config.inverse:  # the reference's inverse ESD (spectral/inverse.py); sv columns stay those of W
             esd = dataclasses.replace(esd, evals=inverse_evals([esd_fn(sub[k:k + 1], g.N).evals
                                                                 for k in range(sub.shape[0])]))
@@ -148,7 +165,7 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
             fit = dataclasses.replace(fit, alpha=v, D=v, xmin=v)
         randomized = traps = None
         if config.randomize:
-            randomized, traps = randomize_row(sub, evals, g, config.seed, t.layer_id, slice_id, treatment)
+            randomized, traps = randomize_row(sub, evals, g, config.seed, t.layer_id, slice_id, treatment, early)
         ident = treatment.row_identity(_identity(t, g, slice_id), g, int(evals.size))
         out.append(LayerResult(
             **ident,
@@ -165,6 +182,39 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
                      if config.vectors else None),
         ))
     return out
+
+
+#: From this many elements on, a randomized layer's own ESD is computed on a helper thread beside its
+#: shuffle (``workers`` other than 1): a 2048² matrix or larger.
+BESIDE_MIN_ELEMENTS = 1 << 22
+
+
+def _beside(config: AnalysisConfig, shape: tuple[int, ...]) -> bool:
+    """Whether a randomized row of ``shape`` splits its work over two threads (:func:`_esd_beside_shuffle`)."""
+    return config.workers != 1 and int(np.prod(shape, dtype=np.int64)) >= BESIDE_MIN_ELEMENTS
+
+
+def _esd_beside_shuffle(esd: Callable[[], Any], stack: np.ndarray, t: WeightTensor, g: Geometry,
+                        config: AnalysisConfig, treatment: Treatment, n_evals: int,
+                        slice_id: int | None = None) -> tuple[Any, tuple[int, tuple]]:
+    """A large row's own ESD (``esd()``) on a helper thread while this one shuffles ``stack`` (``randomize``).
+
+    The two share nothing but the read-only matrices and each runs single-threaded BLAS, so the
+    bits are those of computing them one after the other; the row (e.g. a 25088×4096 classifier,
+    the largest of its run) takes two cores instead of running alone on one. The shuffled
+    spectra assume ``n_evals`` eigenvalues (PEFT rows: their rank); :func:`randomize_row` computes
+    them again if the ESD's count asks for another number of replicas.
+    """
+    if t.num_components:
+        n_evals = min(n_evals, t.num_components)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-esd") as side:
+        done = side.submit(esd)
+        try:
+            early = early_spectra(stack, g, n_evals, config.seed, t.layer_id, slice_id, treatment)
+        except BaseException:
+            done.result()  # the ESD's error first, as when it ran first
+            raise
+        return done.result(), early
 
 
 #: Start of the reason that marks a row whose alpha comes from fewer than SMALL_N eigenvalues.
@@ -244,8 +294,11 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: Progress | None = N
     CPU: ``config.workers`` threads (0: one per core) each analyze a whole
     layer, with BLAS pinned to one thread, while one reader thread loads the
     next tensors ahead (numpy's matmul and LAPACK calls release the GIL, so the
-    cores stay busy). At most ``workers + 1`` tensors are held at a time; a
-    slow layer does not stall the others (their outputs wait, in plan order).
+    cores stay busy). With several workers the most expensive layers start
+    first (:func:`submission_order`), and a large randomized layer computes its
+    own ESD on a helper thread beside its shuffle. At most ``workers + 1`` tensors are held
+    at a time; a slow layer does not stall the others (their outputs wait, in
+    plan order).
     BLAS is pinned to one thread on every CPU path (also ``workers=1``), so each
     layer is computed by exactly the same single-threaded code: results are
     bit-identical from run to run, for any number of workers, and whatever
@@ -270,41 +323,73 @@ def run(plans: list[Plan], config: AnalysisConfig, progress: Progress | None = N
         yield from _run_threads(todo, config, progress, esd_fn, workers, treatment)
 
 
+def layer_cost(p: Plan, randomize: bool = False) -> float:
+    """A layer's estimated arithmetic, for the order in which :func:`run` starts layers (relative units).
+
+    Per matrix (``rf`` of them, N×M with M ≤ N): the Gram matrix (M²·N) and its eigenvalues (~M³);
+    ``randomize`` doubles that (a shuffled copy's Gram and eigenvalues) and adds the shuffle (N·M).
+    A tensor without a geometry counts its elements.
+    """
+    g = p.geometry
+    if g is None:
+        return float(np.prod(p.tensor.shape, dtype=float))
+    one = float(g.M) * g.M * (g.N + g.M)
+    if randomize:
+        one = 2.0 * one + 8.0 * g.N * g.M
+    return one * max(g.rf, 1)
+
+
+def submission_order(todo: list[Plan], randomize: bool = False) -> list[int]:
+    """Indices of ``todo`` in the order the workers start them: the most expensive first.
+
+    Longest-processing-time-first: the largest layer (e.g. a 25088×4096 classifier at the
+    end of the plan) no longer runs alone on one worker after the others have finished the
+    small layers. Ties keep plan order (the sort is stable), so same-shaped layers run in
+    plan order. Results do not depend on this order (each layer is computed alone with
+    single-threaded BLAS, its shuffles seeded by its own id).
+    """
+    costs = [layer_cost(p, randomize) for p in todo]
+    return sorted(range(len(todo)), key=lambda i: -costs[i])
+
+
 def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: Progress | None,
                  esd_fn: Callable[[np.ndarray, int], ESD], workers: int,
                  treatment: Treatment = HTSR) -> Iterator[list[LayerResult]]:
     """``workers`` layers at once; one reader thread keeps at most ``workers + 1`` tensors loaded.
 
-    A layer is submitted whenever fewer than ``workers + 1`` layers are unfinished, so one
-    slow layer (an embedding, a large randomized layer) never idles the other workers:
-    finished outputs (no tensors, only rows and eigenvalues) wait for their turn and are
-    yielded in plan order.
+    Layers are started in :func:`submission_order` (the most expensive first), and one is
+    started whenever fewer than ``workers + 1`` layers are unfinished, so one slow layer
+    never idles the other workers and the largest layer does not run alone at the end. The
+    reader reads in that same order. Finished outputs (no tensors, only rows and
+    eigenvalues) wait for their turn and are yielded in plan order; ``progress`` advances
+    as each layer finishes.
     """
     from concurrent.futures import FIRST_COMPLETED, wait
 
     def task(p: Plan, loading: Any) -> list[LayerResult]:
         return analyze_plan(p, loading.result(), config, esd_fn, treatment=treatment)
 
+    order = submission_order(todo, config.randomize) if workers > 1 else list(range(len(todo)))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="htsr-work") as pool:
-        futures: dict[int, Any] = {}
-        unfinished: set = set()
+        unfinished: dict[Any, int] = {}  # future → plan index
+        finished: dict[int, Any] = {}  # plan index → its done future, until yielded
         nxt = 0
         for head in range(len(todo)):
-            while True:
-                unfinished = {f for f in unfinished if not f.done()}
-                while nxt < len(todo) and len(unfinished) < workers + 1:
-                    fut = pool.submit(task, todo[nxt], reader.submit(load_tensor, todo[nxt], True))
-                    futures[nxt] = fut
-                    unfinished.add(fut)
-                    nxt += 1
-                if futures[head].done():
+            while head not in finished:
+                for fut in [f for f in unfinished if f.done()]:
+                    k = unfinished.pop(fut)
+                    finished[k] = fut
+                    if progress is not None:
+                        progress.update(todo[k].tensor.longname)
+                if head in finished:
                     break
-                wait(unfinished, return_when=FIRST_COMPLETED)
-            out = futures.pop(head).result()
-            if progress is not None:
-                progress.update(todo[head].tensor.longname)
-            yield out
+                while nxt < len(order) and len(unfinished) < workers + 1:
+                    k = order[nxt]
+                    unfinished[pool.submit(task, todo[k], reader.submit(load_tensor, todo[k], True))] = k
+                    nxt += 1
+                wait(list(unfinished), return_when=FIRST_COMPLETED)
+            yield finished.pop(head).result()
 
 
 def _batches(todo: list[Plan], budget: int) -> list[list[Plan]]:

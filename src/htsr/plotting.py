@@ -380,6 +380,101 @@ def _warm_up() -> None:
         figure_png(fig)
 
 
+#: The figures that need no other layer's results (the ``randesd`` figure names its traps' outlier dimensions).
+OWN_KINDS = ("esd", "esd2", "esd3", "esd4", "esd5", "mpfit")
+
+
+def _own_pngs(result: LayerResult, deltas: bool) -> list[tuple[str, bytes]]:
+    """PNG bytes of one layer's figures that need only its own result (an :class:`EarlyFigures` task)."""
+    figures = layer_figures(result, "", OWN_KINDS)
+    if deltas:
+        figures = itertools.chain(figures, option_figures(result))
+    return [(kind, figure_png(fig)) for kind, fig in figures]
+
+
+def _early_worker() -> None:
+    import contextlib
+
+    reuse(True)
+    with contextlib.suppress(OSError):  # the analysis threads come first; the figures take the idle cores
+        os.nice(EARLY_NICE)
+
+
+#: How much lower the early figure workers' priority is than the analysis's (``os.nice``).
+EARLY_NICE = 5
+
+
+class EarlyFigures:
+    """Draws the layers' figures in forked worker processes while the analysis still runs.
+
+    Started before the analysis (the workers are forked while no other thread runs, see
+    :func:`_parallel_workers`); :meth:`add` hands each layer's result to them as it comes out, and
+    they draw its figures except ``randesd``, whose title names outlier dimensions shared across
+    layers: :meth:`finish` draws those once the report (its trap grouping) exists. Every figure is
+    the one :func:`render_pngs` draws; the workers run at a lower priority (``EARLY_NICE``), so on a
+    busy machine they use the cores the analysis leaves idle.
+    """
+
+    def __init__(self, pool: Any, deltas: bool) -> None:
+        self._pool = pool
+        self._deltas = deltas
+        self._tasks: dict[int, tuple[LayerResult, Any]] = {}
+
+    @classmethod
+    def start(cls, n_layers: int, deltas: bool) -> EarlyFigures | None:
+        """Fork the drawing workers, or None where :func:`render_pngs` would draw in-process."""
+        if not _parallel_workers(n_layers):
+            return None
+        require_matplotlib()
+        import multiprocessing
+
+        _warm_up()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # see render_pngs
+            pool = multiprocessing.get_context("fork").Pool(_parallel_workers(n_layers), initializer=_early_worker)
+        return cls(pool, deltas)
+
+    def add(self, results: list[LayerResult]) -> None:
+        """Start drawing these results' own figures."""
+        for r in results:
+            if r.esd is not None:
+                self._tasks[id(r)] = (r, self._pool.apply_async(_own_pngs, (r, self._deltas)))
+
+    def finish(self, report: Any, on_layer: Callable[[], None] | None = None) -> dict[tuple, list[tuple[str, bytes]]]:
+        """Every layer's figures, as :func:`render_pngs` gives them (a layer not added is drawn now)."""
+        late = {}
+        for r in report.layers:
+            if r.esd is None:
+                continue
+            own = self._tasks.get(id(r))
+            if own is None or own[0] is not r:
+                late[r.key] = (None, self._pool.apply_async(
+                    _layer_pngs, (r, trap_note(report, r.key), wants_option_figures(report), None)))
+            elif r.randomized is not None:
+                late[r.key] = (own[1], self._pool.apply_async(
+                    _layer_pngs, (r, trap_note(report, r.key), False, ("randesd",))))
+            else:
+                late[r.key] = (own[1], None)
+        drawn: dict[tuple, list[tuple[str, bytes]]] = {}
+        for key, (own_task, rest) in late.items():
+            pngs = own_task.get() if own_task is not None else []
+            if rest is not None and own_task is None:
+                pngs = rest.get()
+            elif rest is not None:  # randesd after esd … esd5, as layer_figures orders them
+                at = next((i for i, (kind, _) in enumerate(pngs) if kind not in OWN_KINDS[:5]), len(pngs))
+                pngs = pngs[:at] + rest.get() + pngs[at:]
+            drawn[key] = pngs
+            if on_layer is not None:
+                on_layer()
+        report.pngs.update(((key, k), png) for key, pngs in drawn.items() for k, png in pngs)
+        return drawn
+
+    def close(self) -> None:
+        """Stop the workers (after :meth:`finish`, or when the analysis failed)."""
+        self._pool.terminate()
+        self._pool.join()
+
+
 def render_pngs(report: Any, kinds: Collection[str] | None = None,
                 on_layer: Callable[[], None] | None = None) -> dict[tuple, list[tuple[str, bytes]]]:
     """Every layer's figures as PNG bytes: ``{(layer_id, slice_id): [(kind, png), …]}`` in layer order.
@@ -439,7 +534,7 @@ def render_pngs(report: Any, kinds: Collection[str] | None = None,
 
 
 def plot_report(report: Any, show: bool = False, savedir: str | Path | None = None,
-                progress: bool | None = None) -> list[Path]:
+                progress: bool | None = None, early: EarlyFigures | None = None) -> list[Path]:
     """Draw every layer's figures; show them inline in Jupyter and/or save them as PNGs.
 
     Parameters
@@ -455,6 +550,8 @@ def plot_report(report: Any, show: bool = False, savedir: str | Path | None = No
         written anywhere else.
     progress : bool or None
         A progress bar over the layers (None: where a person watches; see :mod:`htsr.progress`).
+    early : EarlyFigures, optional
+        The workers that have drawn the layers' figures during the analysis (:func:`htsr.analyze`).
 
     Returns
     -------
@@ -484,7 +581,7 @@ def plot_report(report: Any, show: bool = False, savedir: str | Path | None = No
 
     names = {r.key: r.name for r in report.layers}
     with Progress(sum(r.esd is not None for r in report.layers), progress, desc="htsr figures", unit="layer") as bar:
-        drawn = render_pngs(report, on_layer=bar.update)
+        drawn = early.finish(report, bar.update) if early is not None else render_pngs(report, on_layer=bar.update)
     for key, pngs in drawn.items():
         for kind, png in pngs:
             if display is not None:

@@ -26,7 +26,7 @@ from .config import AnalysisConfig
 from .matrices import Geometry, as_float, slices
 from .sources.base import WeightTensor
 from .spectral.esd import ESD, top_esd
-from .spectral.randomize import RandomizedESD, randomized_esd, replica_count
+from .spectral.randomize import RandomizedESD, randomized_esd, replica_count, shuffled_spectra
 from .spectral.traps import TrapSearch, find_traps
 from .treatment import Treatment
 
@@ -53,17 +53,40 @@ def row_esd(esd: ESD, g: Geometry, top_m: bool) -> ESD:
     return top_esd(esd.evals, g.M, g.N) if top_m else esd
 
 
+def row_key(seed: int, layer_id: int, slice_id: int | None) -> tuple[int, int, int]:
+    """The generator key of a row's shuffles: ``(seed, layer_id, slice_id or 0)``."""
+    return (seed, layer_id, slice_id or 0)
+
+
+def early_spectra(sub: np.ndarray, g: Geometry, n_evals: int, seed: int, layer_id: int, slice_id: int | None,
+                  treatment: Treatment) -> tuple[int, tuple]:
+    """The row's shuffled spectra (:func:`htsr.spectral.randomize.shuffled_spectra`) before its own ESD is known.
+
+    ``n_evals`` is the row's expected eigenvalue count (it sets the number of replicas); returns
+    ``(replicas, spectra)`` for :func:`randomize_row`'s ``early``, which uses them only when the
+    ESD's actual count gives the same number of replicas.
+    """
+    replicas = replica_count(treatment.replica_basis(g, n_evals))
+    return replicas, shuffled_spectra(sub, row_key(seed, layer_id, slice_id), replicas)
+
+
 def shuffle_row(sub: np.ndarray, evals: np.ndarray, g: Geometry, seed: int, layer_id: int,
-                slice_id: int | None, treatment: Treatment) -> tuple[RandomizedESD, np.ndarray]:
-    """The randomized ESD of one row and its shuffled matrices (see :func:`htsr.spectral.randomize.randomized_esd`)."""
-    key = (seed, layer_id, slice_id or 0)
-    return randomized_esd(sub, evals, g.Q, g.M, key, replica_count(treatment.replica_basis(g, evals.size)))
+                slice_id: int | None, treatment: Treatment,
+                early: tuple[int, tuple] | None = None) -> tuple[RandomizedESD, np.ndarray]:
+    """The randomized ESD of one row and its shuffled matrices (see :func:`htsr.spectral.randomize.randomized_esd`).
+
+    ``early``: :func:`early_spectra` of this row, used when its number of replicas is right.
+    """
+    replicas = replica_count(treatment.replica_basis(g, evals.size))
+    spectra = early[1] if early is not None and early[0] == replicas else None
+    return randomized_esd(sub, evals, g.Q, g.M, row_key(seed, layer_id, slice_id), replicas, spectra=spectra)
 
 
 def randomize_row(sub: np.ndarray, evals: np.ndarray, g: Geometry, seed: int, layer_id: int,
-                  slice_id: int | None, treatment: Treatment) -> tuple[RandomizedESD, TrapSearch]:
+                  slice_id: int | None, treatment: Treatment,
+                  early: tuple[int, tuple] | None = None) -> tuple[RandomizedESD, TrapSearch]:
     """:func:`shuffle_row` and the correlation-trap search on its shuffles."""
-    randomized, shuffled = shuffle_row(sub, evals, g, seed, layer_id, slice_id, treatment)
-    traps = find_traps(sub, shuffled, randomized, (seed, layer_id, slice_id or 0))
+    randomized, shuffled = shuffle_row(sub, evals, g, seed, layer_id, slice_id, treatment, early)
+    traps = find_traps(sub, shuffled, randomized, row_key(seed, layer_id, slice_id))
     del shuffled
     return randomized, traps

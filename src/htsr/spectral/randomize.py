@@ -260,8 +260,30 @@ class RandomizedESD:
     replicas: int
 
 
+def shuffled_spectra(stack: np.ndarray, key: tuple[int, int, int],
+                     replicas: int = 1) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
+    """The part of :func:`randomized_esd` that does not need the layer's own eigenvalues.
+
+    Returns the first shuffled stack (a :class:`ShuffledStack`), its per-slice eigenvalues, their
+    sorted float64 pool and the pooled, sorted eigenvalues of all ``replicas`` shuffles. The engine computes it while
+    the layer's own ESD is computed on another thread, then passes it to :func:`randomized_esd`
+    (``spectra=``): the same bits as computing it there.
+    """
+    rng = layer_rng(*key)
+    perms: list | None = [] if np.size(stack) <= KEEP_PERMS else None
+    shuffled = shuffle_stack(stack, rng, dtype=np.float32, keep=perms).view(ShuffledStack)
+    shuffled.perms = perms
+    shuffled.grams = slice_grams(shuffled)
+    per_slice = slice_evals(shuffled, shuffled.grams)
+    first = np.sort(np.concatenate(per_slice)).astype(np.float64)
+    pools = [first]
+    for _ in range(replicas - 1):
+        pools.append(np.concatenate(slice_evals(shuffle_stack(stack, rng, dtype=np.float32))).astype(np.float64))
+    return shuffled, per_slice, first, (np.sort(np.concatenate(pools)) if len(pools) > 1 else first)
+
+
 def randomized_esd(stack: np.ndarray, evals: np.ndarray, Q: float, M: int, key: tuple[int, int, int],
-                   replicas: int = 1) -> tuple[RandomizedESD, np.ndarray]:
+                   replicas: int = 1, spectra: tuple | None = None) -> tuple[RandomizedESD, np.ndarray]:
     """Shuffle each matrix of ``stack`` (float32), compute the randomized ESD and fit MP to it.
 
     The one randomization path of htsr: ``analyze(randomize=True)``, ``remove_traps``,
@@ -281,6 +303,8 @@ def randomized_esd(stack: np.ndarray, evals: np.ndarray, Q: float, M: int, key: 
         Seeds the generator (:func:`layer_rng`); :func:`permutations` replays it.
     replicas : int
         Number of shuffles pooled into ``evals`` (see :func:`replica_count`).
+    spectra : tuple, optional
+        :func:`shuffled_spectra` of the same ``stack``, ``key`` and ``replicas``, when already computed.
 
     Returns
     -------
@@ -296,17 +320,7 @@ def randomized_esd(stack: np.ndarray, evals: np.ndarray, Q: float, M: int, key: 
     >>> rand.fit.num_spikes, shuffled.dtype
     (0, dtype('float32'))
     """
-    rng = layer_rng(*key)
-    perms: list | None = [] if np.size(stack) <= KEEP_PERMS else None
-    shuffled = shuffle_stack(stack, rng, dtype=np.float32, keep=perms).view(ShuffledStack)
-    shuffled.perms = perms
-    shuffled.grams = slice_grams(shuffled)
-    per_slice = slice_evals(shuffled, shuffled.grams)
-    first = np.sort(np.concatenate(per_slice)).astype(np.float64)
-    pools = [first]
-    for _ in range(replicas - 1):
-        pools.append(np.concatenate(slice_evals(shuffle_stack(stack, rng, dtype=np.float32))).astype(np.float64))
-    all_evals = np.sort(np.concatenate(pools)) if len(pools) > 1 else first
+    shuffled, per_slice, first, all_evals = shuffled_spectra(stack, key, replicas) if spectra is None else spectra
     max_rand = float(all_evals[-1])
     lam_max = float(evals[-1])
     distance = jensen_shannon(evals, first) if first.size == evals.size else float("nan")
