@@ -230,18 +230,18 @@ STDLIB = ("argparse", "asyncio", "collections", "concurrent.futures", "configpar
           "typing", "unittest", "urllib.request", "uuid", "xml.dom.minidom", "zipfile")
 
 
-def docstring_sentences() -> list[str]:
-    """Sentences of the docstrings of some standard-library modules (deduplicated, 40-300 characters)."""
+def docstring_sentences(modules=STDLIB) -> list[str]:
+    """Sentences of the docstrings of some standard-library modules (deduplicated, 40-300 characters), in order."""
     import warnings
 
     with warnings.catch_warnings():  # deprecated modules warn on import and on attribute access
         warnings.simplefilter("ignore")
-        return _sentences()
+        return _sentences(modules)
 
 
-def _sentences() -> list[str]:
+def _sentences(modules) -> list[str]:
     seen: dict[str, None] = {}
-    for modname in STDLIB:
+    for modname in modules:
         try:
             mod = importlib.import_module(modname)
         except Exception:  # noqa: BLE001 - a module missing from this Python (tkinter) is simply not used
