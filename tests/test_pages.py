@@ -43,7 +43,7 @@ def test_compare_and_monitor_pages_share_the_report_look():
     monitor_page = m.to_html()
     for page in (report_page, compare_page, monitor_page):
         assert pages.CSS in page and page.count("<style>") == 1
-    assert '<table id="layers" class="sortable">' in compare_page and "<h2 id=\"alpha\">" in compare_page
+    assert '<table id="layer-table" class="sortable">' in compare_page and "<h2 id=\"alpha\">" in compare_page
     # the Monitor: integer steps on the axis, traps never drawn as a flat line when there are none
     ticks = re.findall(r'font-size="9" text-anchor="middle" fill="#555">([^<]*)</text>', monitor_page)
     assert ticks[:3] == ["0", "5", "10"]
