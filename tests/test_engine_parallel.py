@@ -10,6 +10,7 @@ import pytest
 
 import htsr
 from htsr import accel, engine
+from htsr.blas import blas_single_thread
 from htsr.config import AnalysisConfig, LayerType
 from htsr.errors import OptionError
 from htsr.matrices import geometry
@@ -303,23 +304,25 @@ def test_a_large_randomized_layer_computes_its_esd_beside_the_shuffle(monkeypatc
 
     monkeypatch.setattr(blocked, "blocked_esd",
                         lambda *a, **k: threads.append(threading.current_thread().name) or real_blocked(*a, **k))
-    (row,) = engine.analyze_plan(p, engine.load_tensor(p, blocks=True), config, esd_fn)
-    assert threads and threads[0].startswith("htsr-esd")
-    # the one-after-the-other route: the ESD, then the shuffles and the trap search
-    if blocks:
-        stack = W[None]
-        esd, _ = real_blocked(engine.load_tensor(p, blocks=True), 250, "big")
-    else:
-        stack, _ = prepare.layer_stack(W.astype(np.float64), t, p.geometry, config, HTSR)
-        esd = real_esd(stack, 250)
-    evals = esd.evals if not components else np.sort(esd.evals)[-components:]
-    rand, traps = prepare.randomize_row(stack, evals, p.geometry, 0, 1, None, HTSR)
+    with blas_single_thread():  # as engine.run: the pin is process-wide, so it is set around both threads
+        (row,) = engine.analyze_plan(p, engine.load_tensor(p, blocks=True), config, esd_fn)
+        assert threads and threads[0].startswith("htsr-esd")
+        # the one-after-the-other route: the ESD, then the shuffles and the trap search
+        if blocks:
+            stack = W[None]
+            esd, _ = real_blocked(engine.load_tensor(p, blocks=True), 250, "big")
+        else:
+            stack, _ = prepare.layer_stack(W.astype(np.float64), t, p.geometry, config, HTSR)
+            esd = real_esd(stack, 250)
+        evals = esd.evals if not components else np.sort(esd.evals)[-components:]
+        rand, traps = prepare.randomize_row(stack, evals, p.geometry, 0, 1, None, HTSR)
     np.testing.assert_array_equal(row.evals, evals)
     np.testing.assert_array_equal(row.randomized.evals, rand.evals)
     assert row.randomized.replicas == rand.replicas == (5 if components else 1)
     assert repr(row.randomized) == repr(rand) and repr(row.traps) == repr(traps)  # (nan-safe field by field)
     config1 = config.replace(workers=1)  # one worker: everything on it
     threads.clear()
-    (one,) = engine.analyze_plan(p, engine.load_tensor(p, blocks=True), config1, esd_fn)
+    with blas_single_thread():
+        (one,) = engine.analyze_plan(p, engine.load_tensor(p, blocks=True), config1, esd_fn)
     assert threads and not threads[0].startswith("htsr-esd")
     assert repr(one.randomized) == repr(rand) and repr(one.traps) == repr(traps)

@@ -321,3 +321,28 @@ def test_figures_drawn_during_the_analysis_equal_those_drawn_after(monkeypatch, 
     for a, b in zip(early, sorted(after)):
         assert a.read_bytes() == b.read_bytes(), a.name
     assert list(report.pngs) == list(fresh.pngs)  # layer by layer, kinds in the same order
+
+
+def test_reused_axes_draw_the_pictures_of_new_figures():
+    """Drawing in bulk reuses one emptied axes per kind (``figures.new_axes``); every PNG equals the one a new
+    figure gives: log and linear axes, failed and good fits, the MP fit, the randomized overlay with its note."""
+    from htsr.figures import reuse
+
+    rng = np.random.default_rng(3)
+    model = {f"l{k}.weight": rng.standard_t(3, (300, 100 + 20 * k)) / 16 for k in range(5)}
+    model["tiny.weight"] = rng.standard_normal((30, 12))  # too few eigenvalues for a power-law fit
+    report = htsr.analyze(model, randomize=True, mp_fit=True, keep_esd=True, plot=True)
+
+    def draw(on: bool) -> list:
+        reuse(on)
+        try:
+            return [(r.key, kind, plotting.figure_png(fig))
+                    for r in report.layers for kind, fig in plotting.layer_figures(r, "outlier dimension 3")]
+        finally:
+            reuse(False)
+
+    new, reused = draw(False), draw(True)
+    assert {kind for _, kind, _ in new} == {*FIVE, "randesd", "mpfit"}
+    assert [(k, kind) for k, kind, _ in new] == [(k, kind) for k, kind, _ in reused]
+    for (key, kind, a), (_, _, b) in zip(new, reused):
+        assert a == b, (key, kind)

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -385,26 +386,67 @@ def blocked_gram(m: StoredMatrix, where: str = "", dtype: type = np.float64,
     return g, note
 
 
-def streamed_r(m: StoredMatrix, block_elements: int | None = None) -> np.ndarray:
+@functools.cache
+def _tpqrt() -> Callable[..., None] | None:
+    """LAPACK ``dtpqrt`` (64-bit integers) of the OpenBLAS numpy ships, via ctypes, or None.
+
+    ctypes releases the GIL for the call; scipy's wrapper holds it, and one call on an 8192-wide R
+    takes about a second, so every other Python thread (another layer's block decoding, the
+    engine's scheduling) stalled meanwhile.
+    """
+    from .blas import numpy_openblas
+
+    for _, lib in numpy_openblas():
+        fn = getattr(lib, "scipy_dtpqrt_64_", None) or getattr(lib, "dtpqrt_64_", None)
+        if fn is not None:
+            fn.restype = None
+            return fn
+    return None
+
+
+def _absorb(r: np.ndarray, b: np.ndarray, nb: int, t: np.ndarray, work: np.ndarray) -> None:
+    """``R ← the R of QR([R; b])`` in place (``dtpqrt`` with l = 0; ``b`` Fortran-ordered float64, destroyed)."""
+    import ctypes
+
+    fn = _tpqrt()
+    if fn is None:
+        from scipy.linalg.lapack import dtpqrt
+
+        out, _, _, info = dtpqrt(0, nb, r, b, overwrite_a=1, overwrite_b=1)
+        if out is not r:  # pragma: no cover - r is Fortran-ordered float64, so updated in place
+            r[...] = out
+    else:
+        i64 = ctypes.c_int64
+        rows, n = b.shape
+        status = i64(0)
+        fn(ctypes.byref(i64(rows)), ctypes.byref(i64(n)), ctypes.byref(i64(0)), ctypes.byref(i64(nb)),
+           r.ctypes.data_as(ctypes.c_void_p), ctypes.byref(i64(max(1, n))), b.ctypes.data_as(ctypes.c_void_p),
+           ctypes.byref(i64(max(1, rows))), t.ctypes.data_as(ctypes.c_void_p), ctypes.byref(i64(nb)),
+           work.ctypes.data_as(ctypes.c_void_p), ctypes.byref(status))
+        info = status.value
+    if info != 0:  # pragma: no cover - only on bad arguments
+        raise np.linalg.LinAlgError(f"dtpqrt failed (info={info})")
+
+
+def streamed_r(m: StoredMatrix, block_elements: int | None = None,
+               stop: threading.Event | None = None) -> np.ndarray | None:
     """Triangular factor R (M×M, Fortran order) of a QR of W (or Wᵀ when rows < cols), streamed over blocks.
 
     R starts at zero and absorbs one block at a time in place with LAPACK's
     triangular-pentagonal QR (``dtpqrt``: the QR of ``[R; W_b]``, R overwritten),
     so the memory is R and one block. R has the singular values of W.
+    None when ``stop`` is set before the last block (see :func:`blocked_esd`).
     """
-    from scipy.linalg.lapack import dtpqrt
-
     step = block_elements or BLOCK_BYTES // 8
     size = min(m.shape)
     r = np.zeros((size, size), dtype=np.float64, order="F")
     nb = max(1, min(64, size))
+    t = np.empty((nb, size), dtype=np.float64, order="F")
+    work = np.empty(nb * size, dtype=np.float64)
     for block in iter_blocks(m, step):
-        b = np.asfortranarray(block, dtype=np.float64)
-        out, _, _, info = dtpqrt(0, nb, r, b, overwrite_a=1, overwrite_b=1)
-        if info != 0:  # pragma: no cover - only on bad arguments
-            raise np.linalg.LinAlgError(f"dtpqrt failed (info={info})")
-        if out is not r:  # pragma: no cover - r is Fortran-ordered float64, so updated in place
-            r[...] = out
+        if stop is not None and stop.is_set():
+            return None
+        _absorb(r, np.asfortranarray(block, dtype=np.float64), nb, t, work)
     return r
 
 
@@ -412,7 +454,9 @@ def streamed_singular_values(m: StoredMatrix, block_elements: int | None = None)
     """Singular values of ``m`` (descending) from :func:`streamed_r`, in M×M memory."""
     from scipy.linalg import svdvals
 
-    return svdvals(streamed_r(m, block_elements), overwrite_a=True, check_finite=False)
+    r = streamed_r(m, block_elements)
+    assert r is not None  # no stop event
+    return svdvals(r, overwrite_a=True, check_finite=False)
 
 
 #: The fallback refines at most this many small eigenvalues by Lanczos on R (more: the full SVD of R).
@@ -458,7 +502,8 @@ def smallest_singular_values(r: np.ndarray, k: int) -> np.ndarray | None:
     return np.sort(1.0 / np.sqrt(mu))
 
 
-def fallback_evals(m: StoredMatrix, ev: np.ndarray, block_elements: int | None = None) -> np.ndarray:
+def fallback_evals(m: StoredMatrix, ev: np.ndarray, block_elements: int | None = None,
+                   r: np.ndarray | None = None) -> np.ndarray:
     """Eigenvalues (ascending) of an ill-conditioned ``m`` from its streamed R factor and its Gram eigenvalues ``ev``.
 
     The Gram eigenvalues above ``GRAM_SAFE_RATIO``·λmax are kept (their absolute
@@ -467,11 +512,13 @@ def fallback_evals(m: StoredMatrix, ev: np.ndarray, block_elements: int | None =
     so ``sv_min`` and the rank numbers are those of the SVD, for a fraction of its
     cost. Where more than ``SMALL_END_MAX`` are below, R is small
     (< ``SMALL_END_MIN``) or that route fails: the squares of all of R's singular
-    values (LAPACK ``gesdd``), as before.
+    values (LAPACK ``gesdd``), as before. ``r``: :func:`streamed_r` of ``m`` when already computed.
     """
     from scipy.linalg import svdvals
 
-    r = streamed_r(m, block_elements)
+    if r is None:
+        r = streamed_r(m, block_elements)
+    assert r is not None  # no stop event
     top = float(ev[-1]) if ev.size else 0.0
     k = int(np.count_nonzero(ev <= top * GRAM_SAFE_RATIO))
     if top > 0 and r.shape[0] >= SMALL_END_MIN and k <= SMALL_END_MAX:
@@ -485,7 +532,8 @@ def fallback_evals(m: StoredMatrix, ev: np.ndarray, block_elements: int | None =
 
 
 def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
-                block_elements: int | None = None, threads: int | None = None) -> tuple[ESD, str]:
+                block_elements: int | None = None, threads: int | None = None,
+                spare: Callable[[], bool] | None = None) -> tuple[ESD, str]:
     """ESD of one large matrix in bounded memory, and the dtype note.
 
     The same numbers as :func:`htsr.spectral.esd.compute_esd` on the whole
@@ -495,6 +543,13 @@ def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
     ``threads`` (None or 0: one per core) add the Gram matrix's tiles
     (:func:`blocked_gram`); the result does not depend on it.
 
+    ``spare()`` (the engine's) says whether a core would otherwise stay idle
+    to the end of the run, e.g. while the last layer's single-threaded
+    eigensolver runs alone: then the streamed R of the fallback is computed
+    beside the eigensolver, before it is known to be needed, and dropped
+    (stopped at the next block) when it is not. Same R, same numbers; on an
+    ill-conditioned last layer the fallback no longer runs alone after it.
+
     Examples
     --------
     >>> W = np.diag([3.0, 2.0, 1.0])
@@ -503,17 +558,49 @@ def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
     """
     dtype = np.float32 if fast else np.float64
     g, note = blocked_gram(m, where, dtype, block_elements, threads)
-    ev = eigvalsh_gram(g[None])[0]
-    del g
-    return esd_from_gram_evals(m, ev, N, fast, block_elements), note
+    if fast or spare is None or not _room_for_r(m) or not spare():
+        ev = eigvalsh_gram(g[None])[0]
+        del g
+        return esd_from_gram_evals(m, ev, N, fast, block_elements), note
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-qr") as side:
+        early_r = side.submit(streamed_r, m, block_elements, stop)
+        try:
+            ev = eigvalsh_gram(g[None])[0]
+        except BaseException:
+            stop.set()
+            raise
+        del g
+        wanted = needs_fallback(ev, fast)
+        if not wanted:
+            stop.set()  # the R is dropped at its next block
+        r = early_r.result() if wanted else None
+    return esd_from_gram_evals(m, ev, N, fast, block_elements, r), note
+
+
+def _room_for_r(m: StoredMatrix) -> bool:
+    """Whether the OS has memory for an M×M float64 R and two blocks beside the eigensolver (unknown: yes)."""
+    from .matrices import available_memory
+
+    size = min(m.shape)
+    free = available_memory()
+    return free is None or free > 8 * size * size + 4 * BLOCK_BYTES
+
+
+def needs_fallback(ev: np.ndarray, fast: bool = False) -> bool:
+    """Whether the Gram eigenvalues ``ev`` (ascending) call for the streamed-QR fallback of :func:`blocked_esd`."""
+    top = ev[-1] if ev.size else 0.0
+    return bool(top <= 0 or (not fast and ev[0] <= top * GRAM_SAFE_RATIO))
 
 
 def esd_from_gram_evals(m: StoredMatrix, ev: np.ndarray, N: int, fast: bool = False,
-                        block_elements: int | None = None) -> ESD:
-    """The ESD from the Gram eigenvalues ``ev`` of ``m``, with the streamed-QR fallback of :func:`blocked_esd`."""
-    top = ev[-1] if ev.size else 0.0
-    if top <= 0 or (not fast and ev[0] <= top * GRAM_SAFE_RATIO):
-        e = fallback_evals(m, ev, block_elements)
+                        block_elements: int | None = None, r: np.ndarray | None = None) -> ESD:
+    """The ESD from the Gram eigenvalues ``ev`` of ``m``, with the streamed-QR fallback of :func:`blocked_esd`
+    (``r``: its R factor when already computed)."""
+    if needs_fallback(ev, fast):
+        e = fallback_evals(m, ev, block_elements, r)
     else:
         e = ev.astype(np.float64, copy=False)
     e = np.clip(e, 0.0, None)

@@ -103,7 +103,7 @@ def _identity(t: WeightTensor, g: Geometry, slice_id: int | None = None) -> dict
 
 def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix, config: AnalysisConfig,
                   esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd, device: str = "cpu",
-                  treatment: Treatment = HTSR) -> list[LayerResult]:
+                  treatment: Treatment = HTSR, spare: Callable[[], bool] | None = None) -> list[LayerResult]:
     """The results of one layer: one, or one per conv slice with ``pool=False``.
 
     A :class:`~htsr.sources.base.StoredMatrix` (a large dense layer) is analyzed
@@ -111,6 +111,7 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
     ``randomize`` then decodes it whole (it shuffles every element), and what
     needs every element for its own numbers (``inverse``, ``vectors``, a
     treatment with ``needs_all_elements``) decodes it before anything else.
+    ``spare``: the engine's idle-core test, passed to :func:`~htsr.blocked.blocked_esd`.
     """
     if isinstance(array, StoredMatrix) and (treatment.needs_all_elements or config.inverse or config.vectors):
         array = array.decoded()
@@ -129,7 +130,8 @@ def analyze_array(t: WeightTensor, g: Geometry, array: np.ndarray | StoredMatrix
             groups = [(None, stack)]
         else:
             if device == "cpu":
-                blocked, note = blocked_esd(array, g.N, t.where, fast=config.fast, threads=config.workers or None)
+                blocked, note = blocked_esd(array, g.N, t.where, fast=config.fast, threads=config.workers or None,
+                                            spare=spare)
             else:
                 blocked, note = blocked_esd_torch(array, g.N, t.where, device=device)
             groups = [(None, array.decoded()[None] if config.randomize else None)]
@@ -240,7 +242,7 @@ def small_sample_note(fit: Any, evals: np.ndarray, small_n: int) -> str:
 
 def analyze_plan(p: Plan, array: np.ndarray | StoredMatrix | Exception, config: AnalysisConfig,
                  esd_fn: Callable[[np.ndarray, int], ESD] = compute_esd, device: str = "cpu",
-                 treatment: Treatment = HTSR) -> list[LayerResult]:
+                 treatment: Treatment = HTSR, spare: Callable[[], bool] | None = None) -> list[LayerResult]:
     """:func:`analyze_array` for a planned tensor whose read gave ``array`` (or the read's error).
 
     Never raises for a bad layer: bad weights or a failed read give one ``invalid``
@@ -253,7 +255,7 @@ def analyze_plan(p: Plan, array: np.ndarray | StoredMatrix | Exception, config: 
             raise array
         # degenerate layers (underflowing, constant) make numpy warn; their rows say what happened
         with np.errstate(all="ignore"):
-            return analyze_array(t, g, array, config, esd_fn, device, treatment)
+            return analyze_array(t, g, array, config, esd_fn, device, treatment, spare)
     except HtsrError as exc:  # LayerError (bad weights) or a read error
         return [LayerResult(**_identity(t, g), status="invalid", reason=str(exc))]
     except MemoryError:
@@ -364,10 +366,27 @@ def _run_threads(todo: list[Plan], config: AnalysisConfig, progress: Progress | 
     eigenvalues) wait for their turn and are yielded in plan order; ``progress`` advances
     as each layer finishes.
     """
+    import threading
     from concurrent.futures import FIRST_COMPLETED, wait
 
+    lock = threading.Lock()
+    load = {"running": 0, "waiting": len(todo)}  # layers being analyzed, layers not started yet
+
+    def spare() -> bool:
+        """Whether a worker is idle and no layer is left to start (a core would idle to the end)."""
+        with lock:
+            return workers > 1 and load["waiting"] == 0 and load["running"] < workers
+
     def task(p: Plan, loading: Any) -> list[LayerResult]:
-        return analyze_plan(p, loading.result(), config, esd_fn, treatment=treatment)
+        array = loading.result()
+        with lock:
+            load["running"] += 1
+            load["waiting"] -= 1
+        try:
+            return analyze_plan(p, array, config, esd_fn, treatment=treatment, spare=spare)
+        finally:
+            with lock:
+                load["running"] -= 1
 
     order = submission_order(todo, config.randomize) if workers > 1 else list(range(len(todo)))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-read") as reader, \

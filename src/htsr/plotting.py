@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
-from .figures import STYLE, layer_label, new_figure, reuse
+from .figures import STYLE, is_reused, layer_label, new_axes, new_figure, reuse
 from .option_plots import option_figures, wants_option_figures
 from .progress import in_notebook as _in_notebook  # a module global: tests stand in a notebook
 from .spectral.powerlaw import OVER_TRAINED, UNDER_TRAINED  # the alpha thresholds, declared once
@@ -112,7 +112,8 @@ def figure_png(fig: Any, dpi: int = 100) -> bytes:
     rgba = np.asarray(fig.canvas.buffer_rgba())
     img = Image.fromarray(np.ascontiguousarray(rgba[..., :3])).quantize(
         colors=PALETTE_COLOURS, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
-    fig.clear()
+    if not is_reused(fig):  # a reused figure is emptied by the next new_axes
+        fig.clear()
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
@@ -125,8 +126,7 @@ def _fit_ok(fit: PowerLawFit | None) -> TypeGuard[PowerLawFit]:
 def _esd_loglog(r: LayerResult, evals: np.ndarray, fit: PowerLawFit | None) -> Any:
     from .spectral.powerlaw import EVALS_THRESH
 
-    fig = new_figure("esd")
-    ax = fig.add_subplot()
+    fig, ax = new_axes("esd")
     x = evals[evals > EVALS_THRESH]
     if x.size:
         lo, hi = x.min(), x.max()
@@ -155,8 +155,7 @@ def _esd_loglog(r: LayerResult, evals: np.ndarray, fit: PowerLawFit | None) -> A
 
 
 def _esd_linlin(r: LayerResult, evals: np.ndarray, fit: PowerLawFit | None) -> Any:
-    fig = new_figure("esd2")
-    ax = fig.add_subplot()
+    fig, ax = new_axes("esd2")
     ax.hist(evals, bins=100, density=True, histtype="stepfilled", color="tab:blue", alpha=0.7, label="ESD (histogram)")
     if _fit_ok(fit):
         ax.axvline(fit.xmin, color="red", label=f"xmin = {fit.xmin:.4g}")
@@ -168,8 +167,7 @@ def _esd_linlin(r: LayerResult, evals: np.ndarray, fit: PowerLawFit | None) -> A
 
 
 def _esd_log10(r: LayerResult, evals: np.ndarray, fit: PowerLawFit | None) -> Any:
-    fig = new_figure("esd3")
-    ax = fig.add_subplot()
+    fig, ax = new_axes("esd3")
     x = evals[evals > 0]
     if x.size:
         ax.hist(np.log10(x), bins=100, density=True, histtype="stepfilled", color="tab:blue", alpha=0.7,
@@ -187,8 +185,7 @@ def _esd_log10(r: LayerResult, evals: np.ndarray, fit: PowerLawFit | None) -> An
 
 
 def _curve(r: LayerResult, fit: PowerLawFit, which: str) -> Any:
-    fig = new_figure("esd4" if which == "D" else "esd5")
-    ax = fig.add_subplot()
+    fig, ax = new_axes("esd4" if which == "D" else "esd5")
     ys = fit.Ds if which == "D" else fit.alphas
     if fit is not None and fit.xmins.size:
         ax.plot(fit.xmins, ys, color="tab:blue", lw=1.2, label="KS distance D" if which == "D" else "α(xmin)")
@@ -238,8 +235,7 @@ def overlay_figure(result: LayerResult, note: str = "") -> Any:
     (:func:`trap_note`) names the outlier dimension its traps belong to, as a third title line.
     """
     assert result.randomized is not None  # a randomize=True result (see above)
-    fig = new_figure("randesd")
-    ax = fig.add_subplot()
+    fig, ax = new_axes("randesd")
     x = np.asarray(result.evals, dtype=float)
     r = np.asarray(result.randomized.evals, dtype=float)
     x, r = x[x > 0], r[r > 0]
@@ -266,8 +262,7 @@ def overlay_figure(result: LayerResult, note: str = "") -> Any:
 def _mp(r: LayerResult, evals: np.ndarray) -> Any:
     from .spectral.marchenko_pastur import mp_density
 
-    fig = new_figure("mpfit")
-    ax = fig.add_subplot()
+    fig, ax = new_axes("mpfit")
     mp = r.mp
     assert mp is not None  # drawn only for an mp_fit result
     Q, sigma, scale, edge = r.Q, mp.sigma_mp, mp.W_scale, mp.bulk_max

@@ -76,7 +76,7 @@ def permutation(n: int, rng: np.random.Generator) -> np.ndarray:
         np.add(index[:m], np.uint64(lo), out=buf[:m])
         np.bitwise_or(keys[lo:lo + m], buf[:m], out=keys[lo:lo + m])
     keys.sort()
-    ties = np.flatnonzero((keys[1:] ^ keys[:-1]) <= mask)  # keys[i], keys[i+1] share their random part
+    ties = _ties(keys, mask)
     np.bitwise_and(keys, mask, out=keys)
     perm = keys.view(np.int64)
     if ties.size:
@@ -86,6 +86,25 @@ def permutation(n: int, rng: np.random.Generator) -> np.ndarray:
         for s, e in zip(starts.tolist(), ends.tolist()):
             rng.shuffle(perm[s:e])
     return perm
+
+
+#: Keys compared at a time by :func:`_ties` (no n-long temporaries: 1.4 s instead of 0.2 s at 10⁸).
+TIE_CHUNK = 1 << 20
+
+
+def _ties(keys: np.ndarray, mask: np.uint64) -> np.ndarray:
+    """Indices i where sorted ``keys[i]`` and ``keys[i + 1]`` share their random (high) part, ascending."""
+    n = keys.size
+    found = []
+    xor = np.empty(min(TIE_CHUNK, max(n - 1, 0)), dtype=np.uint64)
+    for lo in range(0, n - 1, TIE_CHUNK):
+        hi = min(n - 1, lo + TIE_CHUNK)
+        x = xor[:hi - lo]
+        np.bitwise_xor(keys[lo + 1:hi + 1], keys[lo:hi], out=x)
+        hits = np.flatnonzero(x <= mask)
+        if hits.size:
+            found.append(hits + lo)
+    return np.concatenate(found) if found else np.empty(0, dtype=np.intp)
 
 
 class ShuffledStack(np.ndarray):
