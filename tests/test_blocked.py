@@ -292,3 +292,42 @@ def test_torch_route_matches_numpy_route(shape):
     bad[5, 5] = np.nan
     with pytest.raises(LayerError, match="1 NaN"):
         blocked.blocked_esd_torch(StoredMatrix.from_array(bad), max(shape), device="cpu", block_elements=3000)
+
+
+@pytest.mark.parametrize("ill", [True, False])
+def test_r_computed_beside_the_eigensolver_when_a_core_is_spare(monkeypatch, ill):
+    """With ``spare()`` true the fallback's R is streamed on a helper thread while the eigensolver runs:
+    used when the fallback needs it (ill-conditioned), stopped and dropped when not; the same ESD either way."""
+    import threading
+    import time
+
+    sv = np.concatenate([[1e-9] if ill else [0.5], np.linspace(1.0, 2.0, 299)])
+    W = _planted(700, sv)
+    plain, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 700, block_elements=64 * 300)
+    calls, started = [], threading.Event()
+    real_r, real_eig, real_absorb = blocked.streamed_r, blocked.eigvalsh_gram, blocked._absorb
+
+    def streamed_r(m, block_elements=None, stop=None):
+        started.set()
+        out = real_r(m, block_elements, stop)
+        calls.append((threading.current_thread().name, stop is not None, out is None))
+        return out
+
+    def eig_once_r_streams(x):  # the eigensolver finishes while R is still streaming
+        assert started.wait(10)
+        return real_eig(x)
+
+    monkeypatch.setattr(blocked, "streamed_r", streamed_r)
+    monkeypatch.setattr(blocked, "eigvalsh_gram", eig_once_r_streams)
+    monkeypatch.setattr(blocked, "_absorb", lambda *a: time.sleep(0.02) or real_absorb(*a))
+    monkeypatch.setattr(blocked, "SPARE_POLL", 0.01)
+    got, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 700, block_elements=64 * 300, spare=lambda: True)
+    np.testing.assert_array_equal(got.evals, plain.evals)
+    assert got.sv_min == plain.sv_min and got.rank_loss == plain.rank_loss
+    assert len(calls) == 1 and calls[0][0].startswith("htsr-qr") and calls[0][1]  # once, beside, stoppable
+    assert calls[0][2] is (not ill)  # stopped and dropped (None) when the Gram eigenvalues sufficed
+    calls.clear()
+    monkeypatch.setattr(blocked, "eigvalsh_gram", real_eig)
+    never, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 700, block_elements=64 * 300, spare=lambda: False)
+    np.testing.assert_array_equal(never.evals, plain.evals)
+    assert [c[0].startswith("htsr-qr") for c in calls] == ([False] if ill else [])  # after the eigensolver, here

@@ -326,3 +326,33 @@ def test_a_large_randomized_layer_computes_its_esd_beside_the_shuffle(monkeypatc
         (one,) = engine.analyze_plan(p, engine.load_tensor(p, blocks=True), config1, esd_fn)
     assert threads and not threads[0].startswith("htsr-esd")
     assert repr(one.randomized) == repr(rand) and repr(one.traps) == repr(traps)
+
+
+def test_spare_tells_a_large_layer_when_the_other_workers_have_nothing_left(monkeypatch):
+    """The engine's ``spare()`` (given to blocked_esd): false while other layers wait or run, true once the
+    large layer runs alone with a worker idle; never true with one worker."""
+    from htsr import blocked
+
+    rng = np.random.default_rng(2)
+    model = {"big.weight": rng.standard_normal((400, 300)), "a.weight": rng.standard_normal((40, 30)),
+             "b.weight": rng.standard_normal((50, 30))}
+    monkeypatch.setattr(blocked, "BLOCKED_MIN_ELEMENTS", 100_000)  # only big is read in blocks
+    seen, patience = [], [10.0]
+    real = blocked.blocked_esd
+
+    def watch(m, *a, spare=None, **k):
+        first = spare() if spare else None
+        deadline = time.monotonic() + patience[0]
+        while spare and not spare() and time.monotonic() < deadline:  # the two small layers finish meanwhile
+            time.sleep(0.01)
+        seen.append((first, spare() if spare else None))
+        return real(m, *a, spare=spare, **k)
+
+    monkeypatch.setattr(blocked, "blocked_esd", watch)
+    two = htsr.analyze(model, workers=2)
+    assert seen == [(False, True)]  # big starts first (most expensive), beside the others; then alone
+    seen.clear()
+    patience[0] = 0.5  # one worker: spare() stays false
+    one = htsr.analyze(model, workers=1)
+    assert seen == [(False, False)]
+    assert two.details.equals(one.details)

@@ -545,10 +545,12 @@ def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
 
     ``spare()`` (the engine's) says whether a core would otherwise stay idle
     to the end of the run, e.g. while the last layer's single-threaded
-    eigensolver runs alone: then the streamed R of the fallback is computed
-    beside the eigensolver, before it is known to be needed, and dropped
-    (stopped at the next block) when it is not. Same R, same numbers; on an
-    ill-conditioned last layer the fallback no longer runs alone after it.
+    eigensolver runs alone: from the moment it does (looked at every
+    ``SPARE_POLL`` seconds while the eigensolver runs), the streamed R of the
+    fallback is computed beside the eigensolver, before it is known to be
+    needed, and dropped (stopped at its next block) when it is not. Same R,
+    same numbers; on an ill-conditioned last layer the fallback no longer
+    runs alone after the eigensolver.
 
     Examples
     --------
@@ -564,20 +566,33 @@ def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
         return esd_from_gram_evals(m, ev, N, fast, block_elements), note
     from concurrent.futures import ThreadPoolExecutor
 
-    stop = threading.Event()
+    solved, stop = threading.Event(), threading.Event()
+
+    def speculate() -> np.ndarray | None:  # R once a core is spare, unless the eigensolver finishes first
+        while not solved.wait(SPARE_POLL):
+            if spare():
+                return streamed_r(m, block_elements, stop)
+        return None
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-qr") as side:
-        early_r = side.submit(streamed_r, m, block_elements, stop)
+        early_r = side.submit(speculate)
         try:
             ev = eigvalsh_gram(g[None])[0]
         except BaseException:
             stop.set()
+            solved.set()
             raise
         del g
         wanted = needs_fallback(ev, fast)
         if not wanted:
-            stop.set()  # the R is dropped at its next block
-        r = early_r.result() if wanted else None
+            stop.set()  # an R under way is dropped at its next block
+        solved.set()
+        r = early_r.result() if wanted else None  # None when never started: fallback_evals computes it
     return esd_from_gram_evals(m, ev, N, fast, block_elements, r), note
+
+
+#: Seconds between two looks at the engine's ``spare()`` while a large layer's eigensolver runs.
+SPARE_POLL = 0.5
 
 
 def _room_for_r(m: StoredMatrix) -> bool:
