@@ -321,7 +321,13 @@ def test_r_computed_beside_the_eigensolver_when_a_core_is_spare(monkeypatch, ill
     monkeypatch.setattr(blocked, "eigvalsh_gram", eig_once_r_streams)
     monkeypatch.setattr(blocked, "_absorb", lambda *a: time.sleep(0.02) or real_absorb(*a))
     monkeypatch.setattr(blocked, "SPARE_POLL", 0.01)
-    got, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 700, block_elements=64 * 300, spare=lambda: True)
+    looks = []  # spare() turns true only at its third look: the R starts while the eigensolver runs
+
+    def spare() -> bool:
+        looks.append(1)
+        return len(looks) >= 3
+
+    got, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 700, block_elements=64 * 300, spare=spare)
     np.testing.assert_array_equal(got.evals, plain.evals)
     assert got.sv_min == plain.sv_min and got.rank_loss == plain.rank_loss
     assert len(calls) == 1 and calls[0][0].startswith("htsr-qr") and calls[0][1]  # once, beside, stoppable

@@ -560,7 +560,7 @@ def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
     """
     dtype = np.float32 if fast else np.float64
     g, note = blocked_gram(m, where, dtype, block_elements, threads)
-    if fast or spare is None or not _room_for_r(m) or not spare():
+    if fast or spare is None or not _room_for_r(m):
         ev = eigvalsh_gram(g[None])[0]
         del g
         return esd_from_gram_evals(m, ev, N, fast, block_elements), note
