@@ -337,3 +337,13 @@ def test_r_computed_beside_the_eigensolver_when_a_core_is_spare(monkeypatch, ill
     never, _ = blocked.blocked_esd(StoredMatrix.from_array(W), 700, block_elements=64 * 300, spare=lambda: False)
     np.testing.assert_array_equal(never.evals, plain.evals)
     assert [c[0].startswith("htsr-qr") for c in calls] == ([False] if ill else [])  # after the eigensolver, here
+
+
+def test_streamed_r_through_scipy_when_numpy_has_no_dtpqrt(monkeypatch):
+    """numpy builds without OpenBLAS's ``dtpqrt`` take scipy's wrapper: the same R to rounding."""
+    W = np.random.default_rng(4).standard_normal((500, 120))
+    fast = blocked.streamed_r(StoredMatrix.from_array(W), block_elements=120 * 64)
+    monkeypatch.setattr(blocked, "_tpqrt", lambda: None)
+    slow = blocked.streamed_r(StoredMatrix.from_array(W), block_elements=120 * 64)
+    np.testing.assert_allclose(np.abs(slow), np.abs(fast), rtol=0, atol=1e-12 * np.abs(fast).max())
+    np.testing.assert_allclose(np.linalg.svd(fast, compute_uv=False), np.linalg.svd(W, compute_uv=False), rtol=1e-12)
