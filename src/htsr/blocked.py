@@ -548,9 +548,10 @@ def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
     eigensolver runs alone: from the moment it does (looked at every
     ``SPARE_POLL`` seconds while the eigensolver runs), the streamed R of the
     fallback is computed beside the eigensolver, before it is known to be
-    needed, and dropped (stopped at its next block) when it is not. Same R,
-    same numbers; on an ill-conditioned last layer the fallback no longer
-    runs alone after the eigensolver.
+    needed, and dropped when it is not (its thread stops after the block it
+    is absorbing, without holding this layer up). Same R, same numbers; on an
+    ill-conditioned last layer the fallback no longer runs alone after the
+    eigensolver.
 
     Examples
     --------
@@ -564,30 +565,38 @@ def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
         ev = eigvalsh_gram(g[None])[0]
         del g
         return esd_from_gram_evals(m, ev, N, fast, block_elements), note
-    from concurrent.futures import ThreadPoolExecutor
-
     solved, stop = threading.Event(), threading.Event()
+    got: list = []  # the R, once streamed
 
-    def speculate() -> np.ndarray | None:  # R once a core is spare, unless the eigensolver finishes first
+    def speculate() -> None:  # R once a core is spare, unless the eigensolver finishes first
         while not solved.wait(SPARE_POLL):
             if spare():
-                return streamed_r(m, block_elements, stop)
-        return None
+                try:
+                    got.append(streamed_r(m, block_elements, stop))
+                except Exception:  # noqa: BLE001 - the fallback streams it again and reports the error
+                    pass
+                return
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="htsr-qr") as side:
-        early_r = side.submit(speculate)
-        try:
-            ev = eigvalsh_gram(g[None])[0]
-        except BaseException:
-            stop.set()
-            solved.set()
-            raise
-        del g
-        wanted = needs_fallback(ev, fast)
-        if not wanted:
-            stop.set()  # an R under way is dropped at its next block
+    # not joined when its R is not needed: it stops after the block it is absorbing (seconds on a wide
+    # matrix) while this layer's results go on. Not a daemon: a daemon thread leaving a ctypes call
+    # during interpreter shutdown can hang the exit; the exit waits for that block instead.
+    side = threading.Thread(target=speculate, name="htsr-qr")
+    side.start()
+    try:
+        ev = eigvalsh_gram(g[None])[0]
+    except BaseException:
+        stop.set()
         solved.set()
-        r = early_r.result() if wanted else None  # None when never started: fallback_evals computes it
+        raise
+    del g
+    wanted = needs_fallback(ev, fast)
+    if not wanted:
+        stop.set()
+    solved.set()
+    r = None
+    if wanted:
+        side.join()
+        r = got[0] if got else None  # None when it never started (or failed): fallback_evals streams it
     return esd_from_gram_evals(m, ev, N, fast, block_elements, r), note
 
 
