@@ -346,3 +346,18 @@ def test_trap_vectors_widened_in_slabs_are_bit_identical(monkeypatch, shape, k):
     slabs = traps._top_vectors(w, k)
     for a, b in zip(whole, slabs):
         np.testing.assert_array_equal(a, b)
+
+
+def test_ties_in_chunks_are_those_of_the_whole_array(monkeypatch):
+    """``_ties`` (chunked) finds every pair of sorted keys sharing their random part, also across chunk edges."""
+    from htsr.spectral import randomize
+
+    rng = np.random.default_rng(3)
+    mask = np.uint64((1 << 10) - 1)
+    keys = rng.integers(0, 40, 1000, dtype=np.uint64) << np.uint64(10) | np.arange(1000, dtype=np.uint64)
+    keys.sort()  # 40 random parts for 1000 keys: long runs of ties, across every chunk edge below
+    want = np.flatnonzero((keys[1:] ^ keys[:-1]) <= mask)
+    for chunk in (1, 7, 64, 999, 1000, 5000):
+        monkeypatch.setattr(randomize, "TIE_CHUNK", chunk)
+        np.testing.assert_array_equal(randomize._ties(keys, mask), want)
+    assert randomize._ties(keys[:1], mask).size == 0 and want.size > 900
