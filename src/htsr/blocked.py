@@ -56,6 +56,7 @@ worker instead of ~6 GB. Statistics that need every element at once are the exce
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
@@ -571,10 +572,8 @@ def blocked_esd(m: StoredMatrix, N: int, where: str = "", fast: bool = False,
     def speculate() -> None:  # R once a core is spare, unless the eigensolver finishes first
         while not solved.wait(SPARE_POLL):
             if spare():
-                try:
+                with contextlib.suppress(Exception):  # on an error the fallback streams it again and reports it
                     got.append(streamed_r(m, block_elements, stop))
-                except Exception:  # noqa: BLE001 - the fallback streams it again and reports the error
-                    pass
                 return
 
     # not joined when its R is not needed: it stops after the block it is absorbing (seconds on a wide
@@ -623,10 +622,7 @@ def esd_from_gram_evals(m: StoredMatrix, ev: np.ndarray, N: int, fast: bool = Fa
                         block_elements: int | None = None, r: np.ndarray | None = None) -> ESD:
     """The ESD from the Gram eigenvalues ``ev`` of ``m``, with the streamed-QR fallback of :func:`blocked_esd`
     (``r``: its R factor when already computed)."""
-    if needs_fallback(ev, fast):
-        e = fallback_evals(m, ev, block_elements, r)
-    else:
-        e = ev.astype(np.float64, copy=False)
+    e = fallback_evals(m, ev, block_elements, r) if needs_fallback(ev, fast) else ev.astype(np.float64, copy=False)
     e = np.clip(e, 0.0, None)
     sv = np.sqrt(e)
     return ESD(evals=e, sv_max=float(sv[-1]), sv_min=float(sv[0]), rank_loss=int(sv.size - rank_count(sv, N)))
