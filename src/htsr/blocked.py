@@ -282,14 +282,7 @@ def _tile_tasks(g: np.ndarray, b: np.ndarray, panel: int) -> list[Callable[[], N
 
 
 def _add_gram(g: np.ndarray, b: np.ndarray, buf: list) -> None:
-    """``g += bᵀ b`` for a block b (k, M): in place with CBLAS syrk (upper triangle only), else via numpy."""
-    fn = _syrk(g.dtype.name)
-    if fn is not None and b.flags.c_contiguous:  # row-major k×M: C := AᵀA + C
-        fn(101, 121, 112, g.shape[0], b.shape[0], 1.0, b.ctypes.data, b.shape[1], 1.0, g.ctypes.data, g.shape[0])
-        return
-    if fn is not None and b.T.flags.c_contiguous:  # b = Aᵀ with A row-major M×k: C := A·Aᵀ + C
-        fn(101, 121, 111, g.shape[0], b.shape[0], 1.0, b.ctypes.data, b.shape[0], 1.0, g.ctypes.data, g.shape[0])
-        return
+    """``g += bᵀ b`` for a block b (k, M) through numpy: where :func:`_tile_tasks` has no CBLAS to call."""
     if not buf:
         buf.append(np.empty_like(g))
     np.matmul(b.T, b, out=buf[0])  # one operand the other's transpose: BLAS syrk, full matrix

@@ -335,10 +335,10 @@ def require_matplotlib() -> None:
 PARALLEL_MIN_LAYERS = 8
 
 
-def _layer_pngs(result: LayerResult, trap_text: str, deltas: bool, kinds: Collection[str] | None) -> list[tuple[str, bytes]]:
-    """PNG bytes of one layer's figures (a worker's task)."""
+def _layer_pngs(result: LayerResult, trap_text: str, options: bool, kinds: Collection[str] | None) -> list[tuple[str, bytes]]:
+    """PNG bytes of one layer's figures (a worker's task): ``kinds`` of them, then the options' when ``options``."""
     figures = layer_figures(result, trap_text, kinds)
-    if deltas and kinds is None:
+    if options:
         figures = itertools.chain(figures, option_figures(result))
     return [(kind, figure_png(fig)) for kind, fig in figures]
 
@@ -377,14 +377,6 @@ def _warm_up() -> None:
 
 #: The figures that need no other layer's results (the ``randesd`` figure names its traps' outlier dimensions).
 OWN_KINDS = ("esd", "esd2", "esd3", "esd4", "esd5", "mpfit")
-
-
-def _own_pngs(result: LayerResult, deltas: bool) -> list[tuple[str, bytes]]:
-    """PNG bytes of one layer's figures that need only its own result (an :class:`EarlyFigures` task)."""
-    figures = layer_figures(result, "", OWN_KINDS)
-    if deltas:
-        figures = itertools.chain(figures, option_figures(result))
-    return [(kind, figure_png(fig)) for kind, fig in figures]
 
 
 def _early_worker() -> None:
@@ -433,7 +425,7 @@ class EarlyFigures:
         """Start drawing these results' own figures."""
         for r in results:
             if r.esd is not None:
-                self._tasks[id(r)] = (r, self._pool.apply_async(_own_pngs, (r, self._deltas)))
+                self._tasks[id(r)] = (r, self._pool.apply_async(_layer_pngs, (r, "", self._deltas, OWN_KINDS)))
 
     def finish(self, report: Any, on_layer: Callable[[], None] | None = None) -> dict[tuple, list[tuple[str, bytes]]]:
         """Every layer's figures, as :func:`render_pngs` gives them (a layer not added is drawn now)."""
@@ -495,7 +487,7 @@ def render_pngs(report: Any, kinds: Collection[str] | None = None,
     for r in layers:
         need = None if kinds is None else [k for k in kinds if (r.key, k) not in cache]
         if need is None or need:
-            tasks.append((r, trap_note(report, r.key), wants_option_figures(report), need))
+            tasks.append((r, trap_note(report, r.key), need is None and wants_option_figures(report), need))
     drawn: dict[tuple, list[tuple[str, bytes]]] = {}
     workers = _parallel_workers(len(tasks))
     if workers:
